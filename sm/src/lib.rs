@@ -1,0 +1,1 @@
+//! Storage manager: SR drivers and VDI formats (not implemented yet).

@@ -1,0 +1,1 @@
+fn main() { eprintln!("xapi-rs: not implemented yet"); std::process::exit(1) }
