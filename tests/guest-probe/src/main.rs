@@ -1,0 +1,246 @@
+//! The guest kit's probe. It runs as the only program of a small PV guest and
+//! makes what a migration does to a guest visible from outside, on its console:
+//!
+//! * it dirties a working set at a steady rate, so pre-copy has work to do;
+//! * it keeps the expected content of every page of that set and of a static
+//!   pattern, and verifies all of it every few seconds and on demand (a `v`
+//!   line on the console), so lost or stale pages show as `verify FAILED`;
+//! * it sleeps 1 ms in a loop and reports every gap in its wall clock above a
+//!   threshold: the largest gap during a migration is the downtime the guest saw
+//!   (the PV clock keeps running while the domain is paused).
+//!
+//! Console lines all start with `probe: ` so tests can grep them.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PAGE_WORDS: usize = 4096 / 8;
+
+struct Config {
+    workset_mb: usize,
+    pattern_mb: usize,
+    pages_per_tick: usize,
+    gap_ms: u64,
+    verify_every: Duration,
+}
+
+fn parse_args() -> Result<Config, String> {
+    let mut c = Config {
+        workset_mb: 16,
+        pattern_mb: 8,
+        pages_per_tick: 0,
+        gap_ms: 50,
+        verify_every: Duration::from_secs(5),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| -> Result<u64, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--workset-mb" => c.workset_mb = val(&a)? as usize,
+            "--pattern-mb" => c.pattern_mb = val(&a)? as usize,
+            "--pages-per-tick" => c.pages_per_tick = val(&a)? as usize,
+            "--gap-ms" => c.gap_ms = val(&a)?,
+            "--verify-every-s" => c.verify_every = Duration::from_secs(val(&a)?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if c.pages_per_tick == 0 {
+        // Dirty the whole working set about once a second.
+        c.pages_per_tick = (c.workset_mb * 256).div_ceil(1000).max(1);
+    }
+    Ok(c)
+}
+
+/// A word's expected value: depends on the page's token and the word's index,
+/// so a page swapped with another, or an old copy, does not verify.
+fn word(token: u64, page: usize, i: usize) -> u64 {
+    let x = token
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((page as u64) << 20 | i as u64);
+    x ^ (x >> 29)
+}
+
+struct Memory {
+    workset: Vec<u64>,
+    tokens: Vec<u64>,
+    pattern: Vec<u64>,
+    pattern_sum: u64,
+    next_token: u64,
+    cursor: usize,
+}
+
+impl Memory {
+    fn new(c: &Config) -> Memory {
+        let pages = c.workset_mb * 256;
+        let mut m = Memory {
+            workset: vec![0; pages * PAGE_WORDS],
+            tokens: vec![0; pages],
+            pattern: Vec::with_capacity(c.pattern_mb * 256 * PAGE_WORDS),
+            pattern_sum: 0,
+            next_token: 1,
+            cursor: 0,
+        };
+        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..c.pattern_mb * 256 * PAGE_WORDS {
+            // xorshift64: a pattern nothing else in the guest would produce.
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            m.pattern.push(s);
+        }
+        m.pattern_sum = checksum(&m.pattern);
+        for p in 0..pages {
+            m.dirty_page(p);
+        }
+        m
+    }
+
+    fn dirty_page(&mut self, p: usize) {
+        let t = self.next_token;
+        self.next_token += 1;
+        self.tokens[p] = t;
+        for (i, w) in self.workset[p * PAGE_WORDS..(p + 1) * PAGE_WORDS]
+            .iter_mut()
+            .enumerate()
+        {
+            *w = word(t, p, i);
+        }
+    }
+
+    fn dirty(&mut self, n: usize) {
+        for _ in 0..n {
+            let p = self.cursor;
+            self.cursor = (self.cursor + 1) % self.tokens.len();
+            self.dirty_page(p);
+        }
+    }
+
+    /// Returns the first bad place, if any.
+    fn verify(&self) -> Result<(), String> {
+        for (p, &t) in self.tokens.iter().enumerate() {
+            for i in 0..PAGE_WORDS {
+                if self.workset[p * PAGE_WORDS + i] != word(t, p, i) {
+                    return Err(format!("workset page={p} word={i}"));
+                }
+            }
+        }
+        if checksum(&self.pattern) != self.pattern_sum {
+            return Err("pattern checksum".into());
+        }
+        Ok(())
+    }
+}
+
+fn checksum(v: &[u64]) -> u64 {
+    v.iter()
+        .fold(0xCBF2_9CE4_8422_2325u64, |h, &x| (h ^ x).wrapping_mul(0x100_0000_01B3))
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let c = match parse_args() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("probe: error {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut mem = Memory::new(&c);
+    let requested = Arc::new(AtomicBool::new(false));
+    {
+        let requested = requested.clone();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) if l.trim() == "v" => requested.store(true, Ordering::SeqCst),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    println!(
+        "probe: ready workset_mb={} pattern_mb={} pages_per_tick={} gap_ms={}",
+        c.workset_mb, c.pattern_mb, c.pages_per_tick, c.gap_ms
+    );
+    let mut last = now_ms();
+    let mut max_gap: u128 = 0;
+    let mut verified = 0u64;
+    let mut last_verify = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = now_ms();
+        let gap = now.saturating_sub(last);
+        if gap > c.gap_ms as u128 {
+            max_gap = max_gap.max(gap);
+            println!("probe: gap ms={gap} at_ms={now}");
+        }
+        last = now;
+        mem.dirty(c.pages_per_tick);
+        if requested.swap(false, Ordering::SeqCst) || last_verify.elapsed() >= c.verify_every {
+            verified += 1;
+            match mem.verify() {
+                Ok(()) => println!(
+                    "probe: verify ok n={verified} max_gap_ms={max_gap} at_ms={}",
+                    now_ms()
+                ),
+                Err(e) => println!("probe: verify FAILED n={verified} at {e}"),
+            }
+            let _ = std::io::stdout().flush();
+            last_verify = Instant::now();
+            // Verification itself takes time: do not count it as a pause.
+            last = now_ms();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config {
+            workset_mb: 1,
+            pattern_mb: 1,
+            pages_per_tick: 3,
+            gap_ms: 50,
+            verify_every: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn fresh_memory_verifies_and_keeps_verifying_while_dirtied() {
+        let mut m = Memory::new(&cfg());
+        assert!(m.verify().is_ok());
+        m.dirty(1000);
+        assert!(m.verify().is_ok());
+    }
+
+    #[test]
+    fn a_stale_page_is_caught() {
+        let mut m = Memory::new(&cfg());
+        let old = m.workset[5 * PAGE_WORDS..6 * PAGE_WORDS].to_vec();
+        m.dirty_page(5);
+        m.workset[5 * PAGE_WORDS..6 * PAGE_WORDS].copy_from_slice(&old);
+        assert_eq!(m.verify().unwrap_err(), "workset page=5 word=0");
+    }
+
+    #[test]
+    fn a_flipped_pattern_bit_is_caught() {
+        let mut m = Memory::new(&cfg());
+        m.pattern[77] ^= 1 << 3;
+        assert_eq!(m.verify().unwrap_err(), "pattern checksum");
+    }
+}

@@ -1,0 +1,488 @@
+//! Lab hosts: Xen under QEMU TCG, each dom0 reachable over ssh and the
+//! toolstack's ports forwarded to 127.0.0.1, all joined by a private network.
+//!
+//! The private network is a userspace hub (`lab hub`) relaying Ethernet frames
+//! between the hosts' QEMU `dgram` netdevs over Unix datagram sockets, so lab
+//! traffic never touches an IP stack of the build machine.
+
+use crate::image::{Credentials, Dom0Image};
+use crate::util::{
+    output_with_timeout, pid_alive, poll, run_dir, say, shell_quote, tail, wait_output,
+};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// QEMU's CPU for the hosts. Without -smap,-smep dom0 crashes at boot under
+/// TCG (lab.md). QEMU 7.2's TCG emulation of AVX/AVX2 is new and corrupts
+/// registers in OpenSSL's vector code (sshd segfaulted in libcrypto), so the
+/// hosts get no AVX: software then takes its SSE paths, which TCG runs right.
+pub const CPU_MODEL: &str = "max,-smap,-smep,-avx,-avx2,-fma,-f16c";
+
+/// Memory per host and for its dom0 (lab.md: 3 GiB hosts, 1.5 GiB dom0).
+pub const HOST_MEM_MB: u32 = 3072;
+pub const DOM0_MEM_MB: u32 = 1536;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct HostState {
+    pub index: u32,
+    pub pid: u32,
+    pub ssh_port: u16,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub serial_log: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct LabState {
+    pub hosts: Vec<HostState>,
+    pub hub_pid: u32,
+    pub key: PathBuf,
+    pub password: String,
+}
+
+pub fn state_path() -> PathBuf {
+    run_dir().join("state.json")
+}
+
+impl LabState {
+    /// The running lab, if any.
+    pub fn load() -> Result<LabState> {
+        let p = state_path();
+        let s = std::fs::read_to_string(&p)
+            .with_context(|| format!("no lab is up ({} missing): run `lab up`", p.display()))?;
+        Ok(serde_json::from_str(&s)?)
+    }
+
+    fn save(&self) -> Result<()> {
+        std::fs::write(state_path(), serde_json::to_string_pretty(self)?)?;
+        Ok(())
+    }
+
+    pub fn host(&self, n: u32) -> Result<&HostState> {
+        self.hosts
+            .iter()
+            .find(|h| h.index == n)
+            .with_context(|| format!("the lab has no host {n} ({} up)", self.hosts.len()))
+    }
+
+    pub fn all_alive(&self) -> bool {
+        !self.hosts.is_empty() && self.hosts.iter().all(|h| pid_alive(h.pid))
+    }
+
+    fn ssh_cmd(&self, h: &HostState) -> Command {
+        let mut c = Command::new("ssh");
+        c.args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-i",
+        ])
+        .arg(&self.key)
+        .args(["-p", &h.ssh_port.to_string(), "root@127.0.0.1"]);
+        c
+    }
+
+    /// Runs a shell command in host `n`'s dom0, bounded by `timeout`.
+    pub fn exec(&self, n: u32, script: &str, timeout: Duration) -> Result<Output> {
+        let h = self.host(n)?;
+        let secs = timeout.as_secs().max(1);
+        let remote = format!("timeout -k 5 {secs} sh -c {}", shell_quote(script));
+        let mut tries = 0;
+        loop {
+            let mut c = self.ssh_cmd(h);
+            c.arg(&remote);
+            let out = output_with_timeout(&mut c, timeout + Duration::from_secs(30))
+                .with_context(|| format!("lab exec on host {n}: {script}"))?;
+            // ssh's own failure to connect (exit 255 before the command ran):
+            // retry a few times, the dom0 may be busy under TCG.
+            tries += 1;
+            if out.status.code() == Some(255) && ssh_transport_failed(&out.stderr) && tries < 5 {
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
+    /// Runs a command in dom0 and returns its stdout; non-zero exit is an error
+    /// carrying its output.
+    pub fn exec_ok(&self, n: u32, script: &str, timeout: Duration) -> Result<String> {
+        let out = self.exec(n, script, timeout)?;
+        if !out.status.success() {
+            bail!(
+                "host {n}: `{script}` failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a command in dom0 with the caller's stdio; returns its exit code.
+    pub fn exec_interactive(&self, n: u32, argv: &[String]) -> Result<i32> {
+        let h = self.host(n)?;
+        let remote: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        let st = self.ssh_cmd(h).arg(remote.join(" ")).status()?;
+        Ok(st.code().unwrap_or(255))
+    }
+
+    /// Copies `data` to `remote` in host `n`'s dom0 with mode `mode`.
+    pub fn push_bytes(&self, n: u32, data: &[u8], remote: &str, mode: u32) -> Result<()> {
+        let h = self.host(n)?;
+        let q = shell_quote(remote);
+        let script = format!(
+            "mkdir -p \"$(dirname {q})\" && cat > {q}.part && chmod {mode:o} {q}.part && mv -f {q}.part {q}"
+        );
+        let mut tries = 0;
+        loop {
+            let mut child = self
+                .ssh_cmd(h)
+                .arg(&script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let mut stdin = child.stdin.take().context("ssh stdin")?;
+            let data = data.to_vec();
+            let writer = std::thread::spawn(move || stdin.write_all(&data));
+            let out = wait_output(child, Duration::from_secs(600), "lab push")?;
+            let _ = writer.join();
+            tries += 1;
+            if out.status.code() == Some(255) && ssh_transport_failed(&out.stderr) && tries < 5 {
+                std::thread::sleep(Duration::from_secs(2));
+                continue;
+            }
+            if !out.status.success() {
+                bail!(
+                    "copying to host {n}:{remote} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    pub fn push(&self, n: u32, local: &Path, remote: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
+        let mode = std::fs::metadata(local)?.permissions().mode() & 0o7777;
+        self.push_bytes(n, &data, remote, mode)
+    }
+
+    /// The shell lines of `lab env`.
+    pub fn env_lines(&self) -> Result<String> {
+        let h = self.host(1)?;
+        Ok(format!(
+            "XAPI_URL=https://127.0.0.1:{}\nXAPI_HTTP=http://127.0.0.1:{}\nXAPI_USER=root\nXAPI_PASSWORD={}\nXAPI_LAB_SSH_PORT={}\nXAPI_LAB_HOSTS={}\n",
+            h.https_port,
+            h.http_port,
+            self.password,
+            h.ssh_port,
+            self.hosts.len()
+        ))
+    }
+}
+
+/// Whether ssh's stderr says the connection itself failed (so the remote
+/// command never started and a retry is safe).
+fn ssh_transport_failed(stderr: &[u8]) -> bool {
+    let e = String::from_utf8_lossy(stderr);
+    [
+        "kex_exchange_identification",
+        "Connection closed by",
+        "Connection reset",
+        "Connection refused",
+        "Connection timed out",
+        "banner exchange",
+    ]
+    .iter()
+    .any(|m| e.contains(m))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs the lab network hub until killed: every frame from one host's socket
+/// goes to every other host's socket.
+pub fn hub(dir: &Path, hosts: u32) -> Result<()> {
+    use std::os::unix::net::UnixDatagram;
+    let me = dir.join("hub.sock");
+    let _ = std::fs::remove_file(&me);
+    let sock = UnixDatagram::bind(&me)?;
+    let peers: Vec<PathBuf> = (1..=hosts)
+        .map(|i| dir.join(format!("host{i}.net.sock")))
+        .collect();
+    let mut buf = vec![0u8; 65536 + 64];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf)?;
+        let from = from.as_pathname().map(Path::to_path_buf);
+        for p in &peers {
+            if Some(p) != from.as_ref() {
+                // A host not up yet or gone: drop the frame, as a cable would.
+                let _ = sock.send_to(&buf[..n], p);
+            }
+        }
+    }
+}
+
+/// Boots `n` hosts and returns once every dom0 answers ssh and runs xenstored.
+pub fn boot(
+    n: u32,
+    xen: &Path,
+    img: &Dom0Image,
+    cred: &Credentials,
+    cpus: u32,
+    timeout: Duration,
+) -> Result<LabState> {
+    let dir = run_dir();
+    std::fs::create_dir_all(&dir)?;
+    let exe = std::env::current_exe()?;
+    // The hub, detached in its own session so it outlives this command.
+    let hub_log = dir.join("hub.log");
+    let hub = Command::new("setsid")
+        .arg(&exe)
+        .args(["hub", "--hosts", &n.to_string()])
+        .env("XAPI_LAB_RUN", &dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&hub_log)?)
+        .stderr(std::fs::File::create(dir.join("hub.err"))?)
+        .spawn()
+        .context("starting the lab network hub")?;
+    let hub_pid = hub.id();
+    let mut state = LabState {
+        hosts: vec![],
+        hub_pid,
+        key: cred.key.clone(),
+        password: cred.password.clone(),
+    };
+    poll(
+        "the lab network hub",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || Ok(dir.join("hub.sock").exists().then_some(())),
+    )?;
+    for i in 1..=n {
+        let overlay = dir.join(format!("host{i}.qcow2"));
+        let _ = std::fs::remove_file(&overlay);
+        crate::util::capture(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&img.rootfs)
+                .arg(&overlay),
+        )?;
+        let h = HostState {
+            index: i,
+            pid: 0,
+            ssh_port: free_port()?,
+            http_port: free_port()?,
+            https_port: free_port()?,
+            serial_log: dir.join(format!("host{i}.serial.log")),
+        };
+        let pidfile = dir.join(format!("host{i}.pid"));
+        let _ = std::fs::remove_file(&pidfile);
+        let _ = std::fs::remove_file(dir.join(format!("host{i}.net.sock")));
+        let qemu_log = dir.join(format!("host{i}.qemu.log"));
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-name", &format!("xapi-rs-lab-host{i}")])
+            .args(["-accel", "tcg,thread=multi", "-cpu", CPU_MODEL])
+            .args(["-m", &HOST_MEM_MB.to_string(), "-smp", &cpus.to_string()])
+            .arg("-kernel")
+            .arg(xen)
+            .args([
+                "-append",
+                &format!(
+                    "dom0_mem={DOM0_MEM_MB}M,max:{DOM0_MEM_MB}M dom0_max_vcpus={cpus} console=com1 com1=115200 noreboot"
+                ),
+            ])
+            .arg("-initrd")
+            .arg(format!(
+                "{} root=/dev/vda rw console=hvc0 net.ifnames=0 lab.host={i},{}",
+                img.kernel.display(),
+                img.initrd.display()
+            ))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=qcow2,cache=unsafe", overlay.display()))
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443",
+                h.ssh_port, h.http_port, h.https_port
+            ))
+            .args(["-device", "virtio-net-pci,netdev=mgmt"])
+            .arg("-netdev")
+            .arg(format!(
+                "dgram,id=lab,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+                dir.join(format!("host{i}.net.sock")).display(),
+                dir.join("hub.sock").display()
+            ))
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=lab,mac=52:54:00:77:00:{i:02x}"),
+            ])
+            .args(["-display", "none", "-monitor", "none", "-vga", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", h.serial_log.display()))
+            .arg("-pidfile")
+            .arg(&pidfile)
+            .arg("-daemonize");
+        let out = output_with_timeout(&mut c, Duration::from_secs(60))?;
+        std::fs::write(&qemu_log, [&out.stdout[..], &out.stderr[..]].concat())?;
+        if !out.status.success() {
+            bail!(
+                "step 'boot host {i}': QEMU failed to start ({}); log: {}\n{}",
+                out.status,
+                qemu_log.display(),
+                tail(&qemu_log, 20)
+            );
+        }
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .with_context(|| format!("QEMU wrote no pidfile {}", pidfile.display()))?
+            .trim()
+            .parse()?;
+        state.hosts.push(HostState { pid, ..h });
+        state.save()?;
+        say(format!(
+            "host {i}: QEMU pid {pid}, serial log {}",
+            dir.join(format!("host{i}.serial.log")).display()
+        ));
+    }
+    let start = Instant::now();
+    for h in state.hosts.clone() {
+        wait_ready(&state, &h, timeout.saturating_sub(start.elapsed()))?;
+        say(format!(
+            "host {}: dom0 ready after {}s",
+            h.index,
+            start.elapsed().as_secs()
+        ));
+    }
+    Ok(state)
+}
+
+fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut next_beat = Duration::from_secs(30);
+    loop {
+        if !pid_alive(h.pid) {
+            bail!(
+                "step 'boot host {}': QEMU (pid {}) died; serial log: {}\n--- last lines ---\n{}",
+                h.index,
+                h.pid,
+                h.serial_log.display(),
+                tail(&h.serial_log, 30)
+            );
+        }
+        if let Ok(out) = state.exec(
+            h.index,
+            "test -e /proc/xen/capabilities && xenstore-read domid >/dev/null && pgrep -x xenconsoled >/dev/null && ip -4 addr show xenbr0 | grep -q 10.77",
+            Duration::from_secs(20),
+        ) {
+            if out.status.success() {
+                return Ok(());
+            }
+        }
+        let el = start.elapsed();
+        if el > timeout {
+            bail!(
+                "step 'boot host {}': dom0 not ready (ssh, xenstored, xenconsoled, xenbr0) after {}s; serial log: {}\n--- last lines ---\n{}",
+                h.index,
+                el.as_secs(),
+                h.serial_log.display(),
+                tail(&h.serial_log, 30)
+            );
+        }
+        if el >= next_beat {
+            say(format!("host {}: booting... {}s", h.index, el.as_secs()));
+            next_beat += Duration::from_secs(30);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Stops every lab process and removes the run directory. Safe to repeat.
+pub fn down() -> Result<()> {
+    let dir = run_dir();
+    let mut pids = vec![];
+    if let Ok(st) = LabState::load() {
+        pids.extend(st.hosts.iter().map(|h| h.pid));
+        pids.push(st.hub_pid);
+    }
+    // Anything else started for this run directory (a lost state file).
+    if let Ok(out) = Command::new("pgrep")
+        .args(["-f", &format!("xapi-rs-lab-host|{}", dir.display())])
+        .output()
+    {
+        let me = std::process::id();
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .filter(|p| *p != me),
+        );
+    }
+    pids.sort();
+    pids.dedup();
+    for p in &pids {
+        let _ = Command::new("kill").arg(p.to_string()).status();
+    }
+    let gone = poll(
+        "lab processes to exit",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || Ok(pids.iter().all(|p| !pid_alive(*p)).then_some(())),
+    );
+    if gone.is_err() {
+        for p in &pids {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+        poll(
+            "lab processes to die after SIGKILL",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || Ok(pids.iter().all(|p| !pid_alive(*p)).then_some(())),
+        )?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether something answers HTTP on 127.0.0.1:`port` (any status line).
+pub fn http_answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let body = r#"{"jsonrpc":"2.0","method":"system.listMethods","params":[],"id":1}"#;
+    let req = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}

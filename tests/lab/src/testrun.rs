@@ -1,0 +1,228 @@
+//! `lab test`: the whole suite. Formatting and lints, the workspace's unit
+//! tests, then on real Xen: the test binaries that must run inside dom0 (crates
+//! with `[package.metadata.lab] dom0-tests = true`, their `#[ignore]`d tests)
+//! and the black-box lab tests in `tests/lab/tests/` (likewise `#[ignore]`d),
+//! first on one host, then those named `two_hosts*` on two.
+
+use crate::hosts::{self, LabState};
+use crate::util::{say, workspace_root};
+use crate::UpOptions;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[derive(Default, Debug, PartialEq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    /// Phases that could not run at all (a build or the lab failed).
+    pub broken: Vec<String>,
+}
+
+impl Tally {
+    /// Adds the `test result:` lines of libtest output.
+    pub fn add_output(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some(rest) = line.trim().strip_prefix("test result: ") else {
+                continue;
+            };
+            for part in rest.split(';') {
+                let part = part.trim().trim_start_matches("ok.").trim_start_matches("FAILED.");
+                let mut it = part.split_whitespace();
+                if let (Some(n), Some(what)) = (it.next(), it.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => self.passed += n,
+                        "failed" => self.failed += n,
+                        "ignored" => self.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a command, echoing its stdout while keeping it for the tally.
+fn run_echo(phase: &str, cmd: &mut Command, tally: &mut Tally) -> Result<bool> {
+    say(format!("== {phase}"));
+    let mut child = cmd
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{phase}: cannot start {:?}", cmd.get_program()))?;
+    let mut all = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line.unwrap_or_default();
+            println!("{line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+    }
+    let ok = child.wait()?.success();
+    tally.add_output(&all);
+    if !ok && !all.contains("test result:") {
+        tally.broken.push(phase.to_string());
+    }
+    Ok(ok)
+}
+
+fn cargo() -> Command {
+    Command::new(env!("CARGO"))
+}
+
+/// Test executables of the packages whose tests must run in dom0.
+fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let meta = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace_root())
+        .output()?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
+    let mut pkgs = vec![];
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        if p["metadata"]["lab"]["dom0-tests"].as_bool() == Some(true) {
+            pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    if pkgs.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut c = cargo();
+    c.args(["test", "--no-run", "--message-format=json"]);
+    for p in &pkgs {
+        c.args(["-p", p]);
+    }
+    let out = c
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the dom0 test binaries failed");
+    }
+    let mut bins = vec![];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
+            if let Some(exe) = v["executable"].as_str() {
+                let name = v["target"]["name"].as_str().unwrap_or("test").to_string();
+                let pkg = v["package_id"].as_str().unwrap_or_default();
+                if pkgs.iter().any(|p| pkg.contains(&format!("/{p}#")) || pkg.contains(&format!("{p}@")) || pkg.starts_with(&format!("{p} "))) {
+                    bins.push((name, PathBuf::from(exe)));
+                }
+            }
+        }
+    }
+    Ok(bins)
+}
+
+fn up_phase(hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
+    let opts = UpOptions {
+        hosts: hosts_n,
+        ..UpOptions::default()
+    };
+    let _ = hosts::down();
+    match crate::up(&opts) {
+        Ok(st) => Some(st),
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            tally.broken.push(format!("lab up --hosts {hosts_n}"));
+            None
+        }
+    }
+}
+
+/// The lab's black-box tests, filtered by libtest arguments.
+fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
+    run_echo(
+        phase,
+        cargo()
+            .args(["test", "-p", "lab", "--test", "lab", "--", "--ignored", "--test-threads=1"])
+            .args(filter),
+        tally,
+    )
+}
+
+pub fn run(keep: bool) -> Result<i32> {
+    let mut t = Tally::default();
+    crate::deps::ensure().context("installing the build machine's packages")?;
+    let mut ok = run_echo("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]), &mut t)?;
+    ok &= run_echo(
+        "cargo clippy -D warnings",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        &mut t,
+    )?;
+    ok &= run_echo("unit tests", cargo().args(["test", "--workspace"]), &mut t)?;
+    let bins = match dom0_test_binaries() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            t.broken.push("build dom0 tests".into());
+            vec![]
+        }
+    };
+    if let Some(st) = up_phase(1, &mut t) {
+        for (name, exe) in &bins {
+            let remote = format!("/opt/lab/tests/{name}");
+            say(format!("== dom0 tests: {name}"));
+            let res = st.push(1, exe, &remote).and_then(|_| {
+                st.exec(
+                    1,
+                    &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
+                    Duration::from_secs(1800),
+                )
+            });
+            match res {
+                Ok(out) => {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    print!("{text}");
+                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                    t.add_output(&text);
+                    if !out.status.success() {
+                        ok = false;
+                        if !text.contains("test result:") {
+                            t.broken.push(format!("dom0 tests {name}"));
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("lab: error: {e:#}");
+                    t.broken.push(format!("dom0 tests {name}"));
+                }
+            }
+        }
+        ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
+        if let Some(_st2) = up_phase(2, &mut t) {
+            ok &= black_box("lab tests (2 hosts)", &["two_hosts"], &mut t)?;
+        }
+    }
+    if !keep {
+        let _ = hosts::down();
+    }
+    ok &= t.broken.is_empty() && t.failed == 0;
+    for b in &t.broken {
+        println!("lab: phase failed to run: {b}");
+    }
+    println!("{} passed, {} failed", t.passed, t.failed + t.broken.len() as u64);
+    Ok(if ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_sums_libtest_result_lines() {
+        let mut t = Tally::default();
+        t.add_output(
+            "running 3 tests\ntest a ... ok\n\ntest result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+             test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\n",
+        );
+        assert_eq!((t.passed, t.failed, t.ignored), (4, 2, 1));
+    }
+}

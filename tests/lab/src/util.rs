@@ -1,0 +1,265 @@
+//! Running the lab's external commands: every one is bounded by a timeout, its
+//! output goes to a log, and a failure names the step and the log.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Prints a progress line (stderr, so `lab env` output stays clean).
+pub fn say(msg: impl AsRef<str>) {
+    eprintln!("lab: {}", msg.as_ref());
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+        let mut buf = Vec::new();
+        let _ = f.read_to_end(&mut buf);
+        s = String::from_utf8_lossy(&buf).into_owned();
+    }
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `cmd` as step `what`, output appended to `log`, killed after `timeout`.
+/// Prints a heartbeat while it runs so long steps show progress.
+pub fn run_step(what: &str, cmd: &mut Command, log: &Path, timeout: Duration) -> Result<()> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening log {}", log.display()))?;
+    let err = out.try_clone()?;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("step '{what}': cannot start {:?}", cmd.get_program()))?;
+    let mut next_beat = Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                say(format!("{what}: done in {}s", start.elapsed().as_secs()));
+                return Ok(());
+            }
+            bail!(
+                "step '{what}' failed ({status}); log: {}\n--- last lines ---\n{}",
+                log.display(),
+                tail(log, 25)
+            );
+        }
+        let el = start.elapsed();
+        if el > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "step '{what}' timed out after {}s; log: {}\n--- last lines ---\n{}",
+                timeout.as_secs(),
+                log.display(),
+                tail(log, 25)
+            );
+        }
+        if el >= next_beat {
+            say(format!("{what}: {}s... (log: {})", el.as_secs(), log.display()));
+            next_beat += Duration::from_secs(20);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs a short command and returns its stdout; a failure carries its stderr.
+pub fn capture(cmd: &mut Command) -> Result<String> {
+    let out = output_with_timeout(cmd, Duration::from_secs(120))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like `Command::output`, but kills the command after `timeout`.
+pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    wait_output(child, timeout, &format!("{:?}", cmd.get_program()))
+}
+
+/// Waits for a spawned child with piped output, killing it after `timeout`.
+pub fn wait_output(mut child: std::process::Child, timeout: Duration, what: &str) -> Result<Output> {
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = so.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = se.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} timed out after {}s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Output {
+        status,
+        stdout: t1.join().unwrap_or_default(),
+        stderr: t2.join().unwrap_or_default(),
+    })
+}
+
+/// Polls `f` every `every` until it returns `Some`, or fails after `timeout`
+/// with `what` in the message. Never a fixed sleep: the condition decides.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {}s waiting for {what}", timeout.as_secs());
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// sha256 of the given parts, hex, first 16 characters: a cache key.
+pub fn hash_key(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the cached images live (kept across runs and clones).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XAPI_LAB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/xapi-rs-lab"))
+}
+
+/// Where a running lab keeps its state, overlays and logs.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("XAPI_LAB_RUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/xapi-rs-lab"))
+}
+
+/// The workspace root: this crate lives in `tests/lab`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Quotes a word for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .map(|r| r.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_a_shell() {
+        for s in ["plain", "with space", "it's", "", "$(x)"] {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+
+    #[test]
+    fn a_failing_step_names_itself_and_its_log() {
+        let dir = std::env::temp_dir().join(format!("lab-util-{}", std::process::id()));
+        let log = dir.join("x.log");
+        let e = run_step(
+            "demo",
+            Command::new("sh").args(["-c", "echo boom; exit 3"]),
+            &log,
+            Duration::from_secs(10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("step 'demo' failed"), "{e}");
+        assert!(e.contains("x.log") && e.contains("boom"), "{e}");
+        let e = run_step(
+            "slow",
+            Command::new("sleep").arg("30"),
+            &log,
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("timed out"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn cache_keys_change_with_any_part() {
+        assert_ne!(hash_key(&[b"a", b"bc"]), hash_key(&[b"ab", b"c"]));
+        assert_eq!(hash_key(&[b"a"]), hash_key(&[b"a"]));
+    }
+}
