@@ -336,3 +336,79 @@ fn version_and_usage() {
     assert!(text(&out.stderr).starts_with("Usage:\n"));
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `HttpGet` to a path on the same server: the client opens a second
+/// connection, sends `GET path HTTP/1.0`, writes the body to the file (or
+/// stdout when the filename is empty) and answers `OK`.
+#[test]
+fn http_get_to_stdout_and_file() {
+    let dir = home().join("get");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("out.bin"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).unwrap();
+        let mut conn = ServerConn::new(stream);
+        conn.handshake().unwrap();
+        let mut requests = Vec::new();
+        for filename in ["", "out.bin"] {
+            conn.send(Command::HttpGet {
+                filename: filename.into(),
+                path: "/export?uuid=1".into(),
+            })
+            .unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") {
+                s.read_exact(&mut buf).unwrap();
+                req.push(buf[0]);
+            }
+            requests.push(String::from_utf8(req).unwrap());
+            s.write_all(
+                b"HTTP/1.0 200 OK\r\ncontent-type: application/octet-stream\r\n\r\nPAYLOAD",
+            )
+            .unwrap();
+            drop(s);
+            assert_eq!(conn.read_response().unwrap(), xe::protocol::Response::Ok);
+        }
+        conn.exit(0).unwrap();
+        requests
+    });
+    let out = xe_in(
+        &[
+            "vm-export",
+            "filename=out.bin",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ],
+        Some(&dir),
+    );
+    let requests = h.join().unwrap();
+    assert_eq!(requests[0], "GET /export?uuid=1 HTTP/1.0\r\n\r\n");
+    assert_eq!(text(&out.stdout), "PAYLOAD");
+    assert_eq!(std::fs::read(dir.join("out.bin")).unwrap(), b"PAYLOAD");
+    assert_eq!(out.status.code(), Some(0));
+}
