@@ -31,7 +31,7 @@ fn main() {
         .allowlist_function("xc_shadow_control|xc_logdirty_control")
         .allowlist_function("xc__hypercall_buffer_(alloc|free)(_pages)?")
         .allowlist_function("xc_evtchn_alloc_unbound|xc_evtchn_status|xc_evtchn_reset")
-        .allowlist_function("xc_maximum_ram_page|xc_version")
+        .allowlist_function("xc_maximum_ram_page|xc_version|xc_domctl")
         .allowlist_function("xenforeignmemory_.*")
         .allowlist_function("xenevtchn_.*")
         .allowlist_type("xc_dominfo_t|xc_domaininfo_t|xc_physinfo_t|xc_cputopo_t|xc_cpuinfo_t")
