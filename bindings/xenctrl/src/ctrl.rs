@@ -152,8 +152,8 @@ impl XenCtrl {
             ..Default::default()
         };
         c.arch.emulation_flags = cfg.emulation_flags();
-        // DOMID_FIRST_RESERVED asks Xen to choose a free id.
-        let mut domid: u32 = 0x7ff0;
+        // 0 asks Xen to choose a free id, as libxl does.
+        let mut domid: u32 = 0;
         // SAFETY: both pointers are valid for the call.
         check(
             unsafe { sys::xc_domain_create(self.raw(), &mut domid, &mut c) },
