@@ -264,10 +264,10 @@ fn unprivileged_open_is_denied() {
         );
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    let exe = world_executable_copy();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(exe)
+        .arg(&exe)
         .args([
             "unprivileged_open_is_denied",
             "--exact",

@@ -173,9 +173,10 @@ fn unprivileged_connect_is_denied() {
         }
         return;
     }
+    let exe = world_executable_copy();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(std::env::current_exe().unwrap())
+        .arg(&exe)
         .args([
             "unprivileged_connect_is_denied",
             "--exact",
