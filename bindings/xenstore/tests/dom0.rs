@@ -188,8 +188,19 @@ fn unprivileged_connect_is_denied() {
         .expect("setpriv (util-linux) in dom0");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_file(&exe);
     assert!(
         out.status.success() && text.contains("1 passed"),
         "child failed:\n{text}"
     );
+}
+
+/// The test binary may sit under /root where `nobody` cannot exec it, so
+/// the child runs from a world-readable copy in /tmp.
+fn world_executable_copy() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dst = std::env::temp_dir().join(format!("xapi-rs-unpriv-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().unwrap(), &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dst
 }
