@@ -317,7 +317,7 @@ fn event_channel_loopback_in_dom0() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn foreign_map_logdirty_then_xl_migrate_still_works() {
     let xc = XenCtrl::open().unwrap();
-    let guest = Guest::start("xenctrl-dom0-test", 64, 16);
+    let guest = Guest::start("xenctrl-dom0-test", 128, 16);
     let domid = guest.1;
     // Let the guest boot and start dirtying memory.
     std::thread::sleep(Duration::from_secs(3));
@@ -344,8 +344,8 @@ fn foreign_map_logdirty_then_xl_migrate_still_works() {
     let t1 = u64_at(&map, 32 + 16);
     let max_pfn = u64_at(&map, 3088);
     assert!(
-        max_pfn * 4 >= 32 * 1024 && max_pfn * 4 <= 128 * 1024,
-        "max_pfn {max_pfn} for a 64 MiB guest"
+        max_pfn * 4 >= 64 * 1024 && max_pfn * 4 <= 256 * 1024,
+        "max_pfn {max_pfn} for a 128 MiB guest"
     );
     std::thread::sleep(Duration::from_millis(300));
     // Xen updates vcpu 0's system time as the guest is scheduled.

@@ -104,7 +104,7 @@ async fn release_domain_watch_fires_when_a_guest_is_destroyed() {
     let xs = Xenstore::connect().await.unwrap();
     let name = "xenstore-dom0-test";
     let _ = Command::new("xl").args(["destroy", name]).output();
-    let out = run("/usr/local/bin/lab-guest", &[name, "64", "0"]);
+    let out = run("/usr/local/bin/lab-guest", &[name, "128", "0"]);
     let domid: u32 = out
         .lines()
         .rev()
