@@ -18,6 +18,7 @@ const HOST_PACKAGES: &[&str] = &[
     "patch",
     "make",
     "gcc",
+    "binutils",
     "libc6-dev",
     "bison",
     "flex",

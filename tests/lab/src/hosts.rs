@@ -212,6 +212,9 @@ fn ssh_transport_failed(stderr: &[u8]) -> bool {
         "Connection refused",
         "Connection timed out",
         "banner exchange",
+        // Seen once under TCG with the right key: auth failed before the
+        // command ran, so a retry is still safe.
+        "Permission denied (publickey",
     ]
     .iter()
     .any(|m| e.contains(m))

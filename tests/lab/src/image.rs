@@ -103,6 +103,13 @@ WantedBy=multi-user.target
 /// Files written into the image: (path, mode, content).
 const FILES: &[(&str, u32, &str)] = &[
     ("/etc/fstab", 0o644, "/dev/vda / ext4 rw,relatime 0 1\n"),
+    // Persistent journal files written under TCG came out unreadable
+    // ("Protocol not supported"); a volatile journal is enough for a lab run.
+    (
+        "/etc/systemd/journald.conf.d/lab.conf",
+        0o644,
+        "[Journal]\nStorage=volatile\n",
+    ),
     (
         "/etc/modules-load.d/xen-lab.conf",
         0o644,
@@ -227,7 +234,8 @@ pub fn build(xen_version: &str, cred: &Credentials) -> Result<Dom0Image> {
     let mut default_xen =
         std::fs::read_to_string(root.join("etc/default/xen")).unwrap_or_default();
     default_xen.push_str(
-        "\n# lab: guest consoles to /var/log/xen/console/guest-NAME.log\nXENCONSOLED_TRACE=guest\n",
+        "\n# lab: guest consoles to /var/log/xen/console/guest-NAME.log\n\
+         XENCONSOLED_ARGS=\"--log=guest --log-dir=/var/log/xen/console\"\n",
     );
     write_file(&root, "/etc/default/xen", 0o644, default_xen.as_bytes())?;
     write_file(
@@ -277,5 +285,6 @@ pub fn build(xen_version: &str, cred: &Credentials) -> Result<Dom0Image> {
     std::fs::remove_dir_all(&root)?;
     std::fs::remove_file(&sources)?;
     std::fs::rename(&tmp, &out)?;
+    crate::util::prune_cache("dom0", &out);
     Ok(img)
 }

@@ -83,9 +83,11 @@ fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
         .output()?;
     let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
     let mut pkgs = vec![];
+    let mut manifests = vec![];
     for p in meta["packages"].as_array().into_iter().flatten() {
         if p["metadata"]["lab"]["dom0-tests"].as_bool() == Some(true) {
             pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
+            manifests.push(p["manifest_path"].as_str().unwrap_or_default().to_string());
         }
     }
     if pkgs.is_empty() {
@@ -110,15 +112,28 @@ fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
         };
         if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
             if let Some(exe) = v["executable"].as_str() {
-                let name = v["target"]["name"].as_str().unwrap_or("test").to_string();
-                let pkg = v["package_id"].as_str().unwrap_or_default();
-                if pkgs.iter().any(|p| pkg.contains(&format!("/{p}#")) || pkg.contains(&format!("{p}@")) || pkg.starts_with(&format!("{p} "))) {
+                let name = format!(
+                    "{} ({})",
+                    v["target"]["name"].as_str().unwrap_or("test"),
+                    v["manifest_path"].as_str().unwrap_or_default()
+                );
+                if manifests.iter().any(|m| v["manifest_path"].as_str() == Some(m)) {
                     bins.push((name, PathBuf::from(exe)));
                 }
             }
         }
     }
     Ok(bins)
+}
+
+/// A copy of a test binary without debug info: a tenth of the size to push.
+fn strip_copy(exe: &std::path::Path) -> Result<PathBuf> {
+    let dir = crate::util::run_dir().join("dom0-tests");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(exe.file_name().context("test binary has no name")?);
+    std::fs::copy(exe, &out)?;
+    crate::util::capture(Command::new("strip").arg("--strip-debug").arg(&out))?;
+    Ok(out)
 }
 
 fn up_phase(hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
@@ -168,9 +183,10 @@ pub fn run(keep: bool) -> Result<i32> {
     };
     if let Some(st) = up_phase(1, &mut t) {
         for (name, exe) in &bins {
-            let remote = format!("/opt/lab/tests/{name}");
+            let file = exe.file_name().unwrap_or_default().to_string_lossy();
+            let remote = format!("/opt/lab/tests/{file}");
             say(format!("== dom0 tests: {name}"));
-            let res = st.push(1, exe, &remote).and_then(|_| {
+            let res = strip_copy(exe).and_then(|small| st.push(1, &small, &remote)).and_then(|_| {
                 st.exec(
                     1,
                     &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),

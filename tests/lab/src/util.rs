@@ -191,6 +191,22 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Removes the cache entries `PREFIX-*` other than `keep`: a changed recipe
+/// leaves its old image behind otherwise, and images are large.
+pub fn prune_cache(prefix: &str, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(cache_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{prefix}-")) && p != keep {
+            say(format!("cache: removing old {}", p.display()));
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
 /// Quotes a word for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()

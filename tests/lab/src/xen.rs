@@ -113,5 +113,6 @@ pub fn build(src: &XenSource) -> Result<PathBuf> {
     std::fs::copy(tree.join("xen/.config"), tmp.join("config"))?;
     std::fs::rename(&tmp, &out)?;
     let _ = std::fs::remove_dir_all(&work);
+    crate::util::prune_cache("xen", &out);
     Ok(xen)
 }
