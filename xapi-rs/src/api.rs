@@ -629,7 +629,8 @@ impl Ctx {
 /// Event record as returned by `event.next` / inside `event.from`.
 pub fn event_record(ch: &Change, with_uuid: bool) -> V {
     let mut m = BTreeMap::new();
-    m.insert("id".to_string(), V::I(ch.gen as i64));
+    // As in the reference, id and timestamp are strings.
+    m.insert("id".to_string(), V::S(ch.gen.to_string()));
     m.insert("timestamp".to_string(), V::S(format!("{:.6}", now_f64())));
     m.insert("class".to_string(), V::S(ch.class.to_lowercase()));
     m.insert("operation".to_string(), V::str(ch.operation));

@@ -256,6 +256,10 @@ pub const ENUMS: &[EnumDef] = &[
         values: &["any", "best_effort", "default_policy"],
     },
     EnumDef {
+        name: "host_ntp_mode",
+        values: &["DHCP", "Custom", "Factory", "Disabled"],
+    },
+    EnumDef {
         name: "host_sched_gran",
         values: &["core", "cpu", "socket"],
     },
@@ -332,6 +336,14 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef {
         code: "JSONRPC_UNMARSHAL_FAILURE",
         params: &["message"],
+    },
+    ErrorDef {
+        code: "EVENT_FROM_TOKEN_PARSE_FAILURE",
+        params: &["token"],
+    },
+    ErrorDef {
+        code: "REQUEST_TOO_LARGE",
+        params: &[],
     },
     ErrorDef {
         code: "TASK_CANCELLED",
@@ -476,6 +488,9 @@ const POOL_FIELDS: &[Field] = &[
     f("ext_auth_cache_enabled", B, RO),
     fd("ext_auth_cache_size", I, RO, Def::Int(50)),
     fd("ext_auth_cache_expiry", I, RO, Def::Int(300)),
+    f("limit_console_sessions", B, RW),
+    f("vm_console_idle_timeout", I, RW),
+    f("auto_update_vm_secureboot_certificates", B, RW),
 ];
 
 const HOST_FIELDS: &[Field] = &[
@@ -588,6 +603,16 @@ const HOST_FIELDS: &[Field] = &[
     f("ssh_expiry", D, RO),
     f("console_idle_timeout", I, RO),
     f("ssh_auto_mode", B, RO),
+    f("max_cstate", S, RO),
+    f("secure_boot", B, RO),
+    fd(
+        "ntp_mode",
+        Ty::Enum("host_ntp_mode"),
+        RO,
+        Def::Str("Factory"),
+    ),
+    f("ntp_custom_servers", SSET, RO),
+    fd("timezone", S, RO, Def::Str("UTC")),
 ];
 
 const HOST_MESSAGES: &[Message] = &[

@@ -58,14 +58,11 @@ impl Filter {
             || self.classes.contains(&lc)
             || self.objects.iter().any(|(c, o)| *c == lc && o == r)
     }
+    /// As in the reference, the counts cover every table, subscribed or not.
     fn counted_classes(&self) -> Vec<&'static str> {
         CLASSES
             .iter()
             .filter(|c| c.has_records)
-            .filter(|c| {
-                let lc = c.name.to_lowercase();
-                self.all || self.classes.contains(&lc) || self.objects.iter().any(|(o, _)| *o == lc)
-            })
             .map(|c| c.name)
             .collect()
     }
@@ -158,7 +155,7 @@ async fn from(
     }
     let mut counts = BTreeMap::new();
     for c in filter.counted_classes() {
-        counts.insert(c.to_lowercase(), V::I(ctx.db.count(c) as i64));
+        counts.insert(c.to_lowercase(), V::I32(ctx.db.count(c) as i32));
     }
     let mut out = BTreeMap::new();
     out.insert(

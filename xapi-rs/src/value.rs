@@ -13,6 +13,8 @@ pub const NULL_REF: &str = "OpaqueRef:NULL";
 pub enum V {
     S(String),
     I(i64),
+    /// A 32-bit int: `<i4>` on XML-RPC (used by `valid_ref_counts`).
+    I32(i32),
     F(f64),
     B(bool),
     D(String),
@@ -37,6 +39,7 @@ impl V {
         match self {
             V::S(s) | V::D(s) => s.clone(),
             V::I(i) => i.to_string(),
+            V::I32(i) => i.to_string(),
             V::F(f) => fmt_float(*f),
             V::B(b) => b.to_string(),
             V::A(a) => a.iter().map(V::to_plain).collect::<Vec<_>>().join("; "),
@@ -141,6 +144,7 @@ pub fn coerce(v: V, ty: &Ty) -> Option<V> {
                 .map(|x| V::S(x.to_string()))
         }
         (Ty::Int, V::I(i)) => Some(V::I(i)),
+        (Ty::Int, V::I32(i)) => Some(V::I(i.into())),
         (Ty::Int, V::S(s)) => s.trim().parse().ok().map(V::I),
         (Ty::Float, V::F(f)) => Some(V::F(f)),
         (Ty::Float, V::I(i)) => Some(V::F(i as f64)),
@@ -187,6 +191,9 @@ pub fn to_xml(v: &V, out: &mut String) {
         V::S(s) => xml_escape(s, out),
         V::I(i) => {
             let _ = write!(out, "{i}");
+        }
+        V::I32(i) => {
+            let _ = write!(out, "<i4>{i}</i4>");
         }
         V::F(f) => {
             let _ = write!(out, "<double>{}</double>", fmt_float(*f));
@@ -235,6 +242,7 @@ pub fn to_json(v: &V) -> serde_json::Value {
     match v {
         V::S(s) | V::D(s) => J::String(s.clone()),
         V::I(i) => J::from(*i),
+        V::I32(i) => J::from(*i),
         V::F(f) => serde_json::Number::from_f64(*f)
             .map(J::Number)
             .unwrap_or(J::from(0)),
