@@ -136,6 +136,10 @@ fn xmlrpc_golden() {
         "{}",
         r.text()
     );
+    // valid_ref_counts are int32 (<i4>), as in the reference.
+    assert!(r
+        .text()
+        .contains("<member><name>pool</name><value><i4>1</i4></value></member>"));
 }
 
 #[test]
@@ -433,6 +437,7 @@ fn event_from_wakes_on_change() {
     assert_eq!(evs[0]["class"], "pool");
     assert_eq!(evs[0]["operation"], "mod");
     assert_eq!(evs[0]["ref"], pool.as_str());
+    assert!(evs[0]["id"].is_string() && evs[0]["timestamp"].is_string());
     assert_eq!(r["valid_ref_counts"]["pool"], 1);
     let token = r["token"].as_str().unwrap().to_string();
     assert!(token.as_str() > "");
