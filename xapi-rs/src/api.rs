@@ -370,6 +370,18 @@ fn generic_call(ctx: &Ctx, c: &'static Class, g: Generic, args: &[V]) -> R<V> {
                     .collect(),
             ))
         }
+        Generic::GetAllWhere => {
+            let expr = crate::expr::parse(&arg(0))
+                .map_err(|e| ApiError::new("INVALID_VALUE", &["expr", &e]))?;
+            Ok(V::A(
+                ctx.db
+                    .all(c.name)
+                    .into_iter()
+                    .filter(|(_, rec)| expr.eval(rec))
+                    .map(|(r, _)| V::S(r))
+                    .collect(),
+            ))
+        }
         Generic::GetByNameLabel => Ok(V::A(
             ctx.db
                 .find_by_field(c.name, "name_label", &arg(0))

@@ -89,6 +89,12 @@ pub struct Class {
     pub persistent: bool,
     /// Whether the generic record/field messages exist (false for `event`).
     pub has_records: bool,
+    /// Whether `get_all`, `get_all_where`, `get_all_records` and
+    /// `get_all_records_where` exist (the reference's
+    /// `expose_get_all_messages_for`; not for `session`).
+    pub expose_get_all: bool,
+    /// Whether changes are reported by the event messages (`gen_events`).
+    pub gen_events: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -743,6 +749,8 @@ pub const CLASSES: &[Class] = &[
         fields: SESSION_FIELDS,
         messages: SESSION_MESSAGES,
         persistent: false,
+        expose_get_all: false,
+        gen_events: false,
         has_records: true,
     },
     Class {
@@ -751,6 +759,8 @@ pub const CLASSES: &[Class] = &[
         fields: POOL_FIELDS,
         messages: POOL_MESSAGES,
         persistent: true,
+        expose_get_all: true,
+        gen_events: true,
         has_records: true,
     },
     Class {
@@ -759,6 +769,8 @@ pub const CLASSES: &[Class] = &[
         fields: HOST_FIELDS,
         messages: HOST_MESSAGES,
         persistent: true,
+        expose_get_all: true,
+        gen_events: true,
         has_records: true,
     },
     Class {
@@ -767,6 +779,8 @@ pub const CLASSES: &[Class] = &[
         fields: HOST_METRICS_FIELDS,
         messages: &[],
         persistent: true,
+        expose_get_all: true,
+        gen_events: true,
         has_records: true,
     },
     Class {
@@ -775,6 +789,8 @@ pub const CLASSES: &[Class] = &[
         fields: HOST_CPU_FIELDS,
         messages: &[],
         persistent: true,
+        expose_get_all: true,
+        gen_events: true,
         has_records: true,
     },
     Class {
@@ -783,6 +799,8 @@ pub const CLASSES: &[Class] = &[
         fields: TASK_FIELDS,
         messages: TASK_MESSAGES,
         persistent: false,
+        expose_get_all: true,
+        gen_events: true,
         has_records: true,
     },
     Class {
@@ -791,6 +809,8 @@ pub const CLASSES: &[Class] = &[
         fields: &[],
         messages: EVENT_MESSAGES,
         persistent: false,
+        expose_get_all: false,
+        gen_events: false,
         has_records: false,
     },
 ];
@@ -804,6 +824,7 @@ pub enum Generic {
     GetAll,
     GetAllRecords,
     GetAllRecordsWhere,
+    GetAllWhere,
     GetByNameLabel,
     Get(&'static str),
     Set(&'static str),
@@ -819,6 +840,7 @@ impl Generic {
             Generic::GetRecord
             | Generic::GetByUuid
             | Generic::GetAllRecordsWhere
+            | Generic::GetAllWhere
             | Generic::GetByNameLabel
             | Generic::Get(_) => 2,
             Generic::Set(_) | Generic::RemoveFrom(_) => 3,
@@ -835,9 +857,10 @@ pub fn generic(class: &'static Class, msg: &str) -> Option<Generic> {
     let g = match msg {
         "get_record" => Generic::GetRecord,
         "get_by_uuid" => Generic::GetByUuid,
-        "get_all" => Generic::GetAll,
-        "get_all_records" => Generic::GetAllRecords,
-        "get_all_records_where" => Generic::GetAllRecordsWhere,
+        "get_all" if class.expose_get_all => Generic::GetAll,
+        "get_all_records" if class.expose_get_all => Generic::GetAllRecords,
+        "get_all_records_where" if class.expose_get_all => Generic::GetAllRecordsWhere,
+        "get_all_where" if class.expose_get_all => Generic::GetAllWhere,
         "get_by_name_label" if class.is_named() => Generic::GetByNameLabel,
         _ => {
             let (kind, fname): (fn(&'static str) -> Generic, &str) =
@@ -877,14 +900,17 @@ pub fn list_methods() -> Vec<String> {
     for c in CLASSES {
         let n = c.name;
         if c.has_records {
-            for g in [
-                "get_record",
-                "get_by_uuid",
-                "get_all",
-                "get_all_records",
-                "get_all_records_where",
-            ] {
-                out.push(format!("{n}.{g}"));
+            out.push(format!("{n}.get_record"));
+            out.push(format!("{n}.get_by_uuid"));
+            if c.expose_get_all {
+                for g in [
+                    "get_all",
+                    "get_all_where",
+                    "get_all_records",
+                    "get_all_records_where",
+                ] {
+                    out.push(format!("{n}.{g}"));
+                }
             }
             if c.is_named() {
                 out.push(format!("{n}.get_by_name_label"));
@@ -954,6 +980,8 @@ mod tests {
         );
         assert_eq!(generic(pool, "get_master"), Some(Generic::Get("master")));
         assert!(generic(class("session").unwrap(), "get_by_name_label").is_none());
+        assert!(generic(class("session").unwrap(), "get_all_records").is_none());
+        assert!(!list_methods().contains(&"session.get_all_records".to_string()));
         assert!(list_methods().contains(&"host_cpu.get_all_records".to_string()));
     }
 }

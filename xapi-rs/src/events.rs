@@ -53,6 +53,9 @@ impl Filter {
         f
     }
     fn wants(&self, class: &str, r: &str) -> bool {
+        if !crate::datamodel::class(class).is_some_and(|c| c.gen_events) {
+            return false;
+        }
         let lc = class.to_lowercase();
         self.all
             || self.classes.contains(&lc)
@@ -62,7 +65,7 @@ impl Filter {
     fn counted_classes(&self) -> Vec<&'static str> {
         CLASSES
             .iter()
-            .filter(|c| c.has_records)
+            .filter(|c| c.has_records && c.gen_events)
             .map(|c| c.name)
             .collect()
     }
