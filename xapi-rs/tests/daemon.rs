@@ -655,3 +655,63 @@ fn unix_socket_and_https() {
         other => println!("skipping HTTPS check: curl unavailable ({other:?})"),
     }
 }
+
+/// With PAM (the production authenticator), unknown users and wrong
+/// passwords are refused with SESSION_AUTHENTICATION_FAILED.
+#[cfg(feature = "pam")]
+#[test]
+fn pam_rejects_bad_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xapi-rs"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "none",
+            "--pam-service",
+            "login",
+        ])
+        .arg("--unix")
+        .arg(&unix)
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .arg("--fake-probe")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (u, p) in [
+        ("no-such-user-xapi-rs", "x"),
+        ("root", "definitely-not-the-password"),
+    ] {
+        let body =
+            json!({"jsonrpc":"2.0","method":"session.login_with_password","params":[u, p],"id":1});
+        let r = post(
+            addr,
+            "/jsonrpc",
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v["error"]["message"], "SESSION_AUTHENTICATION_FAILED",
+            "{v}"
+        );
+        assert_eq!(v["error"]["data"][0], u);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
