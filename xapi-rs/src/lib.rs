@@ -186,12 +186,21 @@ impl std::fmt::Display for Bound {
 /// Open the database, create the host objects, bind the listeners and
 /// spawn their loops. Returns once everything listens.
 pub async fn start(cfg: Config) -> Result<(Bound, Arc<api::Ctx>), String> {
-    let db = Arc::new(db::Db::open(&cfg.db).map_err(|e| e.to_string())?);
     let probe: Arc<dyn probe::HostProbe> = if cfg.fake_probe {
         Arc::new(probe::FakeProbe)
     } else {
+        // BINDINGS: once the libxenctrl-backed probe exists, construct it here.
         Arc::new(probe::DomZeroProbe { xl: cfg.xl.clone() })
     };
+    start_with_probe(cfg, probe).await
+}
+
+/// As [`start`], with an explicit host probe (e.g. one over libxenctrl).
+pub async fn start_with_probe(
+    cfg: Config,
+    probe: Arc<dyn probe::HostProbe>,
+) -> Result<(Bound, Arc<api::Ctx>), String> {
+    let db = Arc::new(db::Db::open(&cfg.db).map_err(|e| e.to_string())?);
     let auth: Arc<dyn auth::Authenticator> = match &cfg.static_auth {
         Some(Some((u, p))) => Arc::new(auth::StaticAuth {
             user: u.clone(),
