@@ -276,6 +276,23 @@ pub fn create_task(ctx: &Ctx, label: &str, description: &str, session: &str) -> 
     Ok(r)
 }
 
+/// Destroy tasks that finished longer than `retention` ago. Compact
+/// datetimes order as strings, so no parsing is needed.
+pub fn gc_tasks(db: &Db, retention: Duration) {
+    let cutoff =
+        crate::value::datetime_from_unix(crate::value::now_unix() - retention.as_secs() as i64);
+    for (r, rec) in db.all("task") {
+        let done = !matches!(
+            rec.get("status").and_then(V::as_str),
+            Some("pending") | Some("cancelling")
+        );
+        let finished = rec.get("finished").and_then(V::as_str).unwrap_or("");
+        if done && finished < cutoff.as_str() && finished != "19700101T00:00:00Z" {
+            let _ = db.delete("task", &r);
+        }
+    }
+}
+
 fn finish_task(ctx: &Ctx, task: &str, res: R<Option<V>>) {
     let _ = ctx.db.update("task", task, |rec| {
         let cancelling = rec.get("status").and_then(V::as_str) == Some("cancelling");
@@ -660,4 +677,30 @@ pub fn event_record(ch: &Change, with_uuid: bool) -> V {
         m.insert("snapshot".to_string(), V::M(s.clone()));
     }
     V::M(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_tasks_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let mk = |status: &str, finished: V| {
+            let mut r = Record::new();
+            r.insert("status".into(), V::str(status));
+            r.insert("finished".into(), finished);
+            let reference = new_ref();
+            db.create("task", &reference, r).unwrap();
+            reference
+        };
+        let old = mk("success", V::D("20200101T00:00:00Z".into()));
+        let recent = mk("success", now_datetime());
+        let pending = mk("pending", V::D("19700101T00:00:00Z".into()));
+        gc_tasks(&db, Duration::from_secs(3600));
+        assert!(!db.exists("task", &old));
+        assert!(db.exists("task", &recent));
+        assert!(db.exists("task", &pending));
+    }
 }

@@ -160,6 +160,9 @@ impl Config {
     }
 }
 
+/// Finished tasks are destroyed this long after they finish.
+pub const TASK_RETENTION: Duration = Duration::from_secs(3600);
+
 /// Addresses actually bound.
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
@@ -277,6 +280,7 @@ pub async fn start_with_probe(
             loop {
                 tokio::time::sleep(Duration::from_secs(1).min(interval)).await;
                 ctx.reap_sessions();
+                api::gc_tasks(&ctx.db, TASK_RETENTION);
                 if last_metrics.elapsed() >= interval {
                     last_metrics = tokio::time::Instant::now();
                     let (db, probe, host) =

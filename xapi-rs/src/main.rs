@@ -11,6 +11,10 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match xapi_rs::Config::from_args(&args) {
         Ok(c) => c,
+        Err(e) if e == xapi_rs::USAGE => {
+            println!("{e}");
+            return;
+        }
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);

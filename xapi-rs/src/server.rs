@@ -142,6 +142,8 @@ impl Server {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| me.clone().handle(req));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(60))
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {
