@@ -126,7 +126,7 @@ impl Config {
             let secs = |s: String| -> Result<Duration, String> {
                 s.parse::<f64>()
                     .ok()
-                    .filter(|f| *f >= 0.0 && f.is_finite())
+                    .filter(|f| *f >= 0.0 && *f < 1e9)
                     .map(Duration::from_secs_f64)
                     .ok_or_else(|| format!("bad duration {s}"))
             };
@@ -309,4 +309,39 @@ fn make_pam(cfg: &Config) -> Arc<dyn auth::Authenticator> {
 #[cfg(not(feature = "pam"))]
 fn make_pam(_cfg: &Config) -> Arc<dyn auth::Authenticator> {
     Arc::new(auth::DenyAll)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags() {
+        let c = Config::from_args(&args(&[
+            "--http",
+            "127.0.0.1:0",
+            "--https=none",
+            "--unix",
+            "none",
+            "--db",
+            "/tmp/x",
+            "--no-pam",
+            "--test-credentials",
+            "u:p",
+            "--session-timeout",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(c.http.as_deref(), Some("127.0.0.1:0"));
+        assert!(c.https.is_none() && c.unix.is_none());
+        assert_eq!(c.static_auth, Some(Some(("u".into(), "p".into()))));
+        assert_eq!(c.session_timeout, Duration::from_secs(5));
+        assert!(Config::from_args(&args(&["--session-timeout", "1e30"])).is_err());
+        assert!(Config::from_args(&args(&["--bogus"])).is_err());
+        assert!(Config::from_args(&args(&["--db"])).is_err());
+    }
 }

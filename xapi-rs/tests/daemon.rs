@@ -254,6 +254,30 @@ fn malformed_and_oversized_input() {
     let r = d.post("/jsonrpc", "application/json", &big);
     assert_eq!(r.status, 413);
     assert_eq!(r.header("content-type"), Some("application/json"));
+    // Non-HTTP bytes and abandoned connections.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(d.http).unwrap();
+        raw.write_all(b"\x00\x01GARBAGE\r\n\r\n").unwrap();
+        let mut buf = vec![];
+        let _ = raw.read_to_end(&mut buf);
+        let mut half = std::net::TcpStream::connect(d.http).unwrap();
+        half.write_all(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n<met")
+            .unwrap();
+        drop(half);
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let a = d.http;
+                std::thread::spawn(move || {
+                    let body = xml_call("session.login_with_password", &[USER, PASS]);
+                    post(a, "/", "text/xml", body.as_bytes()).text()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().contains("<value>Success</value>"));
+        }
+    }
     // Still serving.
     let s = d.login();
     assert!(is_ref(&s));
