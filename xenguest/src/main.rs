@@ -1,1 +1,4 @@
-fn main() { eprintln!("xenguest: not implemented yet"); std::process::exit(1) }
+fn main() {
+    eprintln!("xenguest: not implemented yet");
+    std::process::exit(1)
+}

@@ -138,8 +138,9 @@ impl Memory {
 }
 
 fn checksum(v: &[u64]) -> u64 {
-    v.iter()
-        .fold(0xCBF2_9CE4_8422_2325u64, |h, &x| (h ^ x).wrapping_mul(0x100_0000_01B3))
+    v.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &x| {
+        (h ^ x).wrapping_mul(0x100_0000_01B3)
+    })
 }
 
 fn now_ms() -> u128 {

@@ -89,8 +89,7 @@ pub fn debian_sources(kind: &str) -> Result<String> {
     let dir = std::fs::read_dir("/etc/apt/sources.list.d").ok();
     for e in dir.into_iter().flatten().flatten() {
         let p = e.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("sources")
-            || p.to_str() == Some(SRC_LIST)
+        if p.extension().and_then(|x| x.to_str()) != Some("sources") || p.to_str() == Some(SRC_LIST)
         {
             continue;
         }
@@ -100,8 +99,12 @@ pub fn debian_sources(kind: &str) -> Result<String> {
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
                 .collect();
-            let is_debian = lines.iter().any(|l| l.starts_with("Suites:") && l.contains("bookworm"))
-                && lines.iter().any(|l| l.starts_with("Types:") && l.contains("deb"));
+            let is_debian = lines
+                .iter()
+                .any(|l| l.starts_with("Suites:") && l.contains("bookworm"))
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with("Types:") && l.contains("deb"));
             if !is_debian {
                 continue;
             }
@@ -173,7 +176,10 @@ fn src_dir() -> PathBuf {
 fn cached_source() -> Option<XenSource> {
     let version = std::fs::read_to_string(src_dir().join("VERSION")).ok()?;
     let version = version.trim().to_string();
-    let dsc = src_dir().join(format!("xen_{}.dsc", version.split_once(':').map_or(&*version, |v| v.1)));
+    let dsc = src_dir().join(format!(
+        "xen_{}.dsc",
+        version.split_once(':').map_or(&*version, |v| v.1)
+    ));
     dsc.exists().then_some(XenSource { version, dsc })
 }
 
@@ -205,7 +211,9 @@ fn fetch_source() -> Result<XenSource> {
     std::fs::create_dir_all(src_dir())?;
     for v in &versions {
         if !madison.contains(&format!("| {v} |")) {
-            say(format!("xen {v}: no dom0 binaries of that version, skipped"));
+            say(format!(
+                "xen {v}: no dom0 binaries of that version, skipped"
+            ));
             continue;
         }
         let ok = run_step(
@@ -221,10 +229,16 @@ fn fetch_source() -> Result<XenSource> {
                 std::fs::write(src_dir().join("VERSION"), v)?;
                 return cached_source().context("source downloaded but .dsc not found");
             }
-            Err(e) => say(format!("xen {v}: source not available ({}), trying older", first_line(&e))),
+            Err(e) => say(format!(
+                "xen {v}: source not available ({}), trying older",
+                first_line(&e)
+            )),
         }
     }
-    bail!("no Xen 4.17 source package could be fetched (tried {versions:?}); log: {}", apt_log().display())
+    bail!(
+        "no Xen 4.17 source package could be fetched (tried {versions:?}); log: {}",
+        apt_log().display()
+    )
 }
 
 fn first_line(e: &anyhow::Error) -> String {
@@ -267,7 +281,13 @@ pub fn ensure() -> Result<XenSource> {
         run_step(
             "apt-get install",
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "--allow-downgrades"])
+                .args([
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "--allow-downgrades",
+                ])
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             &apt_log(),

@@ -429,7 +429,7 @@ pub fn down() -> Result<()> {
     }
     // Anything else started for this run directory (a lost state file).
     if let Ok(out) = Command::new("pgrep")
-        .args(["-f", &format!("xapi-rs-lab-host|{}", dir.display())])
+        .args(["-f", &format!("{}/", dir.display())])
         .output()
     {
         let me = std::process::id();
@@ -463,8 +463,7 @@ pub fn down() -> Result<()> {
         )?;
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("removing {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(())
 }

@@ -211,7 +211,8 @@ pub fn build(xen_version: &str, cred: &Credentials) -> Result<Dom0Image> {
         return Ok(img);
     }
     let log = cache_dir().join(format!("logs/dom0-{key}.log"));
-    let tmp = cache_dir().join(format!("dom0-{key}.tmp"));
+    // Per process: two labs (two worktrees) may build the same key at once.
+    let tmp = cache_dir().join(format!("dom0-{key}.tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let root = tmp.join("root");
@@ -231,8 +232,7 @@ pub fn build(xen_version: &str, cred: &Credentials) -> Result<Dom0Image> {
     for (p, m, c) in FILES {
         write_file(&root, p, *m, c.as_bytes())?;
     }
-    let mut default_xen =
-        std::fs::read_to_string(root.join("etc/default/xen")).unwrap_or_default();
+    let mut default_xen = std::fs::read_to_string(root.join("etc/default/xen")).unwrap_or_default();
     default_xen.push_str(
         "\n# lab: guest consoles to /var/log/xen/console/guest-NAME.log\n\
          XENCONSOLED_ARGS=\"--log=guest --log-dir=/var/log/xen/console\"\n",
@@ -284,7 +284,10 @@ pub fn build(xen_version: &str, cred: &Credentials) -> Result<Dom0Image> {
     )?;
     std::fs::remove_dir_all(&root)?;
     std::fs::remove_file(&sources)?;
-    std::fs::rename(&tmp, &out)?;
+    if std::fs::rename(&tmp, &out).is_err() && out.exists() {
+        // Another lab finished the same build first: use theirs.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     crate::util::prune_cache("dom0", &out);
     Ok(img)
 }

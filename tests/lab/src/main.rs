@@ -97,7 +97,11 @@ fn run(mut args: Vec<String>) -> Result<i32> {
                 println!(
                     "host {}: {} pid {} ssh {} http {} https {} serial {}",
                     h.index,
-                    if lab::util::pid_alive(h.pid) { "running" } else { "DEAD" },
+                    if lab::util::pid_alive(h.pid) {
+                        "running"
+                    } else {
+                        "DEAD"
+                    },
                     h.pid,
                     h.ssh_port,
                     h.http_port,

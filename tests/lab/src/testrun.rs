@@ -30,7 +30,10 @@ impl Tally {
                 continue;
             };
             for part in rest.split(';') {
-                let part = part.trim().trim_start_matches("ok.").trim_start_matches("FAILED.");
+                let part = part
+                    .trim()
+                    .trim_start_matches("ok.")
+                    .trim_start_matches("FAILED.");
                 let mut it = part.split_whitespace();
                 if let (Some(n), Some(what)) = (it.next(), it.next()) {
                     let n: u64 = n.parse().unwrap_or(0);
@@ -117,7 +120,10 @@ fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
                     v["target"]["name"].as_str().unwrap_or("test"),
                     v["manifest_path"].as_str().unwrap_or_default()
                 );
-                if manifests.iter().any(|m| v["manifest_path"].as_str() == Some(m)) {
+                if manifests
+                    .iter()
+                    .any(|m| v["manifest_path"].as_str() == Some(m))
+                {
                     bins.push((name, PathBuf::from(exe)));
                 }
             }
@@ -157,7 +163,16 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
     run_echo(
         phase,
         cargo()
-            .args(["test", "-p", "lab", "--test", "lab", "--", "--ignored", "--test-threads=1"])
+            .args([
+                "test",
+                "-p",
+                "lab",
+                "--test",
+                "lab",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ])
             .args(filter),
         tally,
     )
@@ -166,10 +181,21 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
 pub fn run(keep: bool) -> Result<i32> {
     let mut t = Tally::default();
     crate::deps::ensure().context("installing the build machine's packages")?;
-    let mut ok = run_echo("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]), &mut t)?;
+    let mut ok = run_echo(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+        &mut t,
+    )?;
     ok &= run_echo(
         "cargo clippy -D warnings",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
         &mut t,
     )?;
     ok &= run_echo("unit tests", cargo().args(["test", "--workspace"]), &mut t)?;
@@ -186,13 +212,15 @@ pub fn run(keep: bool) -> Result<i32> {
             let file = exe.file_name().unwrap_or_default().to_string_lossy();
             let remote = format!("/opt/lab/tests/{file}");
             say(format!("== dom0 tests: {name}"));
-            let res = strip_copy(exe).and_then(|small| st.push(1, &small, &remote)).and_then(|_| {
-                st.exec(
-                    1,
-                    &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
-                    Duration::from_secs(1800),
-                )
-            });
+            let res = strip_copy(exe)
+                .and_then(|small| st.push(1, &small, &remote))
+                .and_then(|_| {
+                    st.exec(
+                        1,
+                        &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
+                        Duration::from_secs(1800),
+                    )
+                });
             match res {
                 Ok(out) => {
                     let text = String::from_utf8_lossy(&out.stdout);
@@ -224,7 +252,11 @@ pub fn run(keep: bool) -> Result<i32> {
     for b in &t.broken {
         println!("lab: phase failed to run: {b}");
     }
-    println!("{} passed, {} failed", t.passed, t.failed + t.broken.len() as u64);
+    println!(
+        "{} passed, {} failed",
+        t.passed,
+        t.failed + t.broken.len() as u64
+    );
     Ok(if ok { 0 } else { 1 })
 }
 

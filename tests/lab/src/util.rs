@@ -71,7 +71,11 @@ pub fn run_step(what: &str, cmd: &mut Command, log: &Path, timeout: Duration) ->
             );
         }
         if el >= next_beat {
-            say(format!("{what}: {}s... (log: {})", el.as_secs(), log.display()));
+            say(format!(
+                "{what}: {}s... (log: {})",
+                el.as_secs(),
+                log.display()
+            ));
             next_beat += Duration::from_secs(20);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -104,7 +108,11 @@ pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Outpu
 }
 
 /// Waits for a spawned child with piped output, killing it after `timeout`.
-pub fn wait_output(mut child: std::process::Child, timeout: Duration, what: &str) -> Result<Output> {
+pub fn wait_output(
+    mut child: std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> Result<Output> {
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
     let mut so = child.stdout.take();
     let mut se = child.stderr.take();
@@ -169,7 +177,10 @@ pub fn hash_key(parts: &[&[u8]]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where the cached images live (kept across runs and clones).
@@ -200,7 +211,8 @@ pub fn prune_cache(prefix: &str, keep: &Path) {
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{prefix}-")) && p != keep {
+        // Only finished entries: a `.tmpPID` may be another lab's build.
+        if name.starts_with(&format!("{prefix}-")) && !name.contains(".tmp") && p != keep {
             say(format!("cache: removing old {}", p.display()));
             let _ = std::fs::remove_dir_all(&p);
         }

@@ -19,7 +19,11 @@ fn patch_files() -> Result<Vec<(String, Vec<u8>)>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let p = e?.path();
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.ends_with(".patch") || name.ends_with(".config") {
             v.push((name, std::fs::read(&p)?));
         }
@@ -43,14 +47,17 @@ pub fn build(src: &XenSource) -> Result<PathBuf> {
         say(format!("hypervisor: cached {}", xen.display()));
         return Ok(xen);
     }
-    let work = cache_dir().join(format!("build-xen-{key}"));
+    let work = cache_dir().join(format!("build-xen-{key}-{}", std::process::id()));
     let log = cache_dir().join(format!("logs/xen-{key}.log"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let tree = work.join("xen");
     run_step(
         "unpack xen source",
-        Command::new("dpkg-source").arg("-x").arg(&src.dsc).arg(&tree),
+        Command::new("dpkg-source")
+            .arg("-x")
+            .arg(&src.dsc)
+            .arg(&tree),
         &log,
         Duration::from_secs(300),
     )?;
@@ -74,7 +81,9 @@ pub fn build(src: &XenSource) -> Result<PathBuf> {
             Duration::from_secs(60),
         )?;
     }
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     run_step(
         "configure hypervisor",
         Command::new("make")
@@ -105,13 +114,17 @@ pub fn build(src: &XenSource) -> Result<PathBuf> {
         &log,
         Duration::from_secs(1800),
     )?;
-    let tmp = cache_dir().join(format!("xen-{key}.tmp"));
+    // Per process: two labs (two worktrees) may build the same key at once.
+    let tmp = cache_dir().join(format!("xen-{key}.tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     std::fs::copy(tree.join("xen/xen"), tmp.join("xen"))?;
     std::fs::copy(tree.join("xen/xen.gz"), tmp.join("xen.gz"))?;
     std::fs::copy(tree.join("xen/.config"), tmp.join("config"))?;
-    std::fs::rename(&tmp, &out)?;
+    if std::fs::rename(&tmp, &out).is_err() && out.exists() {
+        // Another lab finished the same build first: use theirs.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     let _ = std::fs::remove_dir_all(&work);
     crate::util::prune_cache("xen", &out);
     Ok(xen)

@@ -43,7 +43,11 @@ fn wait_console(st: &LabState, host: u32, name: &str, pat: &str, at_least: usize
         Duration::from_secs(300),
         Duration::from_secs(2),
         || {
-            let log = st.exec_ok(host, &format!("lab-guest-log {name}"), Duration::from_secs(60))?;
+            let log = st.exec_ok(
+                host,
+                &format!("lab-guest-log {name}"),
+                Duration::from_secs(60),
+            )?;
             let lines: Vec<String> = log
                 .lines()
                 .filter(|l| l.contains(pat))
@@ -58,7 +62,11 @@ fn wait_console(st: &LabState, host: u32, name: &str, pat: &str, at_least: usize
     )
     .unwrap_or_else(|e| {
         let log = st
-            .exec_ok(host, &format!("lab-guest-log {name}; xl list"), Duration::from_secs(60))
+            .exec_ok(
+                host,
+                &format!("lab-guest-log {name}; xl list"),
+                Duration::from_secs(60),
+            )
             .unwrap_or_default();
         panic!("{e:#}\nconsole so far:\n{log}")
     })
@@ -83,7 +91,10 @@ fn smoke_the_lab_runs_our_xen_build_and_its_daemons() {
         procs.lines().any(|p| p == "oxenstored" || p == "xenstored"),
         "no xenstored running:\n{procs}"
     );
-    assert!(procs.lines().any(|p| p == "xenconsoled"), "no xenconsoled:\n{procs}");
+    assert!(
+        procs.lines().any(|p| p == "xenconsoled"),
+        "no xenconsoled:\n{procs}"
+    );
     // Dom0 is Xen's control domain with the lab's identity and network.
     assert_eq!(sh(&st, 1, "cat /proc/xen/capabilities").trim(), "control_d");
     assert_eq!(sh(&st, 1, "hostname").trim(), "labhost1");
@@ -124,14 +135,19 @@ fn smoke_a_probe_guest_boots_reports_and_survives_xl_migrate() {
         !rows[0].starts_with(&format!("{name}--")),
         "renamed copy left behind:\n{list}"
     );
-    let new_id: u32 = sh(&st, 1, &format!("xl domid {name}")).trim().parse().unwrap();
+    let new_id: u32 = sh(&st, 1, &format!("xl domid {name}"))
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(new_id, domid, "a migration makes a new domain");
 
     // The guest runs on: it verifies its memory again after the move (a
     // failure line fails wait_console) and saw its pause as a clock gap.
-    sh(&st, 1, &format!(
-        "echo v > \"$(xenstore-read /local/domain/{new_id}/console/tty)\""
-    ));
+    sh(
+        &st,
+        1,
+        &format!("echo v > \"$(xenstore-read /local/domain/{new_id}/console/tty)\""),
+    );
     wait_console(&st, 1, name, "probe: verify ok", before + 1);
     let gaps = wait_console(&st, 1, name, "probe: gap ms=", 1);
     eprintln!("guest-observed pauses: {gaps:?}");
@@ -152,7 +168,10 @@ fn lab_exec_reports_exit_status_and_output() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     let e = st.exec(1, "sleep 30", Duration::from_secs(2)).unwrap();
     assert_eq!(e.status.code(), Some(124), "remote timeout enforced");
-    assert!(st.exec(9, "true", Duration::from_secs(5)).is_err(), "no host 9");
+    assert!(
+        st.exec(9, "true", Duration::from_secs(5)).is_err(),
+        "no host 9"
+    );
 }
 
 #[test]
