@@ -34,7 +34,14 @@ impl Default for UpOptions {
             hosts: 1,
             cpus: 2,
             wait_xapi: true,
-            boot_timeout: Duration::from_secs(1200),
+            // Generous: TCG on a loaded 2-core machine. XAPI_LAB_BOOT_TIMEOUT
+            // (seconds) overrides it, e.g. to test the failure path.
+            boot_timeout: Duration::from_secs(
+                std::env::var("XAPI_LAB_BOOT_TIMEOUT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1200),
+            ),
         }
     }
 }

@@ -246,7 +246,20 @@ pub fn run(keep: bool) -> Result<i32> {
         }
     }
     if !keep {
+        // `lab down` must leave no process of the lab behind: checked every run.
         let _ = hosts::down();
+        let left = Command::new("pgrep")
+            .args(["-a", "-f", &format!("{}/", crate::util::run_dir().display())])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if left.trim().is_empty() {
+            t.passed += 1;
+            println!("test lab_down_leaves_no_process_behind ... ok");
+        } else {
+            t.failed += 1;
+            println!("test lab_down_leaves_no_process_behind ... FAILED:\n{left}");
+        }
     }
     ok &= t.broken.is_empty() && t.failed == 0;
     for b in &t.broken {

@@ -187,3 +187,81 @@ fn two_hosts_are_up_with_distinct_identities_and_share_the_lab_network() {
     sh(&st, 1, "ping -c 3 -W 5 10.77.0.2");
     sh(&st, 2, "ping -c 3 -W 5 10.77.0.1");
 }
+
+/// Runs the `lab` binary with its own run directory (a second, throw-away lab).
+fn side_lab(run: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lab"));
+    c.args(args).env("XAPI_LAB_RUN", run);
+    c
+}
+
+fn lab_processes(run: &std::path::Path) -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-f", &format!("{}/", run.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs the lab: run by `lab test`"]
+fn failures_a_dying_qemu_is_reported_with_its_log_and_nothing_is_left_behind() {
+    let _ = lab(); // the caches are warm once a lab is up
+    let run = std::env::temp_dir().join(format!("lab-fault-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let up = side_lab(&run, &["up", "--no-xapi"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the host as soon as it exists, the way a crash would.
+    let pid: u32 = poll(
+        "the side lab's QEMU pidfile",
+        Duration::from_secs(300),
+        Duration::from_millis(100),
+        || {
+            Ok(std::fs::read_to_string(run.join("host1.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok()))
+        },
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = lab::util::wait_output(up, Duration::from_secs(300), "lab up")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lab up must fail:\n{err}");
+    assert!(err.contains("step 'boot host 1'"), "names the step:\n{err}");
+    assert!(err.contains(&format!("pid {pid}")) && err.contains("died"), "says what happened:\n{err}");
+    assert!(err.contains("serial log") && err.contains("logs kept in"), "points at the log:\n{err}");
+    assert_eq!(lab_processes(&run), "", "processes left behind");
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(run.with_extension("failed"));
+}
+
+#[test]
+#[ignore = "needs the lab: run by `lab test`"]
+fn failures_a_dom0_that_never_gets_ready_times_out_with_a_clear_message() {
+    let _ = lab();
+    let run = std::env::temp_dir().join(format!("lab-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let out = lab::util::output_with_timeout(
+        side_lab(&run, &["up", "--no-xapi"]).env("XAPI_LAB_BOOT_TIMEOUT", "3"),
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "lab up must fail:\n{err}");
+    assert!(err.contains("dom0 not ready"), "says what it waited for:\n{err}");
+    assert!(err.contains("serial log"), "points at the log:\n{err}");
+    assert_eq!(lab_processes(&run), "", "processes left behind");
+    // And commands on a lab that is not up say so.
+    let out = side_lab(&run, &["exec", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no lab is up"));
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(run.with_extension("failed"));
+}
