@@ -21,6 +21,7 @@ pub mod libxc;
 pub mod libxl;
 pub mod pte;
 pub mod reader;
+pub mod sample;
 pub mod writer;
 pub mod xl;
 

@@ -108,12 +108,12 @@ impl XlHeader {
                 needed: XL_HDR_SIZE.saturating_sub(b.len()),
             })?;
         let (mandatory_flags, optional_flags, optlen) = Self::parse_fixed(fixed)?;
-        let opt =
-            b.get(XL_HDR_SIZE..XL_HDR_SIZE + optlen as usize)
-                .ok_or(StreamError::Truncated {
-                    what: "xl optional data",
-                    needed: XL_HDR_SIZE + optlen as usize - b.len(),
-                })?;
+        let opt = b
+            .get(XL_HDR_SIZE..XL_HDR_SIZE + optlen as usize)
+            .ok_or_else(|| StreamError::Truncated {
+                what: "xl optional data",
+                needed: (XL_HDR_SIZE + optlen as usize).saturating_sub(b.len()),
+            })?;
         let (config, extra) = if opt.is_empty() {
             (None, Vec::new())
         } else {
