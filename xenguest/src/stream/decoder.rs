@@ -289,15 +289,7 @@ impl Decoder {
                     0xff => State::ImageHeader,
                     b'L' => State::LibxlHeader,
                     b if b == XL_MAGIC[0] => State::XlHeader,
-                    _ => {
-                        let a = self.avail();
-                        let marker = u64::from_be_bytes(
-                            a.get(..8)
-                                .and_then(|s| s.try_into().ok())
-                                .unwrap_or([a[0], 0, 0, 0, 0, 0, 0, 0]),
-                        );
-                        return Err(StreamError::BadMarker(marker));
-                    }
+                    b => return Err(StreamError::UnknownFormat(b)),
                 };
                 self.step()
             }

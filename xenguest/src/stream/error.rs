@@ -20,6 +20,10 @@ pub enum StreamError {
     #[error("{0} bytes of trailing data after the end of the stream")]
     TrailingData(usize),
 
+    /// Format auto-detection: the first byte starts none of the formats.
+    #[error("unknown stream format (first byte {0:#04x})")]
+    UnknownFormat(u8),
+
     // ---- libxc image / domain header ----
     #[error("bad image header marker {0:#018x} (expected all ones)")]
     BadMarker(u64),

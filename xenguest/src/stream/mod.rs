@@ -17,6 +17,7 @@
 mod bytes;
 pub mod decoder;
 pub mod error;
+pub mod fuzzing;
 pub mod libxc;
 pub mod libxl;
 pub mod pte;

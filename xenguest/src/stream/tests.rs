@@ -419,7 +419,7 @@ fn header_errors() {
     // Auto-detection of garbage.
     assert!(matches!(
         err_with(b"garbage!", DecoderOptions::default()),
-        StreamError::BadMarker(_)
+        StreamError::UnknownFormat(b'g')
     ));
 }
 

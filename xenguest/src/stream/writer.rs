@@ -33,6 +33,11 @@ impl<W: Write> StreamWriter<W> {
         Ok(())
     }
 
+    /// Write bytes as they are (e.g. a header encoded by the caller).
+    pub fn write_raw(&mut self, b: &[u8]) -> Result<()> {
+        self.put(b)
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
