@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use xenguest::stream::fuzzing::check_input;
 use xenguest::stream::libxc::{DomainHeader, ImageHeader, Record};
-use xenguest::stream::sample::{sample_pv_records, sample_pv_stream, sample_xl_save_file};
+use xenguest::stream::sample::{
+    sample_checkpointed_libxl_stream, sample_pv_records, sample_pv_stream, sample_xl_save_file,
+};
 use xenguest::stream::{LibxlHeader, LibxlRecord, StreamWriter};
 
 struct Rng(u64);
@@ -36,6 +38,9 @@ impl Rng {
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut c = vec![sample_pv_stream(), sample_xl_save_file()];
+    // Decoded as checkpointed when a mutation sets bit 4 of the last byte
+    // (check_input's option selector).
+    c.push(sample_checkpointed_libxl_stream());
     // libxl stream alone.
     let mut w = StreamWriter::new(Vec::new());
     w.write_libxl_header(&LibxlHeader::default()).unwrap();

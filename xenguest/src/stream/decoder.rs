@@ -5,6 +5,24 @@
 //! [`Decoder::needed`] says how many more bytes complete it, so a blocking
 //! reader can read exactly that much and never over-read (the stream may be
 //! followed by other data on the same connection).
+//!
+//! With tokio, for example:
+//!
+//! ```text
+//! let mut dec = Decoder::new(DecoderOptions::default());
+//! let mut buf = vec![0u8; 64 * 1024];
+//! loop {
+//!     while let Some(item) = dec.next_item()? { handle(item).await?; }
+//!     if dec.is_done() { break; }
+//!     let n = sock.read(&mut buf[..dec.needed().clamp(1, buf.len())]).await?;
+//!     if n == 0 { dec.finish()?; }
+//!     dec.feed(&buf[..n]);
+//! }
+//! ```
+//!
+//! Checkpointed (Remus/COLO) libxl streams are followed across their
+//! hand-overs: a libxc CHECKPOINT returns to libxl records, and libxl's
+//! CHECKPOINT_END resumes the libxc records.
 
 use super::bytes::{le_u32, pad8};
 use super::error::{Result, StreamError};
@@ -104,6 +122,9 @@ pub struct Decoder {
     buf: Vec<u8>,
     pos: usize,
     in_libxl: bool,
+    /// A checkpointed libxl stream handed control back to libxl after a
+    /// libxc CHECKPOINT; CHECKPOINT_END returns to the libxc records.
+    libxc_suspended: bool,
     version: u32,
     domain_type: DomainType,
     pv_info: Option<X86PvInfo>,
@@ -126,6 +147,7 @@ impl Decoder {
             buf: Vec::new(),
             pos: 0,
             in_libxl: false,
+            libxc_suspended: false,
             version: 0,
             domain_type: DomainType::X86Pv,
             pv_info: None,
@@ -341,12 +363,22 @@ impl Decoder {
                 let (rtype, body, total) =
                     self.record_parts(self.opts.max_libxl_record_len, true)?;
                 let r = parse_libxl_record(rtype, body)?;
-                self.advance(total);
-                self.state = match r {
+                let next = match r {
                     LibxlRecord::End => State::Done,
+                    LibxlRecord::LibxcContext if self.libxc_suspended => {
+                        return Err(StreamError::Sequence(
+                            "LIBXC_CONTEXT inside a checkpoint (expected CHECKPOINT_END)",
+                        ))
+                    }
                     LibxlRecord::LibxcContext => State::ImageHeader,
+                    LibxlRecord::CheckpointEnd if self.libxc_suspended => {
+                        self.libxc_suspended = false;
+                        State::LibxcRecord
+                    }
                     _ => State::LibxlRecord,
                 };
+                self.advance(total);
+                self.state = next;
                 Ok(Some(Item::LibxlRecord(r)))
             }
             State::LibxcRecord => {
@@ -378,6 +410,11 @@ impl Decoder {
                     } else {
                         State::Done
                     };
+                } else if r == Record::Checkpoint && self.in_libxl {
+                    // The libxc part of this checkpoint is over; libxl
+                    // records follow up to CHECKPOINT_END.
+                    self.libxc_suspended = true;
+                    self.state = State::LibxlRecord;
                 }
                 Ok(Some(Item::Record(r)))
             }

@@ -164,3 +164,36 @@ pub fn sample_xl_save_file() -> Vec<u8> {
         .expect("in-memory write");
     w.into_inner()
 }
+
+/// A checkpointed (Remus-style) libxl stream: the sample guest's records up
+/// to a CHECKPOINT, libxl's EMULATOR_CONTEXT and CHECKPOINT_END, then one
+/// more PAGE_DATA, END and libxl END.  Decode with `checkpointed: true`.
+pub fn sample_checkpointed_libxl_stream() -> Vec<u8> {
+    let mut w = StreamWriter::new(Vec::new());
+    let ok = "in-memory write";
+    w.write_libxl_header(&LibxlHeader::default()).expect(ok);
+    w.write_libxl_record(&LibxlRecord::LibxcContext).expect(ok);
+    w.write_libxc_headers(&ImageHeader::default(), &DomainHeader::x86_pv(4, 17))
+        .expect(ok);
+    for r in sample_pv_records() {
+        if r != Record::End {
+            w.write_record(&r).expect(ok);
+        }
+    }
+    w.write_record(&Record::Checkpoint).expect(ok);
+    w.write_libxl_record(&LibxlRecord::EmulatorContext {
+        emulator: EmulatorId::QemuUpstream,
+        index: 0,
+        data: vec![1, 2, 3],
+    })
+    .expect(ok);
+    w.write_libxl_record(&LibxlRecord::CheckpointEnd).expect(ok);
+    w.write_record(&Record::PageData(PageData {
+        entries: vec![PageEntry::new(3, PageType::NoTab)],
+        data: vec![3; PAGE_SIZE],
+    }))
+    .expect(ok);
+    w.write_record(&Record::End).expect(ok);
+    w.write_libxl_record(&LibxlRecord::End).expect(ok);
+    w.into_inner()
+}

@@ -903,3 +903,35 @@ fn xl_header_errors() {
     extra.extra_optional_data = vec![1, 2, 3];
     assert_eq!(XlHeader::parse(&extra.to_bytes()).unwrap(), extra);
 }
+
+#[test]
+fn checkpointed_libxl_stream_interleaves() {
+    let bytes = super::sample::sample_checkpointed_libxl_stream();
+    let opts = DecoderOptions {
+        checkpointed: true,
+        ..DecoderOptions::with_format(Format::Libxl)
+    };
+    let items = decode_bytes(&bytes, opts).unwrap();
+    let n = items.len();
+    assert_eq!(items[n - 1], Item::LibxlRecord(LibxlRecord::End));
+    assert_eq!(items[n - 2], Item::Record(Record::End));
+    assert!(matches!(items[n - 3], Item::Record(Record::PageData(_))));
+    assert_eq!(items[n - 4], Item::LibxlRecord(LibxlRecord::CheckpointEnd));
+    assert!(matches!(
+        items[n - 5],
+        Item::LibxlRecord(LibxlRecord::EmulatorContext { .. })
+    ));
+    assert_eq!(items[n - 6], Item::Record(Record::Checkpoint));
+    // Without the checkpointed option the CHECKPOINT is refused.
+    assert!(matches!(
+        err_with(&bytes, DecoderOptions::with_format(Format::Libxl)),
+        StreamError::CheckpointInPlainStream
+    ));
+}
+
+#[test]
+fn decoder_is_send() {
+    fn is_send<T: Send + 'static>() {}
+    is_send::<Decoder>();
+    is_send::<StreamError>();
+}
