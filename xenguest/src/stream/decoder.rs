@@ -101,6 +101,15 @@ pub enum Item {
     Record(Record),
 }
 
+/// Static data absent at STATIC_DATA_END (the reference's
+/// `XGR_SDD_MISSING_*`): the restorer should apply defaults, e.g. the legacy
+/// CPUID policy for v2 streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MissingStaticData {
+    pub cpuid_policy: bool,
+    pub msr_policy: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Detect,
@@ -130,6 +139,9 @@ pub struct Decoder {
     pv_info: Option<X86PvInfo>,
     seen_static_data_end: bool,
     inferred_sde: bool,
+    seen_cpuid: bool,
+    seen_msr: bool,
+    missing: Option<MissingStaticData>,
     consumed: u64,
 }
 
@@ -153,6 +165,9 @@ impl Decoder {
             pv_info: None,
             seen_static_data_end: false,
             inferred_sde: false,
+            seen_cpuid: false,
+            seen_msr: false,
+            missing: None,
             consumed: 0,
         }
     }
@@ -196,6 +211,20 @@ impl Decoder {
     /// Whether STATIC_DATA_END was inferred (v2 stream) rather than read.
     pub fn inferred_static_data_end(&self) -> bool {
         self.inferred_sde
+    }
+
+    /// Once STATIC_DATA_END has been decoded (or inferred): which static
+    /// records were absent.
+    pub fn missing_static_data(&self) -> Option<MissingStaticData> {
+        self.missing
+    }
+
+    fn static_data_end(&mut self) {
+        self.seen_static_data_end = true;
+        self.missing = Some(MissingStaticData {
+            cpuid_policy: !self.seen_cpuid,
+            msr_policy: !self.seen_msr,
+        });
     }
 
     /// Take the bytes buffered beyond the end of the stream.
@@ -348,6 +377,9 @@ impl Decoder {
                 self.version = h.version;
                 self.seen_static_data_end = false;
                 self.inferred_sde = false;
+                self.seen_cpuid = false;
+                self.seen_msr = false;
+                self.missing = None;
                 self.pv_info = None;
                 self.state = State::DomainHeader;
                 Ok(Some(Item::ImageHeader(h)))
@@ -388,7 +420,7 @@ impl Decoder {
                     && !self.seen_static_data_end
                     && matches!(rtype, rec::PAGE_DATA | rec::X86_PV_P2M_FRAMES)
                 {
-                    self.seen_static_data_end = true;
+                    self.static_data_end();
                     self.inferred_sde = true;
                     return Ok(Some(Item::Record(Record::StaticDataEnd)));
                 }
@@ -468,7 +500,7 @@ impl Decoder {
                 if pv && self.pv_info.is_none() {
                     return Err(StreamError::Sequence("STATIC_DATA_END before X86_PV_INFO"));
                 }
-                self.seen_static_data_end = true;
+                self.static_data_end();
             }
             Record::PageData(_) | Record::X86PvP2mFrames(_) if !self.seen_static_data_end => {
                 return Err(StreamError::Sequence("page data before STATIC_DATA_END"));
@@ -485,6 +517,8 @@ impl Decoder {
             Record::X86CpuidPolicy(_) | Record::X86MsrPolicy(_) if self.seen_static_data_end => {
                 return Err(StreamError::Sequence("CPU policy after STATIC_DATA_END"));
             }
+            Record::X86CpuidPolicy(_) => self.seen_cpuid = true,
+            Record::X86MsrPolicy(_) => self.seen_msr = true,
             _ => {}
         }
         if pv

@@ -29,7 +29,7 @@ pub mod xl;
 #[cfg(test)]
 mod tests;
 
-pub use decoder::{Decoder, DecoderOptions, Format, Item};
+pub use decoder::{Decoder, DecoderOptions, Format, Item, MissingStaticData};
 pub use error::{Result, StreamError};
 pub use libxc::{
     CpuidLeaf, DomainHeader, DomainType, HvmParam, ImageHeader, MsrEntry, PageData, PageEntry,

@@ -300,6 +300,11 @@ fn synthetic_pv_stream_roundtrip() {
     }
     dec.finish().unwrap();
     assert_eq!(got, items);
+    assert_eq!(
+        dec.missing_static_data(),
+        Some(MissingStaticData::default())
+    );
+    assert!(!dec.inferred_static_data_end());
     assert_eq!(dec.consumed(), bytes.len() as u64);
 }
 
@@ -370,6 +375,13 @@ fn v2_stream_gets_inferred_static_data_end() {
     dec.finish().unwrap();
     assert!(dec.inferred_static_data_end());
     assert_eq!(dec.version(), 2);
+    assert_eq!(
+        dec.missing_static_data(),
+        Some(MissingStaticData {
+            cpuid_policy: true,
+            msr_policy: true
+        })
+    );
     let mut want = recs.clone();
     want.insert(1, Record::StaticDataEnd);
     assert_eq!(got, want);
