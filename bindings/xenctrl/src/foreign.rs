@@ -37,7 +37,8 @@ impl ForeignMemory {
             .ok_or_else(|| Error::last("xenforeignmemory_open", ""))
     }
 
-    /// Maps the given guest frames (gfns; pfns for PV) contiguously.
+    /// Maps the given guest frames contiguously: gfns for HVM guests, but
+    /// machine frames (mfns) for PV guests, which are not translated.
     ///
     /// Fails if any single page fails to map, naming the first bad frame.
     pub fn map(&self, domid: DomId, prot: Prot, frames: &[u64]) -> Result<Mapping<'_>> {

@@ -295,6 +295,7 @@ impl XenCtrl {
     }
 
     /// Sets the TSC settings (`xc_domain_set_tsc_info`), as restore does.
+    /// Xen records `incarnation + 1`: the restored domain is a new one.
     pub fn set_tsc_info(&self, domid: DomId, t: &TscInfo) -> Result<()> {
         // SAFETY: plain values.
         check(
