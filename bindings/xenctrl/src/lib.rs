@@ -32,7 +32,7 @@ pub use ctrl::host_cpuid;
 pub use ctrl::{decode_cpuid, DirtyBitmap, VcpuContext, XenCtrl};
 pub use error::{Errno, Error, Result};
 pub use evtchn::EventChannels;
-pub use foreign::{ForeignMemory, Mapping, Prot, PAGE_SIZE};
+pub use foreign::{BatchMapping, ForeignMemory, Mapping, Prot, PAGE_SIZE};
 pub use hypervisor::{FakeHypervisor, Hypervisor};
 pub use mem::{m2p_map_len, M2p, PageType, Pin, TscInfo, PFN_TYPE_BATCH};
 pub use policy::{CpuPolicy, CpuidLeaf, PolicyMsr};

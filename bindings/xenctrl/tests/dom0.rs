@@ -660,6 +660,22 @@ fn populate_map_pin_and_restore_state_on_an_empty_pv_domain() {
     let types = xc.pfn_types(domid, &frames).unwrap();
     assert!(types.iter().all(|&t| t == PageType::NOTAB), "{types:?}");
 
+    // A batch with one frame the domain does not own: that page reports
+    // its own error, the others map.
+    let bogus = m2p.max_mfn() + 0x1000;
+    let b = fm
+        .map_batch(domid, Prot::Read, &[frames[0], bogus, frames[2]])
+        .unwrap();
+    assert_eq!(b.failed(), vec![1], "per-page errors");
+    eprintln!("unowned mfn {bogus:#x}: {:?}", b.error(1));
+    let mut page = [0u8; PAGE_SIZE];
+    b.read_page(2, &mut page).unwrap();
+    assert!(page.iter().all(|&x| x == 0xa2));
+    let e = b.read_page(1, &mut page).unwrap_err();
+    assert_eq!(e.op(), "xenforeignmemory_map");
+    assert!(e.to_string().contains(&format!("{bogus:#x}")), "{e}");
+    drop(b);
+
     // Pin the empty page as an L1 table, see it typed, unpin it.
     xc.mmuext_pin(domid, Pin::Level(1), &frames[5..6]).unwrap();
     let t = xc.pfn_types(domid, &frames[5..6]).unwrap()[0];
@@ -744,8 +760,15 @@ fn suspend_via_control_shutdown_then_fast_resume() {
         .unwrap();
     let xs = rt.block_on(xenstore::Xenstore::connect()).unwrap();
     let mut w = rt.block_on(xs.watch("@releaseDomain")).unwrap();
-    let ctl = format!("/local/domain/{domid}/control/shutdown");
-    rt.block_on(xs.write(&ctl, "suspend")).unwrap();
+    let ctl = xenstore::control_shutdown_path(domid);
+    // Linux does not advertise a suspend event channel: the xenstore path.
+    assert_eq!(rt.block_on(xs.suspend_event_channel(domid)).unwrap(), None);
+    rt.block_on(xs.request_shutdown(domid, "suspend")).unwrap();
+    assert!(
+        rt.block_on(xs.wait_shutdown_acked(domid, Duration::from_secs(60)))
+            .unwrap(),
+        "guest cleared control/shutdown"
+    );
     let mut events = 0;
     let info = xc
         .wait_for_shutdown(
