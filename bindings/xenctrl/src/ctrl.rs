@@ -371,6 +371,16 @@ impl XenCtrl {
         check(unsafe { sys::xc_domctl(self.raw(), d) }, op, ctx)
     }
 
+    /// A PV guest's address width in bits (64 or 32), as save's
+    /// X86_PV_INFO needs (`XEN_DOMCTL_get_address_size`, what
+    /// `xc_domain_get_guest_width` issues).
+    pub fn address_size(&self, domid: DomId) -> Result<u32> {
+        let mut d = Self::new_domctl(sys::XEN_DOMCTL_get_address_size, domid);
+        self.domctl(&mut d, "xc_domctl(get_address_size)", || dom(domid))?;
+        // SAFETY: Xen filled this union member (plain data).
+        Ok(unsafe { d.u.address_size.size })
+    }
+
     /// Allocates an unbound event channel in `domid` for `remote` to bind.
     pub fn evtchn_alloc_unbound(&self, domid: DomId, remote: DomId) -> Result<u32> {
         // SAFETY: plain value arguments.

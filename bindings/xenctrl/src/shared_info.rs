@@ -91,6 +91,28 @@ impl SharedInfo<'_> {
         v
     }
 
+    /// Writes `arch` back (needs a read-write mapping), as restore does
+    /// after copying the saved page.
+    pub fn set_arch(&mut self, a: &ArchSharedInfo) -> Result<()> {
+        for (o, v) in [
+            (offset_of!(sys::arch_shared_info, max_pfn), a.max_pfn),
+            (
+                offset_of!(sys::arch_shared_info, pfn_to_mfn_frame_list_list),
+                a.pfn_to_mfn_frame_list_list,
+            ),
+            (offset_of!(sys::arch_shared_info, nmi_reason), a.nmi_reason),
+            (offset_of!(sys::arch_shared_info, p2m_cr3), a.p2m_cr3),
+            (offset_of!(sys::arch_shared_info, p2m_vaddr), a.p2m_vaddr),
+            (
+                offset_of!(sys::arch_shared_info, p2m_generation),
+                a.p2m_generation,
+            ),
+        ] {
+            self.map.write(ARCH_OFFSET + o, &v.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Overwrites part of the page (needs a read-write mapping).
     pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         self.map.write(offset, data)

@@ -565,6 +565,7 @@ fn m2p_p2m_page_types_vcpu_state_and_policy_of_a_running_guest() {
     assert_eq!(p2m[cr3_pfn as usize], cr3_mfn);
 
     // extended vCPU state
+    assert_eq!(xc.address_size(domid).unwrap(), 64);
     let vi = xc.vcpu_info(domid, 0).unwrap();
     assert!(vi.online && vi.cpu_time_ns > 0, "{vi:?}");
     let ext = xc.ext_vcpu_context(domid, 0).unwrap();
@@ -733,6 +734,37 @@ fn populate_map_pin_and_restore_state_on_an_empty_pv_domain() {
         xc.set_vcpu_xsave(domid, 0, &x.data).unwrap();
     }
 
+    assert_eq!(xc.address_size(domid).unwrap(), 64);
+    eprintln!(
+        "empty domain: ext ctx {} bytes, msrs {msrs:x?}, xsave {:?}",
+        ext.len(),
+        xc.vcpu_xsave(domid, 0)
+            .unwrap()
+            .map(|x| (x.xfeature_mask, x.data.len()))
+    );
+
+    // Restore writes the saved shared_info arch fields into the new domain.
+    let info = xc.domain_info(domid).unwrap();
+    let mut si = fm
+        .map_shared_info(domid, info.shared_info_frame, Prot::ReadWrite)
+        .unwrap();
+    let a = ArchSharedInfo {
+        max_pfn: 8,
+        pfn_to_mfn_frame_list_list: frames[6],
+        nmi_reason: 0,
+        p2m_cr3: frames[5] << 12,
+        p2m_vaddr: 0xffff_c900_0000_0000,
+        p2m_generation: 2,
+    };
+    si.set_arch(&a).unwrap();
+    drop(si);
+    let si = fm
+        .map_shared_info(domid, info.shared_info_frame, Prot::Read)
+        .unwrap();
+    assert_eq!(si.arch(), a);
+    assert_eq!(&si.to_bytes()[3088..3096], &8u64.to_le_bytes());
+    drop(si);
+
     // Seed the grant table with the console and xenstore frames.
     xc.gnttab_seed(domid, false, frames[2], frames[3], 0, 0)
         .unwrap();
@@ -849,6 +881,10 @@ fn save_restore_calls_on_a_missing_domain_name_op_and_errno() {
     );
     esrch(xc.tsc_info(bad).unwrap_err(), "xc_domain_get_tsc_info");
     esrch(xc.vcpu_info(bad, 0).unwrap_err(), "xc_vcpu_getinfo");
+    esrch(
+        xc.address_size(bad).unwrap_err(),
+        "xc_domctl(get_address_size)",
+    );
     let e = xc.domain_cpu_policy(bad).unwrap_err();
     assert_eq!(e.op(), "xc_cpu_policy_get_domain", "{e}");
     assert!(e.errno().is_some(), "{e}");
