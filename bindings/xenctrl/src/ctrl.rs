@@ -20,12 +20,12 @@ pub struct XenCtrl {
 // threads is fine as long as it is used by one thread at a time (!Sync).
 unsafe impl Send for XenCtrl {}
 
-fn dom(domid: DomId) -> String {
+pub(crate) fn dom(domid: DomId) -> String {
     format!("domid {domid}")
 }
 
 /// Maps a libxc "0 on success, -1 + errno on failure" return.
-fn check(rc: i32, op: &'static str, ctx: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn check(rc: i32, op: &'static str, ctx: impl FnOnce() -> String) -> Result<()> {
     if rc < 0 {
         Err(Error::last(op, ctx()))
     } else {
@@ -43,7 +43,7 @@ impl XenCtrl {
             .ok_or_else(|| Error::last("xc_interface_open", ""))
     }
 
-    fn raw(&self) -> *mut sys::xc_interface {
+    pub(crate) fn raw(&self) -> *mut sys::xc_interface {
         self.xch.as_ptr()
     }
 
@@ -213,6 +213,67 @@ impl XenCtrl {
         )
     }
 
+    /// Waits until `domid` has shut down with `reason` (e.g. after asking a
+    /// guest to suspend), for at most `timeout`.
+    ///
+    /// Checks the domain with getinfo, then calls `wait_event(remaining)`,
+    /// which should block until something may have changed: pass a closure
+    /// that waits for an `@releaseDomain` xenstore watch event (xenstored
+    /// fires it whenever a domain shuts down or dies), or one that just
+    /// sleeps a little to poll. Returns the domain's info once shut down
+    /// with `reason`; `ETIMEDOUT` on timeout; [`Error::State`] if it shut
+    /// down for another reason or disappeared.
+    pub fn wait_for_shutdown(
+        &self,
+        domid: DomId,
+        reason: ShutdownReason,
+        timeout: std::time::Duration,
+        mut wait_event: impl FnMut(std::time::Duration),
+    ) -> Result<DomainInfo> {
+        const OP: &str = "wait_for_shutdown";
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let info = match self.domain_info(domid) {
+                Ok(i) => i,
+                Err(e) if e.errno() == Some(libc::ESRCH) => {
+                    return Err(Error::State {
+                        op: OP,
+                        context: dom(domid),
+                        reason: "domain disappeared".into(),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            match info.shutdown() {
+                Some(r) if r == reason => return Ok(info),
+                Some(r) => {
+                    return Err(Error::State {
+                        op: OP,
+                        context: dom(domid),
+                        reason: format!("shut down with {r:?}, not {reason:?}"),
+                    })
+                }
+                None if info.dying() => {
+                    return Err(Error::State {
+                        op: OP,
+                        context: dom(domid),
+                        reason: "domain is dying".into(),
+                    })
+                }
+                None => {}
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Xen {
+                    op: OP,
+                    context: format!("domid {domid}, {reason:?} after {timeout:?}"),
+                    errno: crate::Errno(libc::ETIMEDOUT),
+                });
+            }
+            wait_event(deadline - now);
+        }
+    }
+
     /// Up to `max` domains with id >= `first`, in id order.
     pub fn domain_info_list(&self, first: DomId, max: u32) -> Result<Vec<DomainInfo>> {
         let mut v = vec![sys::xc_domaininfo_t::default(); max as usize];
@@ -286,6 +347,38 @@ impl XenCtrl {
             "xc_domctl(set_address_size)",
             || dom(domid),
         )
+    }
+
+    /// A zeroed domctl for `cmd` on `domid`.
+    pub(crate) fn new_domctl(cmd: u32, domid: DomId) -> sys::xen_domctl {
+        // SAFETY: xen_domctl is plain data; all-zero is valid.
+        let mut d: sys::xen_domctl = unsafe { std::mem::zeroed() };
+        d.cmd = cmd;
+        d.domain = domid as sys::domid_t;
+        d
+    }
+
+    /// Issues a domctl (libxc fills in the interface version and bounces
+    /// the struct; embedded handles must point to hypercall memory).
+    pub(crate) fn domctl(
+        &self,
+        d: &mut sys::xen_domctl,
+        op: &'static str,
+        ctx: impl FnOnce() -> String,
+    ) -> Result<()> {
+        // SAFETY: d is a fully initialised domctl whose handles (if any)
+        // point to live hypercall buffers, as every caller guarantees.
+        check(unsafe { sys::xc_domctl(self.raw(), d) }, op, ctx)
+    }
+
+    /// A PV guest's address width in bits (64 or 32), as save's
+    /// X86_PV_INFO needs (`XEN_DOMCTL_get_address_size`, what
+    /// `xc_domain_get_guest_width` issues).
+    pub fn address_size(&self, domid: DomId) -> Result<u32> {
+        let mut d = Self::new_domctl(sys::XEN_DOMCTL_get_address_size, domid);
+        self.domctl(&mut d, "xc_domctl(get_address_size)", || dom(domid))?;
+        // SAFETY: Xen filled this union member (plain data).
+        Ok(unsafe { d.u.address_size.size })
     }
 
     /// Allocates an unbound event channel in `domid` for `remote` to bind.

@@ -48,6 +48,17 @@ pub enum Error {
         /// The errno it left behind.
         errno: Errno,
     },
+    /// Xen answered, but the domain is not in the state the caller waited
+    /// for (e.g. it shut down for another reason, or vanished).
+    #[error("{op}({context}): {reason}")]
+    State {
+        /// The operation that was attempted.
+        op: &'static str,
+        /// What it was applied to.
+        context: String,
+        /// What was found instead.
+        reason: String,
+    },
     /// The arguments were rejected before calling into Xen.
     #[error("{op}: invalid argument: {reason}")]
     Invalid {
@@ -72,14 +83,14 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Xen { errno, .. } => Some(errno.0),
-            Error::Invalid { .. } => None,
+            Error::Invalid { .. } | Error::State { .. } => None,
         }
     }
 
     /// The operation that failed.
     pub fn op(&self) -> &'static str {
         match self {
-            Error::Xen { op, .. } | Error::Invalid { op, .. } => op,
+            Error::Xen { op, .. } | Error::Invalid { op, .. } | Error::State { op, .. } => op,
         }
     }
 }

@@ -37,10 +37,38 @@ impl ForeignMemory {
             .ok_or_else(|| Error::last("xenforeignmemory_open", ""))
     }
 
-    /// Maps the given guest frames (gfns; pfns for PV) contiguously.
+    /// Maps the given guest frames contiguously: gfns for HVM guests, but
+    /// machine frames (mfns) for PV guests, which are not translated.
     ///
     /// Fails if any single page fails to map, naming the first bad frame.
     pub fn map(&self, domid: DomId, prot: Prot, frames: &[u64]) -> Result<Mapping<'_>> {
+        let (mapping, err) = self.map_raw(domid, prot, frames)?;
+        if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
+            // Per-page errors are negative errno values; dropping unmaps.
+            return Err(Error::Xen {
+                op: "xenforeignmemory_map",
+                context: format!("domid {domid} gfn {:#x}", frames[i]),
+                errno: Errno(e.abs()),
+            });
+        }
+        Ok(mapping)
+    }
+
+    /// Maps a batch of frames (as [`ForeignMemory::map`]) but reports
+    /// failures per page instead of failing the whole batch, as a save does
+    /// for a batch of up to 1024 pages. Fails only if the call as a whole
+    /// fails (e.g. no such domain).
+    pub fn map_batch(&self, domid: DomId, prot: Prot, frames: &[u64]) -> Result<BatchMapping<'_>> {
+        let (map, errors) = self.map_raw(domid, prot, frames)?;
+        Ok(BatchMapping {
+            map,
+            errors,
+            frames: frames.to_vec(),
+            domid,
+        })
+    }
+
+    fn map_raw(&self, domid: DomId, prot: Prot, frames: &[u64]) -> Result<(Mapping<'_>, Vec<i32>)> {
         if frames.is_empty() {
             return Err(Error::Invalid {
                 op: "xenforeignmemory_map",
@@ -70,20 +98,73 @@ impl ForeignMemory {
                 format!("domid {domid}, {} frames", frames.len()),
             ));
         };
-        let mapping = Mapping {
-            fm: self,
-            addr,
-            pages: frames.len(),
-        };
-        if let Some((i, e)) = err.iter().enumerate().find(|(_, &e)| e != 0) {
-            // Per-page errors are negative errno values; dropping unmaps.
-            return Err(Error::Xen {
-                op: "xenforeignmemory_map",
-                context: format!("domid {domid} gfn {:#x}", frames[i]),
-                errno: Errno(e.abs()),
+        Ok((
+            Mapping {
+                fm: self,
+                addr,
+                pages: frames.len(),
+            },
+            err,
+        ))
+    }
+}
+
+/// A batch mapping with per-page results; pages that failed to map cannot
+/// be read or written (they would fault). Unmapped on drop.
+pub struct BatchMapping<'a> {
+    map: Mapping<'a>,
+    errors: Vec<i32>,
+    frames: Vec<u64>,
+    domid: DomId,
+}
+
+impl BatchMapping<'_> {
+    /// Number of pages in the batch.
+    pub fn pages(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The errno page `i` failed with, or None if it is mapped.
+    pub fn error(&self, i: usize) -> Option<Errno> {
+        self.errors
+            .get(i)
+            .and_then(|&e| (e != 0).then_some(Errno(e.abs())))
+    }
+
+    /// Indices of the pages that failed to map.
+    pub fn failed(&self) -> Vec<usize> {
+        (0..self.pages())
+            .filter(|&i| self.error(i).is_some())
+            .collect()
+    }
+
+    fn check(&self, i: usize) -> Result<()> {
+        if i >= self.pages() {
+            return Err(Error::Invalid {
+                op: "foreign mapping access",
+                reason: format!("page {i} of a {}-page batch", self.pages()),
             });
         }
-        Ok(mapping)
+        match self.error(i) {
+            None => Ok(()),
+            Some(errno) => Err(Error::Xen {
+                op: "xenforeignmemory_map",
+                context: format!("domid {} gfn {:#x}", self.domid, self.frames[i]),
+                errno,
+            }),
+        }
+    }
+
+    /// Copies page `i` out (4096 bytes); an error if that page failed.
+    pub fn read_page(&self, i: usize, buf: &mut [u8; PAGE_SIZE]) -> Result<()> {
+        self.check(i)?;
+        self.map.read(i * PAGE_SIZE, buf)
+    }
+
+    /// Overwrites page `i` (needs `Prot::ReadWrite`); an error if it failed.
+    pub fn write_page(&mut self, i: usize, data: &[u8; PAGE_SIZE]) -> Result<()> {
+        self.check(i)?;
+        self.map.write(i * PAGE_SIZE, data)
     }
 }
 

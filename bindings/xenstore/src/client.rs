@@ -393,6 +393,50 @@ impl Xenstore {
         .map(drop)
     }
 
+    /// Asks a guest to shut down cooperatively: writes `reason` (`poweroff`,
+    /// `reboot`, `suspend`, ...) to `/local/domain/<domid>/control/shutdown`.
+    /// The guest acknowledges by clearing the node (see
+    /// [`Xenstore::wait_shutdown_acked`]) and then shuts down with the
+    /// matching reason (wait with `xenctrl`'s `wait_for_shutdown`).
+    pub async fn request_shutdown(&self, domid: u32, reason: &str) -> Result<()> {
+        self.write(&control_shutdown_path(domid), reason).await
+    }
+
+    /// Waits until the guest has cleared `control/shutdown` (empty or
+    /// removed). Returns false if it did not within `timeout`.
+    pub async fn wait_shutdown_acked(
+        &self,
+        domid: u32,
+        timeout: std::time::Duration,
+    ) -> Result<bool> {
+        let path = control_shutdown_path(domid);
+        let mut w = self.watch(&path).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.try_read(&path).await? {
+                None => return Ok(true),
+                Some(v) if v.is_empty() => return Ok(true),
+                Some(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, w.next()).await {
+                Err(_) => return Ok(false),
+                Ok(None) => return Err(Error::Closed),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// The guest's suspend event channel port, if it advertises one in
+    /// `device/suspend/event-channel` (then a save may notify that port
+    /// instead of writing `control/shutdown`).
+    pub async fn suspend_event_channel(&self, domid: u32) -> Result<Option<u32>> {
+        let path = format!("/local/domain/{domid}/device/suspend/event-channel");
+        Ok(self
+            .try_read(&path)
+            .await?
+            .and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok()))
+    }
+
     /// The home path of a domain, `/local/domain/<domid>`.
     pub async fn get_domain_path(&self, domid: u32) -> Result<String> {
         let d = domid.to_string();
@@ -448,4 +492,9 @@ impl Drop for Watch {
         );
         let _ = self.client.inner.out.send(m.encode());
     }
+}
+
+/// `/local/domain/<domid>/control/shutdown`.
+pub fn control_shutdown_path(domid: u32) -> String {
+    format!("/local/domain/{domid}/control/shutdown")
 }

@@ -25,6 +25,6 @@ pub mod fake;
 mod perms;
 pub mod wire;
 
-pub use client::{Watch, WatchEvent, Xenstore, SOCKET_PATH, XENBUS_PATH};
+pub use client::{control_shutdown_path, Watch, WatchEvent, Xenstore, SOCKET_PATH, XENBUS_PATH};
 pub use error::{Error, Result};
 pub use perms::{Access, BadPerm, Perm};

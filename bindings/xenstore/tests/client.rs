@@ -227,3 +227,41 @@ async fn unix_socket_transport_speaks_the_same_protocol() {
         .unwrap();
     assert!(matches!(e, Err(Error::Closed)), "{e:?}");
 }
+
+#[tokio::test]
+async fn shutdown_request_ack_and_suspend_evtchn() {
+    let fake = FakeXenstored::new();
+    let xs = fake.connect();
+    let guest = fake.connect();
+    assert_eq!(xs.suspend_event_channel(5).await.unwrap(), None);
+    xs.write("/local/domain/5/device/suspend/event-channel", "17")
+        .await
+        .unwrap();
+    assert_eq!(xs.suspend_event_channel(5).await.unwrap(), Some(17));
+
+    xs.request_shutdown(5, "suspend").await.unwrap();
+    assert_eq!(
+        xs.read_string(&xenstore::control_shutdown_path(5))
+            .await
+            .unwrap(),
+        "suspend"
+    );
+    // Nobody acknowledges: false after the timeout.
+    assert!(!xs
+        .wait_shutdown_acked(5, Duration::from_millis(100))
+        .await
+        .unwrap());
+    // The "guest" clears the node a little later.
+    let ack = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        guest
+            .write("/local/domain/5/control/shutdown", "")
+            .await
+            .unwrap();
+    });
+    assert!(xs
+        .wait_shutdown_acked(5, Duration::from_secs(5))
+        .await
+        .unwrap());
+    ack.await.unwrap();
+}
