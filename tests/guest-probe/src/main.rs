@@ -31,7 +31,7 @@ fn parse_args() -> Result<Config, String> {
         workset_mb: 16,
         pattern_mb: 8,
         pages_per_tick: 0,
-        gap_ms: 50,
+        gap_ms: 300,
         verify_every: Duration::from_secs(5),
     };
     let mut args = std::env::args().skip(1);

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -74,8 +75,41 @@ impl LabState {
         !self.hosts.is_empty() && self.hosts.iter().all(|h| pid_alive(h.pid))
     }
 
+    /// The ssh multiplexing socket of a host: one authenticated connection
+    /// carries every `exec`, so TCG-slow key exchanges happen once per boot.
+    fn control_path(h: &HostState) -> PathBuf {
+        run_dir().join(format!("ssh-{}.ctl", h.ssh_port))
+    }
+
+    /// Starts the host's ssh master connection (in the background). If it
+    /// dies, later commands quietly fall back to their own connections.
+    pub fn start_ssh_master(&self, h: &HostState) -> Result<()> {
+        let mut c = self.ssh_cmd(h);
+        c.args([
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=yes",
+            "-f",
+            "-N",
+        ]);
+        // stdio must not be pipes: the backgrounded master would hold them.
+        let st = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("host {}: ssh master connection failed ({st})", h.index);
+        }
+        Ok(())
+    }
+
     fn ssh_cmd(&self, h: &HostState) -> Command {
         let mut c = Command::new("ssh");
+        c.arg("-o")
+            .arg(format!("ControlPath={}", Self::control_path(h).display()))
+            .args(["-o", "ControlMaster=no"]);
         c.args([
             "-o",
             "StrictHostKeyChecking=no",
@@ -205,6 +239,10 @@ impl LabState {
 /// command never started and a retry is safe).
 fn ssh_transport_failed(stderr: &[u8]) -> bool {
     let e = String::from_utf8_lossy(stderr);
+    // 255 and nothing said: seen under load when the connection dropped.
+    if e.trim().is_empty() {
+        return true;
+    }
     [
         "kex_exchange_identification",
         "Connection closed by",
@@ -259,15 +297,18 @@ pub fn boot(
     let dir = run_dir();
     std::fs::create_dir_all(&dir)?;
     let exe = std::env::current_exe()?;
-    // The hub, detached in its own session so it outlives this command.
+    // The hub runs in its own process group so it outlives this command; its
+    // command line names the run directory so `lab down` always finds it.
     let hub_log = dir.join("hub.log");
-    let hub = Command::new("setsid")
-        .arg(&exe)
-        .args(["hub", "--hosts", &n.to_string()])
-        .env("XAPI_LAB_RUN", &dir)
+    let hub = Command::new(&exe)
+        .arg("hub")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--hosts", &n.to_string()])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&hub_log)?)
-        .stderr(std::fs::File::create(dir.join("hub.err"))?)
+        .stderr(std::fs::File::create(dir.join("hub.err.log"))?)
         .spawn()
         .context("starting the lab network hub")?;
     let hub_pid = hub.id();
@@ -279,10 +320,11 @@ pub fn boot(
     };
     poll(
         "the lab network hub",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         Duration::from_millis(50),
         || Ok(dir.join("hub.sock").exists().then_some(())),
-    )?;
+    )
+    .with_context(|| format!("hub log: {}", tail(&dir.join("hub.err.log"), 10)))?;
     for i in 1..=n {
         let overlay = dir.join(format!("host{i}.qcow2"));
         let _ = std::fs::remove_file(&overlay);
@@ -370,6 +412,9 @@ pub fn boot(
     let start = Instant::now();
     for h in state.hosts.clone() {
         wait_ready(&state, &h, timeout.saturating_sub(start.elapsed()))?;
+        if let Err(e) = state.start_ssh_master(&h) {
+            say(format!("{e:#}; using one connection per command"));
+        }
         say(format!(
             "host {}: dom0 ready after {}s",
             h.index,

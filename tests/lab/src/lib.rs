@@ -67,10 +67,11 @@ RestartSec=1
 WantedBy=multi-user.target
 ";
 
-/// Builds the release binaries and the guest kit, installs them into every
-/// host, (re)starts xapi-rs and, when asked, waits until it answers.
-pub fn deploy(state: &LabState, wait_xapi: bool) -> Result<()> {
+/// Builds the release toolstack and the guest kit (before booting, so the
+/// compiler and the TCG hosts do not compete for the two cores).
+pub fn build_toolstack() -> Result<std::path::PathBuf> {
     let dir = run_dir();
+    std::fs::create_dir_all(&dir)?;
     let log = dir.join("build.log");
     let mut c = Command::new(env!("CARGO"));
     c.args(["build", "--release"]);
@@ -83,13 +84,24 @@ pub fn deploy(state: &LabState, wait_xapi: bool) -> Result<()> {
         &log,
         Duration::from_secs(3600),
     )?;
-    let initrd = guestkit::build(&dir)?;
+    guestkit::build(&dir)
+}
+
+/// Builds and installs the toolstack into every host, (re)starts xapi-rs
+/// and, when asked, waits until it answers.
+pub fn deploy(state: &LabState, wait_xapi: bool) -> Result<()> {
+    let initrd = build_toolstack()?;
+    install(state, &initrd, wait_xapi)
+}
+
+/// Installs the built toolstack and guest kit into every host.
+pub fn install(state: &LabState, initrd: &std::path::Path, wait_xapi: bool) -> Result<()> {
     let target = guestkit::target_dir().join("release");
     for h in &state.hosts {
         for (_, bin, dest) in TOOLSTACK {
             state.push(h.index, &target.join(bin), dest)?;
         }
-        state.push(h.index, &initrd, "/opt/lab/guest/initrd.cpio")?;
+        state.push(h.index, initrd, "/opt/lab/guest/initrd.cpio")?;
         state.push_bytes(
             h.index,
             XAPI_UNIT.as_bytes(),
@@ -150,6 +162,7 @@ pub fn up(opts: &UpOptions) -> Result<LabState> {
     let xen = xen::build(&src)?;
     let cred = image::credentials()?;
     let img = image::build(&src.version, &cred)?;
+    let initrd = build_toolstack()?;
     say(format!(
         "booting {} host(s) (Xen {} under QEMU TCG)",
         opts.hosts, src.version
@@ -165,7 +178,7 @@ pub fn up(opts: &UpOptions) -> Result<LabState> {
             return Err(e.context(format!("logs kept in {}", keep.display())));
         }
     };
-    deploy(&state, opts.wait_xapi)?;
+    install(&state, &initrd, opts.wait_xapi)?;
     say(format!("lab up in {}s", start.elapsed().as_secs()));
     Ok(state)
 }

@@ -147,7 +147,8 @@ fn run(mut args: Vec<String>) -> Result<i32> {
             let n: u32 = take_value(&mut args, "--hosts")?
                 .context("--hosts")?
                 .parse()?;
-            hosts::hub(&lab::util::run_dir(), n)?;
+            let dir = take_value(&mut args, "--dir")?.context("--dir")?;
+            hosts::hub(std::path::Path::new(&dir), n)?;
             Ok(0)
         }
         "help" | "--help" | "-h" => {
