@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod clitables;
 pub mod datamodel;
 pub mod db;
 pub mod events;
