@@ -250,7 +250,7 @@ try:
     out["bad"] = "LOGGED IN"
 except XenAPI.Failure as f:
     out["bad"] = f.details
-print(json.dumps(out))
+print(json.dumps(out, default=str))
 "#;
 
 #[test]
@@ -313,6 +313,9 @@ https.request = function (...a) {
   return orig.apply(this, a)
 }
 syncBuiltinESMExports()
+// The JSON-RPC transport uses undici, which reports requests here.
+import diagnostics_channel from 'node:diagnostics_channel'
+diagnostics_channel.channel('undici:request:create').subscribe(({ request }) => paths.push(String(request.path)))
 const { createClient } = await import('xen-api')
 const [url, password, label] = process.argv.slice(2)
 const fail = (m) => { console.error(m); process.exit(1) }
