@@ -108,6 +108,9 @@ pub struct EnumDef {
 pub struct ErrorDef {
     pub code: &'static str,
     pub params: &'static [&'static str],
+    /// The reference's description (`err_doc`), printed by the CLI; empty
+    /// for codes the reference does not declare.
+    pub doc: &'static str,
 }
 
 impl Class {
@@ -127,6 +130,10 @@ pub fn class(name: &str) -> Option<&'static Class> {
         .iter()
         .find(|c| c.name == name)
         .or_else(|| CLASSES.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
+}
+
+pub fn error_def(code: &str) -> Option<&'static ErrorDef> {
+    ERRORS.iter().find(|e| e.code == code)
 }
 
 pub fn enum_def(name: &str) -> Option<&'static EnumDef> {
@@ -286,78 +293,97 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef {
         code: "MESSAGE_METHOD_UNKNOWN",
         params: &["method"],
+        doc: "You tried to call a method that does not exist. The method name that you used is echoed.",
     },
     ErrorDef {
         code: "MESSAGE_PARAMETER_COUNT_MISMATCH",
         params: &["method", "expected", "received"],
+        doc: "You tried to call a method with the incorrect number of parameters. The fully-qualified method name that you used, and the number of received and expected parameters are returned.",
     },
     ErrorDef {
         code: "HANDLE_INVALID",
         params: &["class", "handle"],
+        doc: "You gave an invalid object reference. The object may have recently been deleted. The class parameter gives the type of reference given, and the handle parameter echoes the bad value given.",
     },
     ErrorDef {
         code: "UUID_INVALID",
         params: &["type", "uuid"],
+        doc: "The uuid you supplied was invalid.",
     },
     ErrorDef {
         code: "SESSION_INVALID",
         params: &["handle"],
+        doc: "You gave an invalid session reference. It may have been invalidated by a server restart, or timed out. You should get a new session handle, using one of the session.login_ calls. This error does not invalidate the current connection. The handle parameter echoes the bad value given.",
     },
     ErrorDef {
         code: "SESSION_AUTHENTICATION_FAILED",
         params: &["uname", "msg"],
+        doc: "The credentials given by the user are incorrect, so access has been denied, and you have not been issued a session handle.",
     },
     ErrorDef {
         code: "SESSION_NOT_REGISTERED",
         params: &["handle"],
+        doc: "This session is not registered to receive events. You must call event.register before event.next. The session handle you are using is echoed.",
     },
     ErrorDef {
         code: "FIELD_TYPE_ERROR",
         params: &["field"],
+        doc: "The value specified is of the wrong type",
     },
     ErrorDef {
         code: "MAP_DUPLICATE_KEY",
         params: &["type", "param_name", "uuid", "key"],
+        doc: "You tried to add a key-value pair to a map, but that key is already there.",
     },
     ErrorDef {
         code: "INVALID_VALUE",
         params: &["field", "value"],
+        doc: "The value given is invalid",
     },
     ErrorDef {
         code: "EVENTS_LOST",
         params: &[],
+        doc: "Some events have been lost from the queue and cannot be retrieved.",
     },
     ErrorDef {
         code: "OPERATION_NOT_ALLOWED",
         params: &["reason"],
+        doc: "You attempted an operation that was not allowed.",
     },
     ErrorDef {
         code: "INTERNAL_ERROR",
         params: &["message"],
+        doc: "The server failed to handle your request, due to an internal error. The given message may give details useful for debugging the problem.",
     },
     ErrorDef {
         code: "XMLRPC_UNMARSHAL_FAILURE",
         params: &["expected", "received"],
+        doc: "The server failed to unmarshal the XMLRPC message; it was expecting one element and received something else.",
     },
     ErrorDef {
         code: "JSONRPC_UNMARSHAL_FAILURE",
         params: &["message"],
+        doc: "",
     },
     ErrorDef {
         code: "EVENT_FROM_TOKEN_PARSE_FAILURE",
         params: &["token"],
+        doc: "The event.from token could not be parsed. Valid values include: '', and a value returned from a previous event.from call.",
     },
     ErrorDef {
         code: "REQUEST_TOO_LARGE",
         params: &[],
+        doc: "",
     },
     ErrorDef {
         code: "TASK_CANCELLED",
         params: &["task"],
+        doc: "The request was asynchronously canceled.",
     },
     ErrorDef {
         code: "HOST_IS_SLAVE",
-        params: &["master_address"],
+        params: &["Master IP address"],
+        doc: "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host.",
     },
 ];
 

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod clitables;
 pub mod datamodel;
 pub mod db;
 pub mod events;
@@ -192,8 +194,14 @@ pub async fn start(cfg: Config) -> Result<(Bound, Arc<api::Ctx>), String> {
     let probe: Arc<dyn probe::HostProbe> = if cfg.fake_probe {
         Arc::new(probe::FakeProbe)
     } else {
-        // BINDINGS: once the libxenctrl-backed probe exists, construct it here.
-        Arc::new(probe::DomZeroProbe { xl: cfg.xl.clone() })
+        match probe::XenProbe::open() {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                // Not on Xen (or no privcmd): dom0's `xl info` and procfs.
+                tracing::warn!("libxenctrl: {e}; falling back to xl info / procfs");
+                Arc::new(probe::DomZeroProbe { xl: cfg.xl.clone() })
+            }
+        }
     };
     start_with_probe(cfg, probe).await
 }

@@ -258,6 +258,182 @@ impl HostProbe for DomZeroProbe {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Over libxenctrl
+
+/// The reference's featureset format (`Cpuid.string_of_features`): each
+/// 32-bit word as 8 lowercase hex digits, joined with `-`.
+pub fn featureset_string(words: &[u32]) -> String {
+    words
+        .iter()
+        .map(|w| format!("{w:08x}"))
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Utilisation of each CPU between two idle-time samples (ns) taken
+/// `wall_ns` apart: `1 - idle/wall`, clamped to 0..=1.
+pub fn utilisation(prev: &[u64], now: &[u64], wall_ns: u64) -> Vec<f64> {
+    now.iter()
+        .enumerate()
+        .map(|(i, &idle)| {
+            let before = prev.get(i).copied().unwrap_or(idle);
+            if wall_ns == 0 {
+                return 0.0;
+            }
+            let d = idle.saturating_sub(before) as f64;
+            (1.0 - d / wall_ns as f64).clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
+fn xen_version_sysfs() -> String {
+    let major = read_trim("/sys/hypervisor/version/major");
+    let minor = read_trim("/sys/hypervisor/version/minor");
+    let extra = read_trim("/sys/hypervisor/version/extra");
+    if major.is_empty() {
+        String::new()
+    } else {
+        format!("{major}.{minor}{extra}")
+    }
+}
+
+/// Host facts from the hypervisor through the libxenctrl bindings
+/// (`xc_physinfo`, `xc_cputopoinfo`, `xc_get_cpu_featureset`,
+/// `xc_getcpuinfo`) and CPUID, with `/proc/cpuinfo` only for what Xen does
+/// not give: the model name string, the flags and the clock speed (the
+/// reference reads these from `/proc/cpuinfo` too).
+pub struct XenProbe<H> {
+    hv: std::sync::Mutex<H>,
+    /// Previous idle-time sample for utilisation deltas.
+    last: std::sync::Mutex<Option<(std::time::Instant, Vec<u64>)>>,
+    /// Where to read the cpuinfo text (tests point it elsewhere).
+    pub cpuinfo_path: String,
+    /// CPU identity; `xenctrl::host_cpuid` in production.
+    pub cpuid: fn() -> xenctrl::CpuId,
+}
+
+impl XenProbe<xenctrl::XenCtrl> {
+    /// Opens libxenctrl.
+    pub fn open() -> Result<Self, ProbeError> {
+        let xc = xenctrl::XenCtrl::open().map_err(|e| ProbeError::Failed(e.to_string()))?;
+        Ok(XenProbe::new(xc))
+    }
+}
+
+impl<H: xenctrl::Hypervisor> XenProbe<H> {
+    pub fn new(hv: H) -> Self {
+        XenProbe {
+            hv: std::sync::Mutex::new(hv),
+            last: std::sync::Mutex::new(None),
+            cpuinfo_path: "/proc/cpuinfo".into(),
+            cpuid: xenctrl::host_cpuid,
+        }
+    }
+
+    fn hv(&self) -> std::sync::MutexGuard<'_, H> {
+        self.hv.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn featureset(&self, kind: xenctrl::FeaturesetKind) -> Option<String> {
+        self.hv()
+            .cpu_featureset(kind)
+            .ok()
+            .map(|w| featureset_string(&w))
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> ProbeError {
+    ProbeError::Failed(e.to_string())
+}
+
+impl<H: xenctrl::Hypervisor> HostProbe for XenProbe<H> {
+    fn host_facts(&self) -> Result<HostFacts, ProbeError> {
+        use xenctrl::FeaturesetKind as K;
+        let p = self.hv().physinfo().map_err(failed)?;
+        let topo = self.hv().cpu_topology().unwrap_or_default();
+        let cpuinfo = std::fs::read_to_string(&self.cpuinfo_path).unwrap_or_default();
+        let proc = parse_cpuinfo(&cpuinfo);
+        let id = (self.cpuid)();
+        let threads = p.threads_per_core.max(1) as i64;
+        let cores = p.cores_per_socket.max(1) as i64;
+        let nr_cpus = p.nr_cpus as i64;
+        // Sockets actually seen in the topology, else the reference's formula.
+        let mut sockets: Vec<u32> = topo.iter().filter_map(|t| t.socket).collect();
+        sockets.sort_unstable();
+        sockets.dedup();
+        let socket_count = if sockets.is_empty() {
+            (nr_cpus / (threads * cores)).max(1)
+        } else {
+            sockets.len() as i64
+        };
+        let page = 4096i64;
+        let host = self.featureset(K::Host).unwrap_or_default();
+        let pv_host = self.featureset(K::Pv).unwrap_or_default();
+        let hvm_host = self.featureset(K::Hvm).unwrap_or_default();
+        // As the reference: the max policies, or the defaults if Xen has none.
+        let pv = self.featureset(K::PvMax).unwrap_or_else(|| pv_host.clone());
+        let hvm = self
+            .featureset(K::HvmMax)
+            .unwrap_or_else(|| hvm_host.clone());
+        let speed = if proc.speed_mhz > 0 {
+            proc.speed_mhz
+        } else {
+            (p.cpu_khz / 1000) as i64
+        };
+        Ok(HostFacts {
+            hostname: read_trim("/proc/sys/kernel/hostname"),
+            address: local_address(),
+            linux_release: read_trim("/proc/sys/kernel/osrelease"),
+            xen_version: xen_version_sysfs(),
+            nr_cpus,
+            nr_nodes: p.nr_nodes as i64,
+            cores_per_socket: cores,
+            threads_per_core: threads,
+            socket_count,
+            total_memory_bytes: p.total_pages as i64 * page,
+            free_memory_bytes: p.free_pages as i64 * page,
+            cpu: CpuFacts {
+                vendor: id.vendor,
+                modelname: proc.modelname,
+                family: id.family as i64,
+                model: id.model as i64,
+                stepping: id.stepping.to_string(),
+                flags: proc.flags,
+                speed_mhz: speed,
+            },
+            features: host,
+            features_pv: pv,
+            features_hvm: hvm,
+            features_pv_host: pv_host,
+            features_hvm_host: hvm_host,
+            virt_caps: p
+                .capabilities
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    fn free_memory(&self) -> Result<i64, ProbeError> {
+        let p = self.hv().physinfo().map_err(failed)?;
+        Ok(p.free_pages as i64 * 4096)
+    }
+
+    fn cpu_utilisation(&self) -> Result<Vec<f64>, ProbeError> {
+        let idle = self.hv().cpu_idle_times().map_err(failed)?;
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let out = match last.as_ref() {
+            Some((t, prev)) => utilisation(prev, &idle, now.duration_since(*t).as_nanos() as u64),
+            None => vec![0.0; idle.len()],
+        };
+        *last = Some((now, idle));
+        Ok(out)
+    }
+}
+
 /// Deterministic facts for tests.
 pub struct FakeProbe;
 
@@ -326,5 +502,47 @@ mod tests {
         assert_eq!(f.cpu.speed_mhz, 2394);
         assert_eq!(f.cpu.flags, "fpu vme de");
         assert_eq!(f.features, "bfebfbff:77faf3bf:2c100800:00000121");
+    }
+
+    #[test]
+    fn xen_probe_over_the_fake_hypervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let ci = dir.path().join("cpuinfo");
+        std::fs::write(
+            &ci,
+            "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Fake CPU @ 2.00GHz\ncpu MHz\t\t: 1999.999\nflags\t\t: fpu vme de pse\n\n",
+        )
+        .unwrap();
+        let mut probe = XenProbe::new(xenctrl::FakeHypervisor::new(4, 2048));
+        probe.cpuinfo_path = ci.display().to_string();
+        probe.cpuid = || xenctrl::decode_cpuid("GenuineIntel".into(), 0x000506e3);
+        let f = probe.host_facts().unwrap();
+        assert_eq!(f.nr_cpus, 4);
+        assert_eq!(f.socket_count, 1);
+        assert_eq!(f.total_memory_bytes, 2048 * 1024 * 1024);
+        assert_eq!(f.free_memory_bytes, 1024 * 1024 * 1024);
+        assert_eq!(f.cpu.vendor, "GenuineIntel");
+        assert_eq!(
+            (f.cpu.family, f.cpu.model, f.cpu.stepping.as_str()),
+            (6, 94, "3")
+        );
+        assert_eq!(f.cpu.modelname, "Fake CPU @ 2.00GHz");
+        assert_eq!(f.cpu.flags, "fpu vme de pse");
+        assert_eq!(f.cpu.speed_mhz, 1999);
+        // Featuresets: words as %08x joined by '-', one per kind.
+        assert_eq!(f.features, "10000001-20000001-deadbe01");
+        assert_eq!(f.features_pv_host, "10000002-20000002-deadbe02");
+        assert_eq!(f.features_hvm_host, "10000003-20000003-deadbe03");
+        assert_eq!(f.features_pv, "10000004-20000004-deadbe04");
+        assert_eq!(f.features_hvm, "10000005-20000005-deadbe05");
+        assert_eq!(probe.free_memory().unwrap(), 1024 * 1024 * 1024);
+        assert_eq!(probe.cpu_utilisation().unwrap(), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn utilisation_from_idle_deltas() {
+        let u = utilisation(&[0, 100, 1000], &[250, 1100, 1000], 1000);
+        assert_eq!(u, vec![0.75, 0.0, 1.0]);
+        assert_eq!(featureset_string(&[0x1, 0xdeadbeef]), "00000001-deadbeef");
     }
 }

@@ -57,11 +57,13 @@ impl Server {
             return Ok(r);
         }
         if path == "/cli" || path.starts_with("/cli/") {
-            // Owned by the `xe` crate (thin CLI protocol); not served yet.
+            // Reached only when a /cli request follows another request on a
+            // kept-alive connection: the CLI protocol needs the raw stream,
+            // which `serve_conn` takes over for a connection's first request.
             return Ok(respond(
-                StatusCode::NOT_FOUND,
+                StatusCode::BAD_REQUEST,
                 "text/plain",
-                "not found\n".into(),
+                "/cli must be the first request of a connection\n".into(),
             ));
         }
         if req.method() != Method::POST {
@@ -133,13 +135,39 @@ impl Server {
         }
     }
 
-    /// Serve HTTP/1.1 on one accepted connection.
+    /// Serve one accepted connection: the thin CLI protocol if its first
+    /// request is `POST /cli` (the reference answers it with no HTTP
+    /// response at all), HTTP/1.1 otherwise.
     pub fn serve_conn<S>(self: &Arc<Self>, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let me = self.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            let head = match tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                crate::cli::sniff(&mut stream),
+            )
+            .await
+            {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    tracing::debug!("connection: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("connection: no request within 60 s");
+                    return;
+                }
+            };
+            let stream = match head {
+                crate::cli::Sniffed::Cli(req) => {
+                    crate::cli::serve(me.ctx.clone(), stream, req).await;
+                    return;
+                }
+                crate::cli::Sniffed::Other(buffered) => Rewind::new(buffered, stream),
+            };
             let svc = hyper::service::service_fn(move |req| me.clone().handle(req));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -209,5 +237,57 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// A stream that first yields bytes already read from it.
+pub struct Rewind<S> {
+    pre: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(pre: Vec<u8>, inner: S) -> Self {
+        Rewind { pre, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.pre.len() {
+            let n = (self.pre.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.pre[start..start + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -281,8 +281,20 @@ fn malformed_and_oversized_input() {
     // Still serving.
     let s = d.login();
     assert!(is_ref(&s));
-    // /cli is not served by this crate yet.
-    assert_eq!(d.post("/cli", "text/plain", b"help\n").status, 404);
+    use std::io::{Read, Write};
+    // /cli answers with the thin CLI protocol's greeting, not HTTP (the
+    // protocol itself is tested in tests/cli.rs); a client that never
+    // greets back is dropped.
+    let mut c = std::net::TcpStream::connect(d.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(b"POST /cli HTTP/1.0\r\ncontent-length: 5\r\n\r\nhelp\n")
+        .unwrap();
+    let mut greeting = [0u8; 35];
+    c.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting[..27], b"XenSource thin CLI protocol");
+    assert_eq!(&greeting[27..], &[0, 0, 0, 0, 2, 0, 0, 0]);
+    drop(c);
+    assert!(is_ref(&d.login()));
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub trait Hypervisor: Send {
     fn cpu_topology(&self) -> Result<Vec<CpuTopology>>;
     /// Per-CPU idle time, ns.
     fn cpu_idle_times(&self) -> Result<Vec<u64>>;
+    /// A CPU featureset as 32-bit words.
+    fn cpu_featureset(&self, kind: FeaturesetKind) -> Result<Vec<u32>>;
     /// Creates an empty paused domain.
     fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId>;
     /// One domain's info (`ESRCH` if absent).
@@ -45,6 +47,9 @@ impl Hypervisor for XenCtrl {
     }
     fn cpu_idle_times(&self) -> Result<Vec<u64>> {
         XenCtrl::cpu_idle_times(self)
+    }
+    fn cpu_featureset(&self, kind: FeaturesetKind) -> Result<Vec<u32>> {
+        XenCtrl::cpu_featureset(self, kind)
     }
     fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId> {
         XenCtrl::create_domain(self, cfg)
@@ -159,6 +164,11 @@ impl Hypervisor for FakeHypervisor {
     }
     fn cpu_idle_times(&self) -> Result<Vec<u64>> {
         Ok(vec![0; self.host.nr_cpus as usize])
+    }
+    fn cpu_featureset(&self, kind: FeaturesetKind) -> Result<Vec<u32>> {
+        // Distinct, recognisable words per kind.
+        let k = kind as u32;
+        Ok(vec![0x1000_0000 | k, 0x2000_0000 | k, 0xdead_be00 | k])
     }
     fn create_domain(&self, cfg: &DomainConfig) -> Result<DomId> {
         if cfg.max_vcpus == 0 {

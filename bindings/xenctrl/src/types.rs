@@ -132,6 +132,10 @@ pub enum FeaturesetKind {
     Pv = 2,
     /// Default for HVM guests.
     Hvm = 3,
+    /// Most a PV guest may be given (migration checks; Xen 4.14+).
+    PvMax = 4,
+    /// Most an HVM guest may be given (migration checks; Xen 4.14+).
+    HvmMax = 5,
 }
 
 /// Why a domain shut down (`SHUTDOWN_*`).
