@@ -6,6 +6,7 @@
 //! (cached), boots the hosts on copy-on-write overlays and installs the
 //! toolstack. Lab tests use [`hosts::LabState`] to reach the hosts.
 
+pub mod bench;
 pub mod deps;
 pub mod guestkit;
 pub mod hosts;

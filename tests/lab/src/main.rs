@@ -16,6 +16,7 @@ lab: real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0
   lab down                                    stop every lab process
   lab test [--keep]                           the whole test suite (unit, then on real Xen)
   lab build-xen                               build the lab hypervisor, print its path
+  lab bench api [--requests N]                xapi-rs request rate, latency, event wake-up, xe time
 ";
 
 fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>> {
@@ -136,6 +137,23 @@ fn run(mut args: Vec<String>) -> Result<i32> {
         "test" => {
             let keep = take_flag(&mut args, "--keep");
             testrun::run(keep)
+        }
+        "bench" => {
+            let what = if args.is_empty() {
+                String::new()
+            } else {
+                args.remove(0)
+            };
+            let n = take_value(&mut args, "--requests")?
+                .map(|v| v.parse())
+                .transpose()
+                .context("--requests takes a number")?
+                .unwrap_or(500);
+            match what.as_str() {
+                "api" => lab::bench::api(n)?,
+                _ => bail!("usage: lab bench api [--requests N]"),
+            }
+            Ok(0)
         }
         "build-xen" => {
             let src = lab::deps::ensure()?;
