@@ -416,7 +416,22 @@ impl Ctx<'_> {
                         .unwrap()
                 ),
             );
-            self.xc.set_vcpu_context(self.domid, id as u32, &mut ctx)?;
+            if let Err(e) = self.xc.set_vcpu_context(self.domid, id as u32, &mut ctx) {
+                if tracing() {
+                    let mut b2 = blob.clone();
+                    b2[layout::vcpu::GDT_ENTS..layout::vcpu::GDT_ENTS + 8].fill(0);
+                    let mut c2 = VcpuContext::from_bytes(&b2).expect("size");
+                    let r = self.xc.set_vcpu_context(self.domid, id as u32, &mut c2);
+                    trace!("diagnostic: without GDT: {r:?}");
+                    let gdt_pfn = u64::from_le_bytes(
+                        blob[layout::vcpu::GDT_FRAMES..layout::vcpu::GDT_FRAMES + 8]
+                            .try_into()
+                            .expect("8"),
+                    );
+                    trace!("gdt frame mfn {gdt_pfn:#x}");
+                }
+                return Err(e.into());
+            }
             let v = &self.vcpus[id];
             if let Some(e) = v.extended.as_ref().filter(|e| !e.is_empty()) {
                 self.xc.set_ext_vcpu_context(self.domid, id as u32, e)?;
@@ -650,6 +665,9 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
     let domid = xc.create_domain(&dc)?;
     trace!("created domain {domid} ({max_vcpus} vCPUs, max {max_kib:?} KiB)");
     cleanup.domid = Some(domid);
+    // Xen 4.17 creates the vCPU structures here, not at createdomain:
+    // without it setvcpucontext fails with EINVAL (libxl__build_pre).
+    xc.set_max_vcpus(domid, max_vcpus)?;
     xc.set_address_size(domid, 64)?;
     if let Some(k) = max_kib {
         xc.set_max_mem(domid, k + MAXMEM_SLACK_KIB)?;
