@@ -533,10 +533,8 @@ impl Drop for Cleanup<'_> {
         }
         if let Some(xs) = self.xs {
             for r in &self.xs_roots {
-                if let Err(e) = self.rt.block_on(xs.rm(r)) {
-                    if !e.is_enoent() {
-                        eprintln!("xenguest: cleanup: xenstore rm {r}: {e}");
-                    }
+                if let Err(e) = self.rt.block_on(xs_path_cleanup(xs, r)) {
+                    eprintln!("xenguest: cleanup: xenstore rm {r}: {e}");
                 }
             }
         }
@@ -544,6 +542,50 @@ impl Drop for Cleanup<'_> {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Parents a cleanup never removes, even when empty.
+const XS_KEEP: &[&str] = &[
+    "/",
+    "/local",
+    "/local/domain",
+    "/local/domain/0",
+    "/vm",
+    "/libxl",
+];
+
+/// Removes `path` and then each parent left empty by that (up to the
+/// well-known roots), in one transaction: what libxl's
+/// `libxl__xs_path_cleanup` does, so that e.g. the implicit
+/// `/local/domain/0/backend/console` created by writing a domain's console
+/// backend does not outlive it.
+async fn xs_path_cleanup(xs: &xenstore::Xenstore, path: &str) -> Result<()> {
+    let path = path.to_string();
+    xs.transaction(|tx| {
+        let path = path.clone();
+        async move {
+            match tx.rm(&path).await {
+                Err(e) if !e.is_enoent() => return Err(e),
+                _ => {}
+            }
+            let mut p = path.as_str();
+            while let Some(i) = p.rfind('/') {
+                p = if i == 0 { "/" } else { &p[..i] };
+                if XS_KEEP.contains(&p) {
+                    break;
+                }
+                match tx.directory(p).await {
+                    Ok(children) if children.is_empty() => tx.rm(p).await?,
+                    Ok(_) => break,
+                    Err(e) if e.is_enoent() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 async fn name_in_use(xs: &xenstore::Xenstore, name: &str) -> Result<Option<u32>> {
@@ -852,4 +894,58 @@ async fn write_tree(xs: &xenstore::Xenstore, domid: DomId, nodes: &[tree::Node])
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod cleanup_tests {
+    use super::*;
+    use xenstore::fake::FakeXenstored;
+
+    #[test]
+    fn path_cleanup_removes_parents_left_empty_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(path_cleanup());
+    }
+
+    async fn path_cleanup() {
+        let fake = FakeXenstored::new();
+        let xs = fake.connect();
+        xs.write("/local/domain/0/name", "Domain-0").await.unwrap();
+        xs.write("/local/domain/0/backend/console/7/0/state", "1")
+            .await
+            .unwrap();
+        xs.write("/local/domain/0/backend/vbd/3/51712/state", "4")
+            .await
+            .unwrap();
+        xs.write("/local/domain/7/name", "g").await.unwrap();
+        xs.write("/vm/u7/name", "g").await.unwrap();
+
+        xs_path_cleanup(&xs, "/local/domain/0/backend/console/7")
+            .await
+            .unwrap();
+        // console/ went (empty), backend/ stays (vbd is in it).
+        assert!(xs
+            .directory("/local/domain/0/backend/console")
+            .await
+            .unwrap_err()
+            .is_enoent());
+        assert_eq!(
+            xs.directory("/local/domain/0/backend").await.unwrap(),
+            vec!["vbd"]
+        );
+
+        xs_path_cleanup(&xs, "/local/domain/7").await.unwrap();
+        xs_path_cleanup(&xs, "/vm/u7").await.unwrap();
+        // Roots are kept even when empty; dom0 is untouched.
+        assert_eq!(xs.directory("/local/domain").await.unwrap(), vec!["0"]);
+        assert!(xs.directory("/vm").await.unwrap().is_empty());
+        // Already gone: not an error.
+        xs_path_cleanup(&xs, "/libxl/7").await.unwrap();
+        xs_path_cleanup(&xs, "/local/domain/0/backend/console/7")
+            .await
+            .unwrap();
+    }
 }
