@@ -6,8 +6,87 @@ use std::process::ExitCode;
 use xenguest::stream::{DecoderOptions, Item, Record, StreamReader};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: xenguest inspect FILE   (libxc stream, libxl stream or xl save file)");
+    eprintln!(
+        "usage: xenguest inspect FILE   (libxc stream, libxl stream or xl save file)\n       \
+         xenguest restore --in FILE|- [--name NAME] [--memory MIB] [--vcpus N] [--paused]\n       \
+         xenguest receive [--name NAME] [--paused]   (restore from stdin)"
+    );
     ExitCode::from(2)
+}
+
+/// `xenguest restore --in FILE|- [...]` and `xenguest receive [...]`
+/// (the same, reading stdin): prints the new domid.
+fn restore_cmd(args: &[String], stdin_default: bool) -> ExitCode {
+    use xenguest::restore::{restore, RestoreOptions};
+    let mut opts = RestoreOptions::default();
+    let mut input: Option<String> = stdin_default.then(|| "-".to_string());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |what: &str| -> Option<String> {
+            let v = it.next().cloned();
+            if v.is_none() {
+                eprintln!("xenguest: {what} needs a value");
+            }
+            v
+        };
+        match a.as_str() {
+            "--in" if !stdin_default => match val("--in") {
+                Some(v) => input = Some(v),
+                None => return usage(),
+            },
+            "--name" => match val("--name") {
+                Some(v) => opts.name = Some(v),
+                None => return usage(),
+            },
+            "--memory" => match val("--memory").and_then(|v| v.parse().ok()) {
+                Some(v) => opts.memory_mib = Some(v),
+                None => return usage(),
+            },
+            "--vcpus" => match val("--vcpus").and_then(|v| v.parse().ok()) {
+                Some(v) => opts.max_vcpus = Some(v),
+                None => return usage(),
+            },
+            "--paused" => opts.paused = true,
+            other => {
+                eprintln!("xenguest: unknown argument {other:?}");
+                return usage();
+            }
+        }
+    }
+    let Some(input) = input else {
+        eprintln!("xenguest restore: --in FILE (or - for stdin) is required");
+        return usage();
+    };
+    let result = if input == "-" {
+        restore(&mut std::io::stdin().lock(), &opts)
+    } else {
+        match File::open(&input) {
+            Ok(f) => restore(&mut BufReader::with_capacity(1 << 20, f), &opts),
+            Err(e) => {
+                eprintln!("xenguest: {input}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    match result {
+        Ok(r) => {
+            eprintln!(
+                "xenguest: restored {:?} as domid {} ({} pages, {} vCPUs, libxc v{}){}",
+                r.name,
+                r.domid,
+                r.pages,
+                r.vcpus,
+                r.stream_version,
+                if opts.paused { ", paused" } else { "" }
+            );
+            println!("{}", r.domid);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xenguest: restore failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn describe(item: &Item) -> String {
@@ -107,6 +186,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("inspect") if args.len() == 2 => inspect(&args[1]),
+        Some("restore") => restore_cmd(&args[1..], false),
+        Some("receive") => restore_cmd(&args[1..], true),
         Some("inspect") | Some("--help") | Some("-h") => usage(),
         _ => {
             eprintln!("xenguest: not implemented yet");

@@ -618,6 +618,24 @@ impl VcpuContext {
         // SAFETY: as above.
         unsafe { &mut self.0.x64 }
     }
+    /// A context from the migration stream's X86_PV_VCPU_BASIC blob (the
+    /// 5168-byte x86_64 `vcpu_guest_context`), as restore needs it for
+    /// `set_vcpu_context`. `None` if `blob` has another size.
+    pub fn from_bytes(blob: &[u8]) -> Option<VcpuContext> {
+        let size = std::mem::size_of::<sys::vcpu_guest_context_x86_64_t>();
+        if blob.len() != size {
+            return None;
+        }
+        // SAFETY: the union is plain data; all-zero is a valid value.
+        let mut ctx: Box<sys::vcpu_guest_context_any_t> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: the union is at least `size` bytes (its x64 member) and
+        // every bit pattern is valid plain data.
+        unsafe {
+            std::ptr::copy_nonoverlapping(blob.as_ptr(), &mut *ctx as *mut _ as *mut u8, size)
+        };
+        Some(VcpuContext(ctx))
+    }
+
     /// The raw 5168 bytes (the migration stream's X86_PV_VCPU_BASIC blob).
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: the union is plain data of this size.
@@ -694,5 +712,10 @@ mod tests {
         let ctx = VcpuContext(Box::new(unsafe { std::mem::zeroed() }));
         assert_eq!(ctx.as_bytes().len(), 5168);
         assert_eq!(ctx.x86_64().ctrlreg[3], 0);
+        let mut blob = vec![0u8; 5168];
+        blob[5168 - 1] = 0x5a;
+        let back = VcpuContext::from_bytes(&blob).expect("5168 bytes");
+        assert_eq!(back.as_bytes(), &blob[..]);
+        assert!(VcpuContext::from_bytes(&blob[1..]).is_none());
     }
 }
