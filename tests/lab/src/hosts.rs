@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 /// TCG (lab.md). QEMU 7.2's TCG emulation of AVX/AVX2 is new and corrupts
 /// registers in OpenSSL's vector code (sshd segfaulted in libcrypto), so the
 /// hosts get no AVX: software then takes its SSE paths, which TCG runs right.
-pub const CPU_MODEL: &str = "max,-smap,-smep,-avx,-avx2,-fma,-f16c";
+/// After live migrations (log-dirty, foreign mappings) dom0 processes were
+/// seen crashing on corrupted memory, as from a missed TLB flush; without
+/// PCID/INVPCID Xen flushes with plain CR3/CR4 writes. (Under investigation.)
+pub const CPU_MODEL: &str = "max,-smap,-smep,-avx,-avx2,-fma,-f16c,-pcid,-invpcid";
 
 /// Memory per host and for its dom0 (lab.md: 3 GiB hosts, 1.5 GiB dom0).
 pub const HOST_MEM_MB: u32 = 3072;
