@@ -137,6 +137,17 @@ impl LabState {
 
     /// Runs a shell command in host `n`'s dom0, bounded by `timeout`.
     pub fn exec(&self, n: u32, script: &str, timeout: Duration) -> Result<Output> {
+        self.exec_tries(n, script, timeout, 5)
+    }
+
+    /// `exec` with at most `max_tries` connection attempts (1: no retry).
+    pub fn exec_tries(
+        &self,
+        n: u32,
+        script: &str,
+        timeout: Duration,
+        max_tries: u32,
+    ) -> Result<Output> {
         let h = self.host(n)?;
         let secs = timeout.as_secs().max(1);
         let remote = format!("timeout -k 5 {secs} sh -c {}", shell_quote(script));
@@ -149,7 +160,10 @@ impl LabState {
             // ssh's own failure to connect (exit 255 before the command ran):
             // retry a few times, the dom0 may be busy under TCG.
             tries += 1;
-            if out.status.code() == Some(255) && ssh_transport_failed(&out.stderr) && tries < 5 {
+            if out.status.code() == Some(255)
+                && ssh_transport_failed(&out.stderr)
+                && tries < max_tries
+            {
                 std::thread::sleep(Duration::from_secs(2));
                 continue;
             }
@@ -440,10 +454,15 @@ fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> 
                 tail(&h.serial_log, 30)
             );
         }
-        if let Ok(out) = state.exec(
+        // One attempt per poll, bounded by the time left, so the deadline holds.
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_secs(1));
+        if let Ok(out) = state.exec_tries(
             h.index,
             "test -e /proc/xen/capabilities && xenstore-read domid >/dev/null && pgrep -x xenconsoled >/dev/null && ip -4 addr show xenbr0 | grep -q 10.77",
-            Duration::from_secs(20),
+            left.min(Duration::from_secs(20)),
+            1,
         ) {
             if out.status.success() {
                 return Ok(());
