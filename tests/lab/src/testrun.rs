@@ -239,7 +239,13 @@ pub fn run(keep: bool) -> Result<i32> {
                 }
             }
         }
-        ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
+        // A fresh host for the black-box tests: the dom0 tests migrate and
+        // restore guests, after which this TCG lab's dom0 has been seen to
+        // corrupt memory (see README, "known lab problem").
+        drop(st);
+        if up_phase(1, &mut t).is_some() {
+            ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
+        }
         if let Some(_st2) = up_phase(2, &mut t) {
             ok &= black_box("lab tests (2 hosts)", &["two_hosts"], &mut t)?;
         }
