@@ -151,24 +151,12 @@ impl LabState {
         let h = self.host(n)?;
         let secs = timeout.as_secs().max(1);
         let remote = format!("timeout -k 5 {secs} sh -c {}", shell_quote(script));
-        let mut tries = 0;
-        loop {
+        with_ssh_retries(max_tries, || {
             let mut c = self.ssh_cmd(h);
             c.arg(&remote);
-            let out = output_with_timeout(&mut c, timeout + Duration::from_secs(30))
-                .with_context(|| format!("lab exec on host {n}: {script}"))?;
-            // ssh's own failure to connect (exit 255 before the command ran):
-            // retry a few times, the dom0 may be busy under TCG.
-            tries += 1;
-            if out.status.code() == Some(255)
-                && ssh_transport_failed(&out.stderr)
-                && tries < max_tries
-            {
-                std::thread::sleep(Duration::from_secs(2));
-                continue;
-            }
-            return Ok(out);
-        }
+            output_with_timeout(&mut c, timeout + Duration::from_secs(30))
+                .with_context(|| format!("lab exec on host {n}: {script}"))
+        })
     }
 
     /// Runs a command in dom0 and returns its stdout; non-zero exit is an error
@@ -201,8 +189,7 @@ impl LabState {
         let script = format!(
             "mkdir -p \"$(dirname {q})\" && cat > {q}.part && chmod {mode:o} {q}.part && mv -f {q}.part {q}"
         );
-        let mut tries = 0;
-        loop {
+        let out = with_ssh_retries(5, || {
             let mut child = self
                 .ssh_cmd(h)
                 .arg(&script)
@@ -215,18 +202,13 @@ impl LabState {
             let writer = std::thread::spawn(move || stdin.write_all(&data));
             let out = wait_output(child, Duration::from_secs(600), "lab push")?;
             let _ = writer.join();
-            tries += 1;
-            if out.status.code() == Some(255) && ssh_transport_failed(&out.stderr) && tries < 5 {
-                std::thread::sleep(Duration::from_secs(2));
-                continue;
-            }
-            if !out.status.success() {
-                bail!(
-                    "copying to host {n}:{remote} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            break;
+            Ok(out)
+        })?;
+        if !out.status.success() {
+            bail!(
+                "copying to host {n}:{remote} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -249,6 +231,23 @@ impl LabState {
             h.ssh_port,
             self.hosts.len()
         ))
+    }
+}
+
+/// Runs an ssh invocation up to `max_tries` times while ssh itself failed to
+/// connect (exit 255 before the remote command ran): the dom0 may be busy
+/// under TCG. Any other outcome is returned as it is.
+fn with_ssh_retries(max_tries: u32, mut run: impl FnMut() -> Result<Output>) -> Result<Output> {
+    let mut tries = 0;
+    loop {
+        let out = run()?;
+        tries += 1;
+        if out.status.code() == Some(255) && ssh_transport_failed(&out.stderr) && tries < max_tries
+        {
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        return Ok(out);
     }
 }
 

@@ -3,7 +3,6 @@
 use anyhow::{bail, Context, Result};
 use lab::hosts::{self, LabState};
 use lab::{testrun, UpOptions};
-use std::time::Duration;
 
 const HELP: &str = "\
 lab: real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0
@@ -175,7 +174,6 @@ fn run(mut args: Vec<String>) -> Result<i32> {
         }
         other => {
             eprint!("lab: unknown command '{other}'\n\n{HELP}");
-            let _ = Duration::ZERO;
             Ok(2)
         }
     }
