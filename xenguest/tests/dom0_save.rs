@@ -214,6 +214,7 @@ fn nonlive_save_verifies_then_xl_restore_runs_the_guest() {
     };
     let (s2, _) = save_to(&f2, domid, &opts);
     assert!(domid_of("sv-nonlive").is_none(), "destroyed after save");
+    verify_stream(&f2, "xl");
     verify_stream(&libxl_part(&f2), "libxl");
     let t = Instant::now();
     let newid = xl_restore(&f2, "sv-nonlive");
@@ -262,6 +263,7 @@ fn live_save_converges_and_xl_restore_runs_the_guest() {
     );
     assert!(s.final_pages < rounds[0].pages_sent / 2, "{s:?}");
     assert!(s.stop_reason.is_some());
+    verify_stream(&f, "xl");
     verify_stream(&libxl_part(&f), "libxl");
     let newid = xl_restore(&f, "sv-live");
     assert_ne!(newid, domid);
