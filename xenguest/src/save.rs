@@ -210,6 +210,14 @@ pub fn domain_config_json(text: &str) -> std::result::Result<String, String> {
     serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())
 }
 
+/// With `XENGUEST_TRACE` set in the environment, the steps of a save are
+/// logged to stderr (for debugging in a dom0).
+fn trace(what: std::fmt::Arguments<'_>) {
+    if std::env::var_os("XENGUEST_TRACE").is_some() {
+        eprintln!("xenguest trace: {what}");
+    }
+}
+
 /// Xen's version for the domain header, from `/sys/hypervisor/version`
 /// ((0, 0) if unavailable: the field is informational).
 fn xen_version() -> (u32, u32) {
@@ -237,6 +245,7 @@ pub fn save<W: Write>(
 ) -> Result<SaveStats> {
     let xc = XenCtrl::open()?;
     let fm = ForeignMemory::open()?;
+    trace(format_args!("opened xenctrl and foreignmemory"));
     let info = match xc.domain_info(domid) {
         Ok(i) => i,
         Err(e) if e.errno() == Some(3 /* ESRCH */) => return Err(SaveError::NoSuchDomain(domid)),
@@ -273,7 +282,9 @@ pub fn save<W: Write>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    trace(format_args!("runtime built"));
     let xs = rt.block_on(xenstore::Xenstore::connect())?;
+    trace(format_args!("xenstore connected"));
     let mut st = SaveState {
         xc: &xc,
         fm: &fm,
@@ -369,6 +380,11 @@ impl<'a> SaveState<'a> {
             self.suspend(progress)?;
         }
         let mut mem = self.map_guest()?;
+        trace(format_args!(
+            "guest mapped: max_pfn {:#x}, {} p2m frames",
+            mem.max_pfn,
+            mem.p2m_pfns.len()
+        ));
         stats.p2m_size = mem.max_pfn + 1;
         let mut w = StreamWriter::new(out);
 
@@ -395,6 +411,7 @@ impl<'a> SaveState<'a> {
             write_raw_record(&mut w, rec::X86_MSR_POLICY, &msr)?;
         }
         w.write_record(&Record::StaticDataEnd)?;
+        trace(format_args!("static data written"));
         let mut body = Vec::with_capacity(8 + mem.p2m_pfns.len() * 8);
         body.extend_from_slice(&0u32.to_le_bytes());
         body.extend_from_slice(&(mem.max_pfn as u32).to_le_bytes());
@@ -473,6 +490,7 @@ impl<'a> SaveState<'a> {
             self.xc.enable_logdirty(domid)?;
         }
         self.logdirty = true;
+        trace(format_args!("log-dirty on"));
         progress(&Progress::LiveStarted {
             p2m_size: mem.max_pfn + 1,
         });
@@ -646,7 +664,9 @@ impl<'a> SaveState<'a> {
         let info = self.xc.domain_info(domid)?;
         let (xc, fm): (&'a XenCtrl, &'a ForeignMemory) = (self.xc, self.fm);
         let m2p = xc.map_m2p()?;
+        trace(format_args!("m2p mapped: max_mfn {:#x}", m2p.max_mfn()));
         let shinfo = fm.map_shared_info(domid, info.shared_info_frame, Prot::Read)?;
+        trace(format_args!("shared_info mapped"));
         let arch = shinfo.arch();
         if arch.max_pfn == 0 {
             return Err(self.bad("shared_info max_pfn is 0 (guest has not set up its p2m)"));
@@ -666,6 +686,7 @@ impl<'a> SaveState<'a> {
             )
         };
         let p2m_map = fm.map(domid, Prot::Read, &leaves)?;
+        trace(format_args!("p2m leaves mapped: {}", leaves.len()));
         let mut mem = GuestMem {
             domid,
             m2p,

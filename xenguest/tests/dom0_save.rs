@@ -314,8 +314,10 @@ fn failures_leave_the_guest_running() {
     assert!(matches!(e, SaveError::NoSuchDomain(0x7ff0)), "{e:?}");
     assert_eq!(e.to_string(), "domain 32752 does not exist");
 
+    eprintln!("missing domain: ok");
     let (g, domid) = Guest::start("sv-fail", 256, 16);
     let before = xl_list().len();
+    eprintln!("guest sv-fail is domid {domid}");
 
     // Live: the sink breaks during the first pass (guest not yet suspended).
     let e = save(
