@@ -264,6 +264,19 @@ pub fn save<W: Write>(
     if bits != 64 {
         return Err(SaveError::Not64Bit { domid, bits });
     }
+    // Before suspending: a guest that has not published its p2m (still
+    // booting, or an empty domain) cannot be saved.
+    if fm
+        .map_shared_info(domid, info.shared_info_frame, Prot::Read)?
+        .arch()
+        .max_pfn
+        == 0
+    {
+        return Err(SaveError::Layout {
+            domid,
+            what: "no p2m published in shared_info (guest still booting, or no kernel)".into(),
+        });
+    }
     if info.dying() {
         return Err(SaveError::BadState {
             domid,

@@ -315,6 +315,37 @@ fn failures_leave_the_guest_running() {
     assert_eq!(e.to_string(), "domain 32752 does not exist");
 
     eprintln!("missing domain: ok");
+
+    // Guests we cannot save are refused before anything happens to them.
+    let xc = xenctrl::XenCtrl::open().unwrap();
+    let empty = xc.create_domain(&xenctrl::DomainConfig::pv(1)).unwrap();
+    let e = save(empty, &mut Vec::new(), &SaveOptions::default(), |_| {}).unwrap_err();
+    eprintln!("empty 64-bit PV domain: {e}");
+    assert!(matches!(e, SaveError::Layout { .. }), "{e:?}");
+    match xc.set_address_size(empty, 32) {
+        Ok(()) => {
+            let e = save(empty, &mut Vec::new(), &SaveOptions::default(), |_| {}).unwrap_err();
+            eprintln!("32-bit PV domain: {e}");
+            let _ = xc.destroy_domain(empty);
+            assert!(matches!(e, SaveError::Not64Bit { bits: 32, .. }), "{e:?}");
+        }
+        // A hypervisor built without 32-bit PV support (CONFIG_PV32=n).
+        Err(e) => eprintln!("no 32-bit PV in this lab ({e}): 32-bit refusal not checked"),
+    }
+    let _ = xc.destroy_domain(empty);
+    let hvm = xenctrl::DomainConfig {
+        kind: xenctrl::DomainType::Hvm,
+        ..xenctrl::DomainConfig::pv(1)
+    };
+    match xc.create_domain(&hvm) {
+        Ok(d) => {
+            let e = save(d, &mut Vec::new(), &SaveOptions::default(), |_| {}).unwrap_err();
+            let _ = xc.destroy_domain(d);
+            eprintln!("HVM domain: {e}");
+            assert!(matches!(e, SaveError::NotPv { hvm: true, .. }), "{e:?}");
+        }
+        Err(e) => eprintln!("no HVM domain in this lab ({e}): HVM refusal not checked"),
+    }
     let (g, domid) = Guest::start("sv-fail", 256, 16);
     let before = xl_list().len();
     eprintln!("guest sv-fail is domid {domid}");
