@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use xenguest::save::{
-    domain_config_json, save, AfterSave, Progress, SaveError, SaveOptions, Wrapper,
+    domain_config_json, save, AfterSave, LivePolicy, Progress, SaveError, SaveOptions, Wrapper,
 };
 use xenguest::stream::XlHeader;
 
@@ -241,10 +241,16 @@ fn live_save_converges_and_xl_restore_runs_the_guest() {
     let (g, domid) = Guest::start("sv-live", 256, 16);
     let cfg = g.config_json();
     let f = tmp("live.xl");
+    // A tight target, so that the first pass's dirty pages (the probe's
+    // working set) are never enough to stop on, whatever the bandwidth.
     let opts = SaveOptions {
         live: true,
         wrapper: Wrapper::Xl { config_json: cfg },
         after: AfterSave::Destroy,
+        policy: LivePolicy {
+            downtime_target: Duration::from_millis(50),
+            ..LivePolicy::default()
+        },
         ..SaveOptions::default()
     };
     let (s, seen) = save_to(&f, domid, &opts);
