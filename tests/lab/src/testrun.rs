@@ -249,11 +249,7 @@ pub fn run(keep: bool) -> Result<i32> {
         // `lab down` must leave no process of the lab behind: checked every run.
         let _ = hosts::down();
         let left = Command::new("pgrep")
-            .args([
-                "-a",
-                "-f",
-                &format!("{}/", crate::util::run_dir().display()),
-            ])
+            .args(["-a", "-f", &format!("{}/", crate::util::run_dir().display())])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();

@@ -230,18 +230,13 @@ fn failures_a_dying_qemu_is_reported_with_its_log_and_nothing_is_left_behind() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    let out = lab::util::wait_output(up, Duration::from_secs(300), "lab up").unwrap();
+    let out = lab::util::wait_output(up, Duration::from_secs(300), "lab up")
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "lab up must fail:\n{err}");
     assert!(err.contains("step 'boot host 1'"), "names the step:\n{err}");
-    assert!(
-        err.contains(&format!("pid {pid}")) && err.contains("died"),
-        "says what happened:\n{err}"
-    );
-    assert!(
-        err.contains("serial log") && err.contains("logs kept in"),
-        "points at the log:\n{err}"
-    );
+    assert!(err.contains(&format!("pid {pid}")) && err.contains("died"), "says what happened:\n{err}");
+    assert!(err.contains("serial log") && err.contains("logs kept in"), "points at the log:\n{err}");
     assert_eq!(lab_processes(&run), "", "processes left behind");
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(run.with_extension("failed"));
@@ -260,10 +255,7 @@ fn failures_a_dom0_that_never_gets_ready_times_out_with_a_clear_message() {
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "lab up must fail:\n{err}");
-    assert!(
-        err.contains("dom0 not ready"),
-        "says what it waited for:\n{err}"
-    );
+    assert!(err.contains("dom0 not ready"), "says what it waited for:\n{err}");
     assert!(err.contains("serial log"), "points at the log:\n{err}");
     assert_eq!(lab_processes(&run), "", "processes left behind");
     // And commands on a lab that is not up say so.
