@@ -5,4 +5,5 @@
 //! `xl save` file header and the PV page-table normalisation helpers.
 
 pub mod restore;
+pub mod save;
 pub mod stream;

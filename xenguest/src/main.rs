@@ -1,16 +1,52 @@
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use xenguest::save::{domain_config_json, save, AfterSave, Progress, SaveOptions, Wrapper};
 
 use xenguest::stream::{DecoderOptions, Item, Record, StreamReader};
 
+const USAGE: &str = "\
+usage:
+  xenguest inspect FILE
+      Describe a libxc stream, libxl stream or xl save file.
+  xenguest save --domid N --out FILE [OPTIONS]
+      Save a running 64-bit PV guest to FILE.
+  xenguest send --domid N [OPTIONS]
+      The same, writing the stream to standard output (live by default).
+  xenguest restore --in FILE|- [--name NAME] [--memory MIB] [--vcpus N] [--paused]
+      Restore a libxc stream, libxl stream or xl save file as a new domain.
+  xenguest receive [--name NAME] [--paused]
+      The same, reading the stream from standard input.
+
+save/send options:
+  --live                 pre-copy while the guest runs (log-dirty rounds),
+                         then suspend for the final pass (send: default)
+  --non-live             suspend first, then write everything (save: default)
+  --xl-config FILE       write an `xl save` file (`xl restore FILE` reads it):
+                         FILE holds the domain config as JSON, either the
+                         output of `xl list -l NAME` or a libxl_domain_config
+  --libxl                write a libxl stream (LibxlFmt) without the xl header
+                         (default without --xl-config: the bare libxc stream)
+  --resume               resume the guest in place after the save
+  --leave-suspended      leave the guest suspended after the save
+                         (default: destroy it, as `xl save` does)
+  --downtime-ms N        live: suspend once the estimated final pass takes
+                         at most N ms at the measured bandwidth (default 300)
+  --max-rounds N         live: suspend after at most N rounds (default 10)
+  --max-bytes-factor F   live: suspend once the bytes sent exceed F times the
+                         guest's RAM (default 3.0)
+  --suspend-timeout S    seconds the guest may take to suspend (default 60)
+  --quiet                no progress lines on standard error
+
+On any failure the guest keeps running (it is resumed if it was suspended)
+and log-dirty mode is off again.
+";
+
 fn usage() -> ExitCode {
-    eprintln!(
-        "usage: xenguest inspect FILE   (libxc stream, libxl stream or xl save file)\n       \
-         xenguest restore --in FILE|- [--name NAME] [--memory MIB] [--vcpus N] [--paused]\n       \
-         xenguest receive [--name NAME] [--paused]   (restore from stdin)"
-    );
+    eprint!("{USAGE}");
     ExitCode::from(2)
 }
 
@@ -182,12 +218,183 @@ fn inspect(path: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn parse_save_args(
+    args: &[String],
+    send: bool,
+) -> Result<(u32, Option<String>, SaveOptions, bool), String> {
+    let mut domid = None;
+    let mut out = None;
+    let mut opts = SaveOptions {
+        live: send,
+        ..SaveOptions::default()
+    };
+    let mut libxl = false;
+    let mut xl_config = None;
+    let mut quiet = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--domid" => {
+                let v = val(a)?;
+                domid = Some(v.parse().map_err(|_| format!("bad domid {v:?}"))?);
+            }
+            "--out" if !send => out = Some(val(a)?),
+            "--live" => opts.live = true,
+            "--non-live" => opts.live = false,
+            "--xl-config" => xl_config = Some(val(a)?),
+            "--libxl" => libxl = true,
+            "--resume" => opts.after = AfterSave::Resume,
+            "--leave-suspended" => opts.after = AfterSave::LeaveSuspended,
+            "--downtime-ms" => {
+                let v = val(a)?;
+                opts.policy.downtime_target = Duration::from_millis(
+                    v.parse().map_err(|_| format!("bad --downtime-ms {v:?}"))?,
+                );
+            }
+            "--max-rounds" => {
+                let v = val(a)?;
+                opts.policy.max_rounds =
+                    v.parse().map_err(|_| format!("bad --max-rounds {v:?}"))?;
+            }
+            "--max-bytes-factor" => {
+                let v = val(a)?;
+                opts.policy.max_bytes_factor = v
+                    .parse()
+                    .map_err(|_| format!("bad --max-bytes-factor {v:?}"))?;
+            }
+            "--suspend-timeout" => {
+                let v = val(a)?;
+                opts.suspend_timeout = Duration::from_secs(
+                    v.parse()
+                        .map_err(|_| format!("bad --suspend-timeout {v:?}"))?,
+                );
+            }
+            "--quiet" => quiet = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let domid = domid.ok_or("--domid is required")?;
+    if !send && out.is_none() {
+        return Err("--out is required".into());
+    }
+    opts.wrapper = match (xl_config, libxl) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?;
+            Wrapper::Xl {
+                config_json: domain_config_json(&text).map_err(|e| format!("{f}: {e}"))?,
+            }
+        }
+        (None, true) => Wrapper::Libxl,
+        (None, false) => Wrapper::Libxc,
+    };
+    Ok((domid, out, opts, quiet))
+}
+
+fn report(p: &Progress) {
+    match p {
+        Progress::LiveStarted { p2m_size } => {
+            eprintln!("xenguest: live: log-dirty on, {p2m_size} pfns")
+        }
+        Progress::Round(r) => eprintln!(
+            "xenguest: round {}: sent {} pages ({} deferred) in {:.3} s, {} dirty, {} bytes total, {:.1} MiB/s, est. downtime {}",
+            r.round,
+            r.pages_sent,
+            r.deferred,
+            r.duration.as_secs_f64(),
+            r.dirty_after,
+            r.bytes_total,
+            r.bandwidth / 1048576.0,
+            r.estimated_downtime
+                .map_or("?".to_string(), |d| format!("{} ms", d.as_millis()))
+        ),
+        Progress::LiveStopped(r) => eprintln!("xenguest: live phase stopped: {r:?}"),
+        Progress::Suspending => eprintln!("xenguest: suspending"),
+        Progress::Suspended { took } => {
+            eprintln!("xenguest: suspended in {} ms", took.as_millis())
+        }
+        Progress::FinalPass {
+            pages_sent,
+            bytes_total,
+        } => eprintln!("xenguest: final pass: {pages_sent} pages, {bytes_total} bytes total"),
+        Progress::Complete { bytes_total } => {
+            eprintln!("xenguest: stream complete: {bytes_total} bytes")
+        }
+    }
+}
+
+fn save_cmd(args: &[String], send: bool) -> ExitCode {
+    let (domid, out, opts, quiet) = match parse_save_args(args, send) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("xenguest: {e}");
+            return usage();
+        }
+    };
+    let progress = |p: &Progress| {
+        if !quiet {
+            report(p)
+        }
+    };
+    let r = match &out {
+        Some(path) => {
+            let f = match File::create(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("xenguest: {path}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            save(domid, &mut w, &opts, progress).and_then(|s| {
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                Ok(s)
+            })
+        }
+        None => {
+            let mut w = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            save(domid, &mut w, &opts, progress)
+        }
+    };
+    match r {
+        Ok(s) => {
+            if !quiet {
+                eprintln!(
+                    "xenguest: saved domain {domid}: {} bytes, {} pages, {} rounds {:?}, final pass {} pages, suspended for {} ms, total {} ms",
+                    s.bytes,
+                    s.pages_sent,
+                    s.rounds,
+                    s.dirty_per_round,
+                    s.final_pages,
+                    s.suspended_for.as_millis(),
+                    s.total.as_millis()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xenguest: save of domain {domid} failed: {e}");
+            if out.is_some() {
+                // Leave no half-written file that looks like a save.
+                let _ = std::fs::remove_file(out.as_deref().unwrap_or_default());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("inspect") if args.len() == 2 => inspect(&args[1]),
         Some("restore") => restore_cmd(&args[1..], false),
         Some("receive") => restore_cmd(&args[1..], true),
+        Some("save") => save_cmd(&args[1..], false),
+        Some("send") => save_cmd(&args[1..], true),
         Some("inspect") | Some("--help") | Some("-h") => usage(),
         _ => {
             eprintln!("xenguest: not implemented yet");
