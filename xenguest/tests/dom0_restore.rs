@@ -1,65 +1,19 @@
 //! Restore on a real Xen 4.17 dom0 (run by `lab test` as root with
 //! `--ignored --test-threads=1`).
 
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
+use support::*;
 use xenguest::restore::{restore, RestoreOptions};
 
-fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&o.stderr));
-    (o.status.success(), s)
-}
-
-fn sh(script: &str) -> String {
-    let (ok, out) = run("sh", &["-c", script]);
-    assert!(ok, "{script}: {out}");
-    out
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn verify_ok_count(name: &str) -> usize {
-    run("/usr/local/bin/lab-guest-log", &[name])
-        .1
-        .matches("probe: verify ok")
-        .count()
-}
-
-fn domains() -> String {
-    run("xl", &["list"]).1
-}
-
-/// Starts a probe guest, waits for it, `xl save`s it to FILE.
-fn saved_probe(name: &str, file: &str) {
-    let _ = run("xl", &["destroy", name]);
-    // The console log outlives guests of the same name: count from here.
-    let before = verify_ok_count(name);
-    let (ok, out) = run("/usr/local/bin/lab-guest", &[name, "256", "16"]);
-    assert!(ok, "lab-guest: {out}");
-    wait_for("probe verify ok", Duration::from_secs(120), || {
-        verify_ok_count(name) > before
-    });
-    let (ok, out) = run("xl", &["save", name, file]);
-    assert!(ok, "xl save: {out}");
-}
-
-fn request_verify(domid: u32) {
-    let tty = sh(&format!("xenstore-read /local/domain/{domid}/console/tty"));
-    let tty = tty.trim().to_string();
-    assert!(tty.starts_with("/dev/pts/"), "console tty {tty:?}");
-    std::fs::write(&tty, b"v\n").expect("write to the console pty");
+/// Starts a probe guest, waits for it, `xl save`s it to FILE (which
+/// destroys it).  The guard destroys whatever carries the name later.
+fn saved_probe(name: &str, file: &str) -> Guest {
+    let (g, _) = Guest::start(name, 256, 16);
+    run("xl", &["save", name, file]);
+    g
 }
 
 #[test]
@@ -67,20 +21,15 @@ fn request_verify(domid: u32) {
 fn xl_save_then_our_restore_runs_and_xl_save_restore_of_it_works() {
     let name = "rs-restore";
     let file = "/var/tmp/rs-restore.save";
-    saved_probe(name, file);
-    let before = verify_ok_count(name);
+    let g = saved_probe(name, file);
     let t = Instant::now();
     let mut f = std::io::BufReader::new(std::fs::File::open(file).unwrap());
     let r = restore(&mut f, &RestoreOptions::default()).expect("restore");
     eprintln!("restored {r:?} in {:?}", t.elapsed());
     assert_eq!(r.name, name);
     assert_eq!(r.vcpus, 1);
-    let line = domains();
-    assert!(line.contains(name), "{line}");
-    request_verify(r.domid);
-    wait_for("new verify ok lines", Duration::from_secs(120), || {
-        verify_ok_count(name) > before + 1
-    });
+    assert_eq!(domid_of(name), Some(r.domid), "{}", g.diagnostics());
+    g.expect_verifies("verify ok after our restore");
     let state = sh(&format!("xl list {} | tail -1", r.domid));
     assert!(
         state.contains("r-") || state.contains("-b") || state.contains("------"),
@@ -88,21 +37,14 @@ fn xl_save_then_our_restore_runs_and_xl_save_restore_of_it_works() {
     );
     // xl save of OUR restored guest, then xl restore of that.
     let file2 = "/var/tmp/rs-restore2.save";
-    let (ok, out) = run("xl", &["save", name, file2]);
-    assert!(ok, "xl save of our restored guest: {out}");
-    let (ok, out) = run("xl", &["restore", file2]);
-    assert!(ok, "xl restore: {out}");
-    let n = verify_ok_count(name);
-    wait_for(
-        "verify ok after xl restore",
-        Duration::from_secs(120),
-        || verify_ok_count(name) > n,
-    );
-    let log = run("/usr/local/bin/lab-guest-log", &[name]).1;
-    assert!(!log.contains("verify FAILED"), "{log}");
-    let (ok, out) = run("xl", &["destroy", name]);
-    assert!(ok, "xl destroy: {out}");
-    assert!(!domains().contains(name));
+    run("xl", &["save", name, file2]);
+    run("xl", &["restore", file2]);
+    g.expect_verifies("verify ok after xl restore");
+    run("xl", &["destroy", name]);
+    // A destroyed domain may linger as dying for a moment.
+    wait_for("the guest gone", Duration::from_secs(60), || {
+        domid_of(name).is_none()
+    });
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(file2);
 }
@@ -119,7 +61,10 @@ fn xs_roots() -> String {
         "/local/domain/0/backend/console",
     ] {
         // A missing root lists as an error message, which is stable too.
-        s.push_str(&format!("{root}: {}\n", run("xenstore-list", &[root]).1));
+        s.push_str(&format!(
+            "{root}: {}\n",
+            run_any("xenstore-list", &[root]).1
+        ));
     }
     s
 }
@@ -141,7 +86,7 @@ fn userdata_files() -> Vec<String> {
 /// no domain (not even a dying one, once Xen has freed it), no xenstore
 /// node and no userdata file is left behind.
 fn expect_clean_failure_with(bytes: &[u8], what: &str, expect: &str) {
-    let before_xl = domains().lines().count();
+    let before_xl = xl_list().len();
     let before_xs = xs_roots();
     let before_files = userdata_files();
     let err = restore(&mut &bytes[..], &RestoreOptions::default())
@@ -154,7 +99,7 @@ fn expect_clean_failure_with(bytes: &[u8], what: &str, expect: &str) {
     );
     // The destroyed domain may linger as dying for a moment.
     wait_for("no new domain", Duration::from_secs(60), || {
-        domains().lines().count() == before_xl
+        xl_list().len() == before_xl
     });
     assert_eq!(xs_roots(), before_xs, "{what}: xenstore leftover");
     assert_eq!(userdata_files(), before_files, "{what}: userdata leftover");
@@ -180,7 +125,7 @@ impl ReadOnlyXenLib {
 
 impl Drop for ReadOnlyXenLib {
     fn drop(&mut self) {
-        let (ok, out) = run("umount", &[xenguest::restore::XEN_LIB_DIR]);
+        let (ok, out) = run_any("umount", &[xenguest::restore::XEN_LIB_DIR]);
         assert!(ok || std::thread::panicking(), "umount: {out}");
     }
 }
@@ -207,7 +152,7 @@ fn first_page_data(b: &[u8]) -> usize {
 fn malformed_streams_fail_cleanly() {
     let name = "rs-restore-bad";
     let file = "/var/tmp/rs-restore-bad.save";
-    saved_probe(name, file);
+    let _g = saved_probe(name, file);
     let good = std::fs::read(file).unwrap();
     // Truncated in the middle of the page data.
     expect_clean_failure(good[..good.len() / 2].to_vec(), "truncated");
@@ -235,7 +180,7 @@ fn malformed_streams_fail_cleanly() {
 fn late_failures_destroy_the_domain_and_remove_its_xenstore_nodes() {
     let name = "rs-restore-late";
     let file = "/var/tmp/rs-restore-late.save";
-    saved_probe(name, file);
+    let _g = saved_probe(name, file);
     let good = std::fs::read(file).unwrap();
     // The libxl END record (8 bytes, last in the file) cut off: everything
     // of the libxc stream has been applied when the error is found.
@@ -266,10 +211,9 @@ fn late_failures_destroy_the_domain_and_remove_its_xenstore_nodes() {
     )
     .expect("restore of the intact stream");
     assert_eq!(r.name, name);
-    let (ok, out) = run("xl", &["destroy", name]);
-    assert!(ok, "xl destroy: {out}");
+    run("xl", &["destroy", name]);
     wait_for("restored domain gone", Duration::from_secs(60), || {
-        !domains().contains(name)
+        domid_of(name).is_none()
     });
     let _ = std::fs::remove_file(file);
 }

@@ -8,9 +8,12 @@
 //! processes may start to crash minutes later (malloc corruption in sshd,
 //! sort, xl; a journald assertion).  Run this suite in a freshly booted lab.
 
+mod support;
+
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+use support::*;
 
 use xenguest::save::{
     domain_config_json, save, AfterSave, LivePolicy, Progress, SaveError, SaveOptions, Wrapper,
@@ -19,121 +22,9 @@ use xenguest::stream::XlHeader;
 
 const VERIFY: &str = "/usr/lib/xen-4.17/bin/verify-stream-v2";
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("PYTHONPATH", "/usr/lib/xen-4.17/lib/python")
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    s
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// `xl list` rows as (name, domid, state).
-fn xl_list() -> Vec<(String, u32, String)> {
-    run("xl", &["list"])
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 6 {
-                return None;
-            }
-            Some((f[0].to_string(), f[1].parse().ok()?, f[4].to_string()))
-        })
-        .collect()
-}
-
-fn domid_of(name: &str) -> Option<u32> {
-    xl_list()
-        .into_iter()
-        .find(|(n, _, _)| n == name)
-        .map(|(_, d, _)| d)
-}
-
-/// A lab-guest, destroyed on drop (by name: it may have been restored).
-struct Guest {
-    name: String,
-}
-
-impl Guest {
-    fn start(name: &str, mem_mb: u32, workset_mb: u32) -> (Guest, u32) {
-        let _ = Command::new("xl").args(["destroy", name]).output();
-        let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{name}.log"));
-        let out = run(
-            "/usr/local/bin/lab-guest",
-            &[name, &mem_mb.to_string(), &workset_mb.to_string()],
-        );
-        let domid = out
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| panic!("lab-guest printed no domid: {out:?}"));
-        let g = Guest {
-            name: name.to_string(),
-        };
-        let base = g.verified();
-        wait_for("a first verify ok", Duration::from_secs(120), || {
-            g.verified() > base
-        });
-        (g, domid)
-    }
-
-    fn log(&self) -> String {
-        run("/usr/local/bin/lab-guest-log", &[&self.name])
-    }
-
-    fn verified(&self) -> usize {
-        self.log().matches("probe: verify ok").count()
-    }
-
-    /// Asks the probe for a verify now (`v` on its console).
-    fn request_verify(&self) {
-        let Some(domid) = domid_of(&self.name) else {
-            return;
-        };
-        let tty = run(
-            "xenstore-read",
-            &[&format!("/local/domain/{domid}/console/tty")],
-        );
-        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tty.trim()) {
-            let _ = f.write_all(b"v");
-        }
-    }
-
-    /// Waits for new `verify ok` lines and checks there is no failure.
-    fn expect_verifies(&self, what: &str) {
-        let base = self.verified();
-        self.request_verify();
-        wait_for(what, Duration::from_secs(120), || self.verified() > base);
-        let log = self.log();
-        assert!(!log.contains("verify FAILED"), "{what}: {log}");
-    }
-
-    fn config_json(&self) -> String {
-        domain_config_json(&run("xl", &["list", "-l", &self.name])).unwrap()
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = Command::new("xl").args(["destroy", &self.name]).output();
-    }
+/// The guest's configuration as `xl list -l` gives it (a libxl_domain_config).
+fn config_json(g: &Guest) -> String {
+    domain_config_json(&run("xl", &["list", "-l", &g.name])).unwrap()
 }
 
 fn tmp(name: &str) -> String {
@@ -144,11 +35,6 @@ fn verify_stream(path: &str, fmt: &str) -> String {
     let out = run(VERIFY, &["-i", path, "-f", fmt]);
     eprintln!("verify-stream-v2 {fmt} {path}:\n{}", tail(&out, 6));
     out
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let l: Vec<&str> = s.lines().collect();
-    l[l.len().saturating_sub(n)..].join("\n")
 }
 
 /// The libxl part of an xl save file, for `verify-stream-v2 -f libxl`.
@@ -190,7 +76,7 @@ fn xl_restore(path: &str, name: &str) -> u32 {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn nonlive_save_verifies_then_xl_restore_runs_the_guest() {
     let (g, domid) = Guest::start("sv-nonlive", 256, 16);
-    let cfg = g.config_json();
+    let cfg = config_json(&g);
 
     // 1. A bare libxc stream, guest resumed in place.
     let f1 = tmp("nonlive.libxc");
@@ -239,7 +125,7 @@ fn nonlive_save_verifies_then_xl_restore_runs_the_guest() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn live_save_converges_and_xl_restore_runs_the_guest() {
     let (g, domid) = Guest::start("sv-live", 256, 16);
-    let cfg = g.config_json();
+    let cfg = config_json(&g);
     let f = tmp("live.xl");
     // A tight target, so that the first pass's dirty pages (the probe's
     // working set) are never enough to stop on, whatever the bandwidth.

@@ -79,7 +79,18 @@ fn cargo() -> Command {
 }
 
 /// Test executables of the packages whose tests must run in dom0.
-fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
+/// A test binary to run inside dom0.
+struct Dom0Tests {
+    /// "target (manifest)", for the log.
+    name: String,
+    exe: PathBuf,
+    /// Listed in the package's `[package.metadata.lab] fresh-host`: it
+    /// live-migrates, after which this TCG lab's dom0 has been seen to
+    /// corrupt memory, so it gets a freshly booted host of its own.
+    fresh_host: bool,
+}
+
+fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
     let meta = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(workspace_root())
@@ -87,10 +98,19 @@ fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
     let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
     let mut pkgs = vec![];
     let mut manifests = vec![];
+    let mut fresh: Vec<String> = vec![];
     for p in meta["packages"].as_array().into_iter().flatten() {
-        if p["metadata"]["lab"]["dom0-tests"].as_bool() == Some(true) {
+        let lab = &p["metadata"]["lab"];
+        if lab["dom0-tests"].as_bool() == Some(true) {
             pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
             manifests.push(p["manifest_path"].as_str().unwrap_or_default().to_string());
+            fresh.extend(
+                lab["fresh-host"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(String::from)),
+            );
         }
     }
     if pkgs.is_empty() {
@@ -115,16 +135,20 @@ fn dom0_test_binaries() -> Result<Vec<(String, PathBuf)>> {
         };
         if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
             if let Some(exe) = v["executable"].as_str() {
+                let target = v["target"]["name"].as_str().unwrap_or("test");
                 let name = format!(
-                    "{} ({})",
-                    v["target"]["name"].as_str().unwrap_or("test"),
+                    "{target} ({})",
                     v["manifest_path"].as_str().unwrap_or_default()
                 );
                 if manifests
                     .iter()
                     .any(|m| v["manifest_path"].as_str() == Some(m))
                 {
-                    bins.push((name, PathBuf::from(exe)));
+                    bins.push(Dom0Tests {
+                        name,
+                        exe: PathBuf::from(exe),
+                        fresh_host: fresh.iter().any(|f| f == target),
+                    });
                 }
             }
         }
@@ -140,6 +164,40 @@ fn strip_copy(exe: &std::path::Path) -> Result<PathBuf> {
     std::fs::copy(exe, &out)?;
     crate::util::capture(Command::new("strip").arg("--strip-debug").arg(&out))?;
     Ok(out)
+}
+
+/// Pushes one dom0 test binary to host 1 and runs its ignored tests there;
+/// false if any failed or the binary could not run.
+fn dom0_tests(st: &LabState, b: &Dom0Tests, t: &mut Tally) -> bool {
+    let file = b.exe.file_name().unwrap_or_default().to_string_lossy();
+    let remote = format!("/opt/lab/tests/{file}");
+    say(format!("== dom0 tests: {}", b.name));
+    let res = strip_copy(&b.exe)
+        .and_then(|small| st.push(1, &small, &remote))
+        .and_then(|_| {
+            st.exec(
+                1,
+                &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
+                Duration::from_secs(1800),
+            )
+        });
+    match res {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!("{text}");
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            t.add_output(&text);
+            if !out.status.success() && !text.contains("test result:") {
+                t.broken.push(format!("dom0 tests {}", b.name));
+            }
+            out.status.success()
+        }
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            t.broken.push(format!("dom0 tests {}", b.name));
+            false
+        }
+    }
 }
 
 fn up_phase(hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
@@ -206,43 +264,20 @@ pub fn run(keep: bool) -> Result<i32> {
             vec![]
         }
     };
+    let (fresh, shared): (Vec<_>, Vec<_>) = bins.into_iter().partition(|b| b.fresh_host);
     if let Some(st) = up_phase(1, &mut t) {
-        for (name, exe) in &bins {
-            let file = exe.file_name().unwrap_or_default().to_string_lossy();
-            let remote = format!("/opt/lab/tests/{file}");
-            say(format!("== dom0 tests: {name}"));
-            let res = strip_copy(exe)
-                .and_then(|small| st.push(1, &small, &remote))
-                .and_then(|_| {
-                    st.exec(
-                        1,
-                        &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
-                        Duration::from_secs(1800),
-                    )
-                });
-            match res {
-                Ok(out) => {
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    print!("{text}");
-                    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-                    t.add_output(&text);
-                    if !out.status.success() {
-                        ok = false;
-                        if !text.contains("test result:") {
-                            t.broken.push(format!("dom0 tests {name}"));
-                        }
-                    }
-                }
-                Err(e) => {
-                    eprintln!("lab: error: {e:#}");
-                    t.broken.push(format!("dom0 tests {name}"));
-                }
+        for b in &shared {
+            ok &= dom0_tests(&st, b, &mut t);
+        }
+        drop(st);
+        for b in &fresh {
+            if let Some(st) = up_phase(1, &mut t) {
+                ok &= dom0_tests(&st, b, &mut t);
             }
         }
         // A fresh host for the black-box tests: the dom0 tests migrate and
         // restore guests, after which this TCG lab's dom0 has been seen to
         // corrupt memory (see README, "known lab problem").
-        drop(st);
         if up_phase(1, &mut t).is_some() {
             ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
         }
