@@ -5,6 +5,9 @@
 //! There is no reference xapi in the lab to run beside it, so these are
 //! absolute figures under TCG: compare runs of the same lab, not machines.
 
+mod migrate;
+pub use migrate::migrate;
+
 use crate::hosts::LabState;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};

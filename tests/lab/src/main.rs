@@ -16,6 +16,7 @@ lab: real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0
   lab test [--keep]                           the whole test suite (unit, then on real Xen)
   lab build-xen                               build the lab hypervisor, print its path
   lab bench api [--requests N]                xapi-rs request rate, latency, event wake-up, xe time
+  lab bench migrate [--runs N]                xl migrate vs ours to localhost (3 runs each), ratio line
 ";
 
 fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>> {
@@ -148,9 +149,15 @@ fn run(mut args: Vec<String>) -> Result<i32> {
                 .transpose()
                 .context("--requests takes a number")?
                 .unwrap_or(500);
+            let runs = take_value(&mut args, "--runs")?
+                .map(|v| v.parse())
+                .transpose()
+                .context("--runs takes a number")?
+                .unwrap_or(3);
             match what.as_str() {
                 "api" => lab::bench::api(n)?,
-                _ => bail!("usage: lab bench api [--requests N]"),
+                "migrate" => lab::bench::migrate(runs)?,
+                _ => bail!("usage: lab bench api [--requests N] | lab bench migrate [--runs N]"),
             }
             Ok(0)
         }
