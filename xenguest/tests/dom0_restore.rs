@@ -1,11 +1,9 @@
 //! Restore on a real Xen 4.17 dom0 (run by `lab test` as root with
 //! `--ignored --test-threads=1`).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use dom0_support::*;
 use xenguest::restore::{restore, RestoreOptions};
 
 /// Starts a probe guest, waits for it, `xl save`s it to FILE (which

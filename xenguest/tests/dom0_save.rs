@@ -8,12 +8,10 @@
 //! processes may start to crash minutes later (malloc corruption in sshd,
 //! sort, xl; a journald assertion).  Run this suite in a freshly booted lab.
 
-mod support;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use support::*;
+use dom0_support::*;
 
 use xenguest::save::{
     domain_config_json, save, AfterSave, LivePolicy, Progress, SaveError, SaveOptions, Wrapper,

@@ -6,20 +6,8 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dom0_support::run;
 use xenctrl::*;
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `xl info` as key -> value.
 fn xl_info() -> HashMap<String, String> {
@@ -247,7 +235,7 @@ fn failing_calls_name_operation_and_errno() {
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn unprivileged_open_is_denied() {
-    if std::env::var_os("XAPI_RS_UNPRIV_CHILD").is_some() {
+    if dom0_support::in_unprivileged_child() {
         let e = XenCtrl::open().err().expect("nobody cannot open privcmd");
         assert_eq!(e.op(), "xc_interface_open");
         assert!(
@@ -264,36 +252,7 @@ fn unprivileged_open_is_denied() {
         );
         return;
     }
-    let exe = world_executable_copy();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
-        .args([
-            "unprivileged_open_is_denied",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("XAPI_RS_UNPRIV_CHILD", "1")
-        .output()
-        .expect("setpriv (util-linux) in dom0");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_file(&exe);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "child failed:\n{text}"
-    );
-}
-
-/// The test binary may sit under /root where `nobody` cannot exec it, so
-/// the child runs from a world-readable copy in /tmp.
-fn world_executable_copy() -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dst = std::env::temp_dir().join(format!("xapi-rs-unpriv-{}", std::process::id()));
-    std::fs::copy(std::env::current_exe().unwrap(), &dst).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dst
+    dom0_support::rerun_as_nobody("unprivileged_open_is_denied");
 }
 
 #[test]

@@ -7,20 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dom0_support::run;
 use xenstore::{Error, Xenstore};
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn base() -> String {
     format!("/tool/xapi-rs-test-{}", std::process::id())
@@ -155,7 +143,7 @@ async fn errors_carry_op_path_and_errno() {
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn unprivileged_connect_is_denied() {
-    if std::env::var_os("XAPI_RS_UNPRIV_CHILD").is_some() {
+    if dom0_support::in_unprivileged_child() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -173,34 +161,5 @@ fn unprivileged_connect_is_denied() {
         }
         return;
     }
-    let exe = world_executable_copy();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
-        .args([
-            "unprivileged_connect_is_denied",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("XAPI_RS_UNPRIV_CHILD", "1")
-        .output()
-        .expect("setpriv (util-linux) in dom0");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let _ = std::fs::remove_file(&exe);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "child failed:\n{text}"
-    );
-}
-
-/// The test binary may sit under /root where `nobody` cannot exec it, so
-/// the child runs from a world-readable copy in /tmp.
-fn world_executable_copy() -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dst = std::env::temp_dir().join(format!("xapi-rs-unpriv-{}", std::process::id()));
-    std::fs::copy(std::env::current_exe().unwrap(), &dst).unwrap();
-    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
-    dst
+    dom0_support::rerun_as_nobody("unprivileged_connect_is_denied");
 }

@@ -1,7 +1,6 @@
-//! Helpers shared by the dom0 test binaries (they run inside a lab dom0 as
-//! root): running commands, polling, `xl list`, and the guest kit's probe
-//! guest.  Each test binary uses a subset, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! Helpers shared by the test binaries that run inside a lab dom0 as root
+//! (`lab test` pushes and runs them): running commands, polling, `xl list`,
+//! the guest kit's probe guest, and re-running a test as `nobody`.
 
 use std::io::Write;
 use std::process::Command;
@@ -27,11 +26,21 @@ pub fn run_any(cmd: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), s)
 }
 
-/// Runs a command that must succeed; its stdout + stderr.
+/// Runs a command that must succeed; its stdout (the panic message of a
+/// failure carries stdout and stderr).
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let (ok, out) = run_any(cmd, args);
-    assert!(ok, "{cmd} {args:?} failed: {out}");
-    out
+    let out = Command::new(cmd)
+        .args(args)
+        .env("PYTHONPATH", "/usr/lib/xen-4.17/lib/python")
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a shell script that must succeed.
@@ -180,4 +189,38 @@ impl Drop for Guest {
     fn drop(&mut self) {
         let _ = Command::new("xl").args(["destroy", &self.name]).output();
     }
+}
+
+/// Set in the environment of a test re-run by [`rerun_as_nobody`].
+const UNPRIV_CHILD: &str = "XAPI_RS_UNPRIV_CHILD";
+
+/// True inside the unprivileged re-run of a test (see [`rerun_as_nobody`]).
+pub fn in_unprivileged_child() -> bool {
+    std::env::var_os(UNPRIV_CHILD).is_some()
+}
+
+/// Re-runs the test `test` of the current test binary as `nobody` (uid and
+/// gid 65534, no groups) and asserts that it passed.  The test itself
+/// checks [`in_unprivileged_child`] to know which side it is on.
+pub fn rerun_as_nobody(test: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    // The binary may sit under /root where nobody cannot exec it.
+    let exe = std::env::temp_dir().join(format!("xapi-rs-unpriv-{}", std::process::id()));
+    std::fs::copy(std::env::current_exe().expect("current exe"), &exe)
+        .expect("copy the test binary to /tmp");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod the copy");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([test, "--exact", "--ignored", "--nocapture"])
+        .env(UNPRIV_CHILD, "1")
+        .output()
+        .expect("setpriv (util-linux) in dom0");
+    let _ = std::fs::remove_file(&exe);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} as nobody failed:\n{text}"
+    );
 }
