@@ -943,6 +943,8 @@ pub fn stored_config(domid: u32) -> Option<String> {
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".libxl-json"))
         .and_then(|p| std::fs::read_to_string(p).ok())
+        // libxl writes it with a terminating NUL.
+        .map(|s| s.trim_end_matches(['\0', '\n']).to_string())
 }
 
 /// Connections for the free functions below.
