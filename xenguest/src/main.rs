@@ -395,8 +395,46 @@ fn save_cmd(args: &[String], send: bool) -> ExitCode {
     }
 }
 
+/// On SIGTERM, SIGINT or SIGHUP, shuts the migration connection down
+/// instead of dying: the migration then fails the ordinary way, and its
+/// cleanup runs (the sender resumes its guest, the receiver destroys a
+/// half-built domain).  A SIGKILLed receiver leaves its paused domain.
+fn cut_on_signal(conn: &std::net::TcpStream) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(conn) = conn.try_clone() else { return };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    // Registered here, before the migration starts, not in the thread.
+    let sigs = rt.block_on(async {
+        Some((
+            signal(SignalKind::terminate()).ok()?,
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::hangup()).ok()?,
+        ))
+    });
+    let Some((mut term, mut int, mut hup)) = sigs else {
+        return;
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {}
+            }
+        });
+        eprintln!("xenguest: signal: cutting the migration connection");
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    });
+}
+
 fn migrate_receive_cmd(args: &[String]) -> ExitCode {
-    use xenguest::migrate::{receive_on, ReceiveOptions};
+    use xenguest::migrate::{receive, tune, ReceiveOptions};
     let mut listen = None;
     let mut opts = ReceiveOptions::default();
     let mut it = args.iter();
@@ -424,7 +462,19 @@ fn migrate_receive_cmd(args: &[String]) -> ExitCode {
     let at = l.local_addr().map_or(listen.clone(), |a| a.to_string());
     println!("xenguest: migration receiver listening on {at}");
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    match receive_on(&l, &opts) {
+    let conn = match l.accept() {
+        Ok((c, _)) => c,
+        Err(e) => {
+            eprintln!("xenguest: accept: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = tune(&conn) {
+        eprintln!("xenguest: {e}");
+        return ExitCode::FAILURE;
+    }
+    cut_on_signal(&conn);
+    match receive(conn, &opts) {
         Ok(r) => {
             println!(
                 "xenguest: received domain {} as domid {}, running",
@@ -440,7 +490,7 @@ fn migrate_receive_cmd(args: &[String]) -> ExitCode {
 }
 
 fn migrate_send_cmd(args: &[String]) -> ExitCode {
-    use xenguest::migrate::{send_to, MigrateOptions, MigrateProgress};
+    use xenguest::migrate::{send, tune, MigrateOptions, MigrateProgress};
     // The save options parser takes everything but --to.
     let mut rest = Vec::new();
     let mut to = None;
@@ -498,7 +548,15 @@ fn migrate_send_cmd(args: &[String]) -> ExitCode {
             MigrateProgress::SourceDestroyed => eprintln!("xenguest: source destroyed"),
         }
     };
-    match send_to(domid, to.as_str(), &opts, progress) {
+    let conn = match std::net::TcpStream::connect(&to).and_then(|c| tune(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xenguest: connect to {to}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    cut_on_signal(&conn);
+    match send(domid, conn, &opts, progress) {
         Ok(s) => {
             eprintln!(
                 "xenguest: migrated domain {domid} to {to}: domid {} name {} bytes {} rounds {} dirty {:?} final_pages {} downtime_ms {} total_ms {}",

@@ -666,7 +666,9 @@ pub fn receive_with<S: Read + Write, D: Destination>(
 /// than any pause in the protocol (a suspend, a restore's final steps).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn tune(s: &TcpStream) -> std::io::Result<()> {
+/// Sets up a migration connection: no Nagle delay for the control lines,
+/// [`IO_TIMEOUT`] on reads and writes.
+pub fn tune(s: &TcpStream) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))
