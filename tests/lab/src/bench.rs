@@ -172,3 +172,163 @@ pub fn api(requests: usize) -> Result<()> {
     c.call("session.logout", json!([session]))?;
     Ok(())
 }
+
+/// One migration's figures.
+struct MigrationRun {
+    /// The largest pause the guest's probe reported (`probe: gap ms=`);
+    /// None if it saw none above its threshold.
+    gap_ms: Option<u64>,
+    total: Duration,
+    bytes: u64,
+}
+
+const BENCH_GUEST: &str = "bench-mig";
+
+/// The probe's gap lines so far (ms each).
+fn guest_gaps(st: &LabState) -> Result<Vec<u64>> {
+    let log = st.exec_ok(
+        1,
+        &format!("lab-guest-log {BENCH_GUEST}"),
+        Duration::from_secs(120),
+    )?;
+    Ok(log
+        .lines()
+        .filter_map(|l| l.split("probe: gap ms=").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect())
+}
+
+/// Runs `script` (which prints `bytes N` and `ns N` lines) in dom0 and
+/// collects the figures and the guest's pause.
+fn migration_run(st: &LabState, script: &str) -> Result<MigrationRun> {
+    let before = guest_gaps(st)?.len();
+    let out = st.exec_ok(1, script, Duration::from_secs(1200))?;
+    let field = |k: &str| -> Option<u64> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(k))
+            .filter_map(|v| v.trim().parse().ok())
+            .last()
+    };
+    let (Some(bytes), Some(ns)) = (field("bytes "), field("ns ")) else {
+        bail!("migration printed no figures:\n{out}");
+    };
+    // The guest prints its gap once it runs again: poll for it a while.
+    let t = Instant::now();
+    let mut gaps = guest_gaps(st)?;
+    while gaps.len() <= before && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_secs(1));
+        gaps = guest_gaps(st)?;
+    }
+    Ok(MigrationRun {
+        gap_ms: gaps.get(before..).and_then(|g| g.iter().copied().max()),
+        total: Duration::from_nanos(ns),
+        bytes,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// `lab bench migrate`: on a freshly booted lab (migrations wear the TCG
+/// dom0 out), one probe guest (256 MiB, 16 MiB working set) is migrated to
+/// localhost `runs` times by `xl migrate` and `runs` times by xenguest;
+/// prints each run's guest-observed downtime, total time and bytes, and
+/// the medians' ratios (ours / xl).
+pub fn migrate(runs: usize) -> Result<()> {
+    if LabState::load().map(|s| s.all_alive()).unwrap_or(false) {
+        crate::util::say("bench migrate: taking the running lab down for a fresh host");
+        crate::hosts::down()?;
+    }
+    let st = crate::up(&crate::UpOptions {
+        wait_xapi: false,
+        ..crate::UpOptions::default()
+    })?;
+    st.exec_ok(
+        1,
+        &format!(
+            "rm -f /var/log/xen/console/guest-{g}*.log; lab-guest {g} 256 16",
+            g = BENCH_GUEST
+        ),
+        Duration::from_secs(300),
+    )?;
+    let t = Instant::now();
+    while !st
+        .exec_ok(
+            1,
+            &format!("lab-guest-log {BENCH_GUEST}"),
+            Duration::from_secs(60),
+        )?
+        .contains("probe: verify ok")
+    {
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("the bench guest never verified its memory");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // xl's bytes: its "ssh" command counts the stream on its way through.
+    st.push_bytes(
+        1,
+        b"#!/bin/bash\n# lab-ssh-count HOST CMD...: lab-ssh-local that counts the bytes sent\nshift\ntee >(wc -c > /tmp/lab-xl-bytes) | sh -c \"$*\"\n",
+        "/usr/local/bin/lab-ssh-count",
+        0o755,
+    )?;
+    let xl = format!(
+        "set -e; rm -f /tmp/lab-xl-bytes; s=$(date +%s%N); xl migrate -s lab-ssh-count {g} localhost >&2; \
+         e=$(date +%s%N); for i in $(seq 50); do [ -s /tmp/lab-xl-bytes ] && break; sleep 0.2; done; \
+         echo ns $((e - s)); echo bytes $(cat /tmp/lab-xl-bytes)",
+        g = BENCH_GUEST
+    );
+    let ours = format!(
+        "set -e; X=/usr/local/lib/xapi-rs/xenguest; rm -f /tmp/bench-recv.out; \
+         $X migrate-receive --listen 127.0.0.1:7799 > /tmp/bench-recv.out 2>&1 & \
+         for i in $(seq 100); do grep -q listening /tmp/bench-recv.out && break; sleep 0.2; done; \
+         s=$(date +%s%N); $X migrate-send --domid $(xl domid {g}) --to 127.0.0.1:7799 --quiet 2> /tmp/bench-send.err || {{ cat /tmp/bench-send.err; exit 1; }}; \
+         e=$(date +%s%N); wait; echo ns $((e - s)); \
+         echo bytes $(sed -n 's/.* bytes \\([0-9]*\\) .*/\\1/p' /tmp/bench-send.err | tail -1); cat /tmp/bench-send.err >&2",
+        g = BENCH_GUEST
+    );
+    let mut results: Vec<(&str, Vec<MigrationRun>)> = vec![];
+    for (who, script) in [("xl", &xl), ("xenguest", &ours)] {
+        let mut v = vec![];
+        for i in 1..=runs {
+            let r = migration_run(&st, script)
+                .with_context(|| format!("{who} migration {i}"))?;
+            println!(
+                "{who:>8} run {i}: guest downtime {}, total {:.0} ms, bytes {}",
+                r.gap_ms
+                    .map_or("< probe threshold (300 ms)".to_string(), |g| format!("{g} ms")),
+                ms(r.total),
+                r.bytes
+            );
+            v.push(r);
+        }
+        results.push((who, v));
+    }
+    let med = |v: &[MigrationRun], f: &dyn Fn(&MigrationRun) -> f64| {
+        median(v.iter().map(f).collect())
+    };
+    let gap = |r: &MigrationRun| r.gap_ms.unwrap_or(0) as f64;
+    let tot = |r: &MigrationRun| ms(r.total);
+    let byt = |r: &MigrationRun| r.bytes as f64;
+    let (x, o) = (&results[0].1, &results[1].1);
+    for (who, v) in &results {
+        println!(
+            "{who:>8} medians: downtime {:.0} ms, total {:.0} ms, bytes {:.0}",
+            med(v, &gap),
+            med(v, &tot),
+            med(v, &byt)
+        );
+    }
+    println!(
+        "ratio downtime={:.2} total={:.2} bytes={:.2}",
+        med(o, &gap) / med(x, &gap),
+        med(o, &tot) / med(x, &tot),
+        med(o, &byt) / med(x, &byt)
+    );
+    Ok(())
+}

@@ -16,6 +16,8 @@ lab: real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0
   lab test [--keep]                           the whole test suite (unit, then on real Xen)
   lab build-xen                               build the lab hypervisor, print its path
   lab bench api [--requests N]                xapi-rs request rate, latency, event wake-up, xe time
+  lab bench migrate                           3x xl migrate vs 3x xenguest live migration to localhost
+                                              on a fresh lab: downtime, time, bytes, ratios
 ";
 
 fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>> {
@@ -150,7 +152,8 @@ fn run(mut args: Vec<String>) -> Result<i32> {
                 .unwrap_or(500);
             match what.as_str() {
                 "api" => lab::bench::api(n)?,
-                _ => bail!("usage: lab bench api [--requests N]"),
+                "migrate" => lab::bench::migrate(3)?,
+                _ => bail!("usage: lab bench api [--requests N] | lab bench migrate"),
             }
             Ok(0)
         }
