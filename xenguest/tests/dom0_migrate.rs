@@ -320,7 +320,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(to: u16, when: When, action: Action, mutate: Option<fn(&mut Vec<u8>)>) -> Proxy {
+    fn start(to: u16, when: When, action: Action, mutate: Option<fn(&mut [u8])>) -> Proxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let fired = Arc::new(AtomicBool::new(false));
@@ -422,7 +422,7 @@ fn first_page_data(b: &[u8]) -> Option<usize> {
 }
 
 /// Points the first PAGE_DATA entry at a pfn far beyond the guest.
-fn corrupt_first_pfn(b: &mut Vec<u8>) {
+fn corrupt_first_pfn(b: &mut [u8]) {
     let pd = first_page_data(b).expect("a PAGE_DATA record in the first MiB");
     let e = pd + 16;
     let entry = u64::from_le_bytes(b[e..e + 8].try_into().unwrap());

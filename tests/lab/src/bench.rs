@@ -205,9 +205,9 @@ fn migration_run(st: &LabState, script: &str) -> Result<MigrationRun> {
     let out = st.exec_ok(1, script, Duration::from_secs(1200))?;
     let field = |k: &str| -> Option<u64> {
         out.lines()
+            .rev()
             .filter_map(|l| l.strip_prefix(k))
-            .filter_map(|v| v.trim().parse().ok())
-            .last()
+            .find_map(|v| v.trim().parse().ok())
     };
     let (Some(bytes), Some(ns)) = (field("bytes "), field("ns ")) else {
         bail!("migration printed no figures:\n{out}");
@@ -296,12 +296,13 @@ pub fn migrate(runs: usize) -> Result<()> {
     for (who, script) in [("xl", &xl), ("xenguest", &ours)] {
         let mut v = vec![];
         for i in 1..=runs {
-            let r = migration_run(&st, script)
-                .with_context(|| format!("{who} migration {i}"))?;
+            let r = migration_run(&st, script).with_context(|| format!("{who} migration {i}"))?;
             println!(
                 "{who:>8} run {i}: guest downtime {}, total {:.0} ms, bytes {}",
                 r.gap_ms
-                    .map_or("< probe threshold (300 ms)".to_string(), |g| format!("{g} ms")),
+                    .map_or("< probe threshold (300 ms)".to_string(), |g| format!(
+                        "{g} ms"
+                    )),
                 ms(r.total),
                 r.bytes
             );
@@ -309,9 +310,8 @@ pub fn migrate(runs: usize) -> Result<()> {
         }
         results.push((who, v));
     }
-    let med = |v: &[MigrationRun], f: &dyn Fn(&MigrationRun) -> f64| {
-        median(v.iter().map(f).collect())
-    };
+    let med =
+        |v: &[MigrationRun], f: &dyn Fn(&MigrationRun) -> f64| median(v.iter().map(f).collect());
     let gap = |r: &MigrationRun| r.gap_ms.unwrap_or(0) as f64;
     let tot = |r: &MigrationRun| ms(r.total);
     let byt = |r: &MigrationRun| r.bytes as f64;

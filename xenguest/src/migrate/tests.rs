@@ -108,9 +108,8 @@ impl Destination for FakeDest {
             return Err(RestoreError::Invalid("too long".into()));
         }
         let mut body = vec![0u8; n as usize];
-        input.read_exact(&mut body).map_err(|e| {
+        input.read_exact(&mut body).inspect_err(|_| {
             self.log.lock().unwrap().push("restore failed".into());
-            e
         })?;
         self.log.lock().unwrap().push("restored paused".into());
         Ok(Restored {
