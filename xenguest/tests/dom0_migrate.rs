@@ -445,7 +445,8 @@ fn faulty_migration(
     let t0 = Instant::now();
     let mut show = show(t0);
     let s2 = seen.clone();
-    let r = send_to(domid, proxy.addr, &opts(), |p| {
+    // `move`: the callback (and its clone of `seen`) goes with send_to.
+    let r = send_to(domid, proxy.addr, &opts(), move |p| {
         if matches!(p, MigrateProgress::Save(Progress::Suspended { .. })) {
             if let Some(f) = &on_suspend {
                 f.store(true, Ordering::SeqCst);
