@@ -309,6 +309,17 @@ pub fn migrate(runs: usize) -> Result<()> {
             v.push(r);
         }
         results.push((who, v));
+        // Speed is not all: the probe checks the guest's memory as it runs.
+        let log = st.exec_ok(
+            1,
+            &format!("lab-guest-log {BENCH_GUEST}"),
+            Duration::from_secs(120),
+        )?;
+        println!(
+            "{who:>8} runs done: {} `verify ok`, {} `verify FAILED` in the guest's log so far",
+            log.matches("probe: verify ok").count(),
+            log.matches("probe: verify FAILED").count()
+        );
     }
     let med =
         |v: &[MigrationRun], f: &dyn Fn(&MigrationRun) -> f64| median(v.iter().map(f).collect());
