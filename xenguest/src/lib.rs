@@ -4,6 +4,7 @@
 //! libxc migration stream (v3, reading v2), the libxl wrapper stream, the
 //! `xl save` file header and the PV page-table normalisation helpers.
 
+pub mod migrate;
 pub mod restore;
 pub mod save;
 pub mod stream;

@@ -20,6 +20,14 @@ usage:
       Restore a libxc stream, libxl stream or xl save file as a new domain.
   xenguest receive [--name NAME] [--paused]
       The same, reading the stream from standard input.
+  xenguest migrate-receive --listen ADDR:PORT [--name NAME]
+      Receive one live migration over TCP, then exit (prints a line once
+      listening, and the new domain's id and name at the end).
+  xenguest migrate-send --domid N --to HOST:PORT [OPTIONS]
+      Live-migrate domain N to a migrate-receive at HOST:PORT; progress on
+      standard error, a summary line at the end.  Takes --non-live,
+      --downtime-ms, --max-rounds, --max-bytes-factor, --suspend-timeout,
+      --xl-config and --quiet as below.
 
 save/send options:
   --live                 pre-copy while the guest runs (log-dirty rounds),
@@ -387,6 +395,189 @@ fn save_cmd(args: &[String], send: bool) -> ExitCode {
     }
 }
 
+/// On SIGTERM, SIGINT or SIGHUP, shuts the migration connection down
+/// instead of dying: the migration then fails the ordinary way, and its
+/// cleanup runs (the sender resumes its guest, the receiver destroys a
+/// half-built domain).  A SIGKILLed receiver leaves its paused domain.
+fn cut_on_signal(conn: &std::net::TcpStream) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(conn) = conn.try_clone() else { return };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return,
+    };
+    // Registered here, before the migration starts, not in the thread.
+    let sigs = rt.block_on(async {
+        Some((
+            signal(SignalKind::terminate()).ok()?,
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::hangup()).ok()?,
+        ))
+    });
+    let Some((mut term, mut int, mut hup)) = sigs else {
+        return;
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {}
+            }
+        });
+        eprintln!("xenguest: signal: cutting the migration connection");
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+fn migrate_receive_cmd(args: &[String]) -> ExitCode {
+    use xenguest::migrate::{receive, tune, ReceiveOptions};
+    let mut listen = None;
+    let mut opts = ReceiveOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--listen", Some(v)) => listen = Some(v.clone()),
+            ("--name", Some(v)) => opts.name = Some(v.clone()),
+            _ => {
+                eprintln!("xenguest: bad or incomplete argument {a:?}");
+                return usage();
+            }
+        }
+    }
+    let Some(listen) = listen else {
+        eprintln!("xenguest migrate-receive: --listen ADDR:PORT is required");
+        return usage();
+    };
+    let l = match std::net::TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("xenguest: listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let at = l.local_addr().map_or(listen.clone(), |a| a.to_string());
+    println!("xenguest: migration receiver listening on {at}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let conn = match l.accept() {
+        Ok((c, _)) => c,
+        Err(e) => {
+            eprintln!("xenguest: accept: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = tune(&conn) {
+        eprintln!("xenguest: {e}");
+        return ExitCode::FAILURE;
+    }
+    cut_on_signal(&conn);
+    match receive(conn, &opts) {
+        Ok(r) => {
+            println!(
+                "xenguest: received domain {} as domid {}, running",
+                r.name, r.domid
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xenguest: migration receive failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate_send_cmd(args: &[String]) -> ExitCode {
+    use xenguest::migrate::{send, tune, MigrateOptions, MigrateProgress};
+    // The save options parser takes everything but --to.
+    let mut rest = Vec::new();
+    let mut to = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--to" {
+            to = it.next().cloned();
+            if to.is_none() {
+                eprintln!("xenguest: --to needs a value");
+                return usage();
+            }
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let (domid, _, sopts, quiet) = match parse_save_args(&rest, true) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("xenguest: {e}");
+            return usage();
+        }
+    };
+    let Some(to) = to else {
+        eprintln!("xenguest migrate-send: --to HOST:PORT is required");
+        return usage();
+    };
+    let opts = MigrateOptions {
+        live: sopts.live,
+        policy: sopts.policy,
+        suspend_timeout: sopts.suspend_timeout,
+        config_json: match sopts.wrapper {
+            Wrapper::Xl { config_json } => Some(config_json),
+            _ => None,
+        },
+    };
+    let progress = |p: &MigrateProgress| {
+        if quiet {
+            return;
+        }
+        match p {
+            MigrateProgress::Save(p) => report(p),
+            MigrateProgress::WaitingForReceiver => {
+                eprintln!("xenguest: connected to {to}, waiting for the receiver")
+            }
+            MigrateProgress::StreamSent { bytes } => {
+                eprintln!("xenguest: stream sent ({bytes} bytes), waiting for the restore")
+            }
+            MigrateProgress::Received { domid, name } => {
+                eprintln!("xenguest: restored paused at the receiver as domid {domid} ({name})")
+            }
+            MigrateProgress::ClearedToUnpause => eprintln!("xenguest: cleared to unpause"),
+            MigrateProgress::DestinationRunning => {
+                eprintln!("xenguest: running at the destination")
+            }
+            MigrateProgress::SourceDestroyed => eprintln!("xenguest: source destroyed"),
+        }
+    };
+    let conn = match std::net::TcpStream::connect(&to).and_then(|c| tune(&c).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xenguest: connect to {to}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    cut_on_signal(&conn);
+    match send(domid, conn, &opts, progress) {
+        Ok(s) => {
+            eprintln!(
+                "xenguest: migrated domain {domid} to {to}: domid {} name {} bytes {} rounds {} dirty {:?} final_pages {} downtime_ms {} total_ms {}",
+                s.dest_domid,
+                s.dest_name.as_deref().unwrap_or("?"),
+                s.save.bytes,
+                s.save.rounds,
+                s.save.dirty_per_round,
+                s.save.final_pages,
+                s.downtime.as_millis(),
+                s.total.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xenguest: migration of domain {domid} failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -395,6 +586,8 @@ fn main() -> ExitCode {
         Some("receive") => restore_cmd(&args[1..], true),
         Some("save") => save_cmd(&args[1..], false),
         Some("send") => save_cmd(&args[1..], true),
+        Some("migrate-receive") => migrate_receive_cmd(&args[1..]),
+        Some("migrate-send") => migrate_send_cmd(&args[1..]),
         Some("inspect") | Some("--help") | Some("-h") => usage(),
         _ => {
             eprintln!("xenguest: not implemented yet");

@@ -53,6 +53,16 @@ pub struct RestoreOptions {
     /// Skip the xenstore part (introduce, tree, userdata): for tests of
     /// the hypervisor side only.
     pub no_xenstore: bool,
+    /// An incoming migration: the saved UUID is kept even if a domain
+    /// with it exists here (a localhost migration's source, whose `/vm`
+    /// entry is then left alone), and a name in use gets xl's temporary
+    /// `NAME--incoming` (see [`rename`]).
+    pub incoming: bool,
+}
+
+/// The name xl gives an incoming domain while the source has the name.
+pub fn incoming_name(name: &str) -> String {
+    format!("{name}--incoming")
 }
 
 /// The restored domain.
@@ -673,10 +683,13 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
         }
     }
 
-    let name = opts.name.clone().or(config.name.clone());
-    if let (Some(xs), Some(n)) = (&xs, &name) {
+    let mut name = opts.name.clone().or(config.name.clone());
+    if let (Some(xs), Some(n)) = (&xs, &mut name) {
         if n.is_empty() || n.contains('/') {
             return Err(RestoreError::Config(format!("bad domain name {n:?}")));
+        }
+        if opts.incoming && rt.block_on(name_in_use(xs, n))?.is_some() {
+            *n = incoming_name(n);
         }
         if let Some(id) = rt.block_on(name_in_use(xs, n))? {
             return Err(RestoreError::Config(format!(
@@ -684,11 +697,19 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
             )));
         }
     }
+    // Whether the `/vm/<uuid>` entry belongs to another domain (the source
+    // of a localhost migration): then it is neither written nor removed.
+    let mut vm_taken = false;
     let uuid = match (&xs, config.uuid) {
         (Some(xs), Some(u)) => {
             let vm = format!("/vm/{}", tree::format_uuid(&u));
             if rt.block_on(xs.try_read(&vm))?.is_some() {
-                tree::random_uuid()
+                if opts.incoming {
+                    vm_taken = true;
+                    u
+                } else {
+                    tree::random_uuid()
+                }
             } else {
                 u
             }
@@ -813,7 +834,11 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
     let max_kib = max_kib.unwrap_or((max_pfn + 1) * 4);
     let target_kib = target_kib.unwrap_or(max_kib);
     if let Some(xs) = &xs {
+        let vm_root = format!("/vm/{}", tree::format_uuid(&uuid));
         cleanup.xs_roots = tree::tree_roots(domid, &uuid);
+        if vm_taken {
+            cleanup.xs_roots.retain(|r| *r != vm_root);
+        }
         let params = TreeParams {
             domid,
             name: name.clone(),
@@ -829,7 +854,11 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
             console_mfn,
             start_time: now_string(),
         };
-        let nodes = tree::domain_tree(&params);
+        let mut nodes = tree::domain_tree(&params);
+        if vm_taken {
+            let sub = format!("{vm_root}/");
+            nodes.retain(|n| n.path != vm_root && !n.path.starts_with(&sub));
+        }
         rt.block_on(write_tree(xs, domid, &nodes))?;
         let path = std::path::Path::new(XEN_LIB_DIR).join(format!(
             "userdata-d.{domid}.{}.libxl-json",
@@ -860,6 +889,133 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
         vcpus: online.iter().filter(|&&o| o).count() as u32,
         stream_version: version,
     })
+}
+
+/// Destroys a restored domain and removes what restore wrote for it
+/// (xenstore tree, userdata file): the receiver's way back when a
+/// migration does not complete.  The `/vm/<uuid>` entry stays while
+/// another domain refers to it.
+pub fn discard(domid: DomId) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let xs = rt.block_on(xenstore::Xenstore::connect())?;
+    let xc = XenCtrl::open()?;
+    let d = format!("/local/domain/{domid}");
+    let vm = rt
+        .block_on(xs.try_read(&format!("{d}/vm")))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let shared = match &vm {
+        Some(vm) => rt.block_on(vm_referenced_elsewhere(&xs, domid, vm))?,
+        None => false,
+    };
+    xc.destroy_domain(domid)?;
+    let mut roots = vec![
+        d,
+        format!("/libxl/{domid}"),
+        format!("/local/domain/0/backend/console/{domid}"),
+    ];
+    if let Some(vm) = vm.filter(|v| v.starts_with("/vm/") && !shared) {
+        roots.push(vm);
+    }
+    for r in &roots {
+        rt.block_on(xs_path_cleanup(&xs, r))?;
+    }
+    let prefix = format!("userdata-d.{domid}.");
+    if let Ok(dir) = std::fs::read_dir(XEN_LIB_DIR) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn vm_referenced_elsewhere(xs: &xenstore::Xenstore, domid: DomId, vm: &str) -> Result<bool> {
+    let ids = match xs.directory("/local/domain").await {
+        Ok(v) => v,
+        Err(e) if e.is_enoent() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    for id in ids.iter().filter(|id| **id != domid.to_string()) {
+        if xs.try_read(&format!("/local/domain/{id}/vm")).await? == Some(vm.as_bytes().to_vec()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Renames a domain as `libxl__domain_rename` does: its xenstore `name`,
+/// its `/vm` entry's name (taking the entry over if the domain that owned
+/// it is gone) and the name in libxl's stored configuration.  Fails if
+/// another domain has the name.
+pub fn rename(domid: DomId, new_name: &str) -> Result<()> {
+    if new_name.is_empty() || new_name.contains('/') {
+        return Err(RestoreError::Config(format!(
+            "bad domain name {new_name:?}"
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let xs = rt.block_on(xenstore::Xenstore::connect())?;
+    if let Some(id) = rt.block_on(name_in_use(&xs, new_name))? {
+        if id != domid {
+            return Err(RestoreError::Config(format!(
+                "a domain named {new_name:?} already exists (domid {id})"
+            )));
+        }
+    }
+    let d = format!("/local/domain/{domid}");
+    let vm = rt
+        .block_on(xs.try_read(&format!("{d}/vm")))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .filter(|v| v.starts_with("/vm/"));
+    let owned_elsewhere = match &vm {
+        Some(vm) => rt.block_on(vm_referenced_elsewhere(&xs, domid, vm))?,
+        None => true,
+    };
+    let name = new_name.to_string();
+    rt.block_on(xs.transaction(|tx| {
+        let (d, vm, name) = (d.clone(), vm.clone(), name.clone());
+        async move {
+            tx.write(&format!("{d}/name"), &name).await?;
+            if let (Some(vm), false) = (vm, owned_elsewhere) {
+                use xenstore::{Access, Perm};
+                let perms = [Perm::new(0, Access::None), Perm::new(domid, Access::Read)];
+                for p in ["", "/uuid", "/start_time", "/image", "/image/ostype"] {
+                    let path = format!("{vm}{p}");
+                    if tx.try_read(&path).await?.is_some() {
+                        tx.set_perms(&path, &perms).await?;
+                    }
+                }
+                let np = format!("{vm}/name");
+                tx.write(&np, &name).await?;
+                tx.set_perms(&np, &perms).await?;
+            }
+            Ok(())
+        }
+    }))?;
+    // libxl's stored config carries the name too (`xl list -l`).
+    let prefix = format!("userdata-d.{domid}.");
+    if let Ok(dir) = std::fs::read_dir(XEN_LIB_DIR) {
+        for e in dir.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if f.starts_with(&prefix) && f.ends_with(".libxl-json") {
+                let text = std::fs::read_to_string(e.path())?;
+                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    if v["c_info"].is_object() {
+                        v["c_info"]["name"] = serde_json::Value::from(new_name);
+                        let tmp = e.path().with_extension("libxl-json.tmp");
+                        std::fs::write(&tmp, serde_json::to_string_pretty(&v).unwrap_or(text))?;
+                        std::fs::rename(&tmp, e.path())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn item_name(i: &Item) -> String {

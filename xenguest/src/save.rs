@@ -850,41 +850,125 @@ impl<'a> SaveState<'a> {
 
     /// Resumes the guest in place (suspend-cancel) and tells xenstored.
     fn resume(&mut self) -> Result<()> {
-        let info = self.xc.domain_info(self.domid)?;
-        if info.shutdown() == Some(ShutdownReason::Suspend) {
-            self.xc.resume_domain(self.domid, true)?;
-            self.rt.block_on(self.xs.resume_domain(self.domid))?;
-        }
+        resume_with(self.xc, self.rt, self.xs, self.domid)?;
         self.suspended = false;
         Ok(())
     }
 
-    /// Destroys the domain and removes what the toolstack kept for it in
-    /// xenstore (its home, `/libxl/<domid>`, its `/vm` entry and dom0
-    /// backend directories), as `xl save` leaves nothing behind.
     fn destroy(&mut self) -> Result<()> {
-        let domid = self.domid;
-        let xs = self.xs;
-        let home = format!("/local/domain/{domid}");
-        let vm = self
-            .rt
-            .block_on(xs.try_read(&format!("{home}/vm")))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned());
-        self.xc.destroy_domain(domid)?;
-        self.rt.block_on(async {
-            if let Ok(kinds) = xs.directory("/local/domain/0/backend").await {
-                for k in kinds {
-                    let _ = xs.rm(&format!("/local/domain/0/backend/{k}/{domid}")).await;
+        destroy_with(self.xc, self.rt, self.xs, self.domid)
+    }
+}
+
+fn resume_with(
+    xc: &XenCtrl,
+    rt: &tokio::runtime::Runtime,
+    xs: &xenstore::Xenstore,
+    domid: u32,
+) -> Result<()> {
+    let info = xc.domain_info(domid)?;
+    if info.shutdown() == Some(ShutdownReason::Suspend) {
+        xc.resume_domain(domid, true)?;
+        rt.block_on(xs.resume_domain(domid))?;
+    }
+    Ok(())
+}
+
+/// Destroys the domain and removes what the toolstack kept for it in
+/// xenstore (its home, `/libxl/<domid>`, its `/vm` entry and dom0
+/// backend directories) and libxl's userdata files, as `xl save` leaves
+/// nothing behind.  The `/vm` entry stays if another domain refers to it
+/// (the incoming copy of a localhost migration has the same UUID).
+fn destroy_with(
+    xc: &XenCtrl,
+    rt: &tokio::runtime::Runtime,
+    xs: &xenstore::Xenstore,
+    domid: u32,
+) -> Result<()> {
+    let home = format!("/local/domain/{domid}");
+    let vm = rt
+        .block_on(xs.try_read(&format!("{home}/vm")))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    xc.destroy_domain(domid)?;
+    rt.block_on(async {
+        if let Ok(kinds) = xs.directory("/local/domain/0/backend").await {
+            for k in kinds {
+                let _ = xs.rm(&format!("/local/domain/0/backend/{k}/{domid}")).await;
+            }
+        }
+        if let Some(vm) = vm.filter(|v| v.starts_with("/vm/")) {
+            let mut shared = false;
+            if let Ok(ids) = xs.directory("/local/domain").await {
+                for id in ids.iter().filter(|id| **id != domid.to_string()) {
+                    let other = xs.try_read(&format!("/local/domain/{id}/vm")).await;
+                    if matches!(other, Ok(Some(v)) if v == vm.as_bytes()) {
+                        shared = true;
+                    }
                 }
             }
-            if let Some(vm) = vm.filter(|v| v.starts_with("/vm/")) {
+            if !shared {
                 let _ = xs.rm(&vm).await;
             }
-            let _ = xs.rm(&format!("/libxl/{domid}")).await;
-            let _ = xs.rm(&home).await;
-        });
-        Ok(())
+        }
+        let _ = xs.rm(&format!("/libxl/{domid}")).await;
+        let _ = xs.rm(&home).await;
+    });
+    remove_userdata(domid);
+    Ok(())
+}
+
+/// libxl's per-domain userdata files (`/var/lib/xen/userdata-d.<domid>.*`).
+fn userdata_files(domid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("userdata-d.{domid}.");
+    std::fs::read_dir(crate::restore::XEN_LIB_DIR)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_userdata(domid: u32) {
+    for f in userdata_files(domid) {
+        let _ = std::fs::remove_file(f);
     }
+}
+
+/// The domain configuration libxl stored for `domid` (its `libxl-json`
+/// userdata: what `xl list -l` prints), if there is one.
+pub fn stored_config(domid: u32) -> Option<String> {
+    userdata_files(domid)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".libxl-json"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        // libxl writes it with a terminating NUL.
+        .map(|s| s.trim_end_matches(['\0', '\n']).to_string())
+}
+
+/// Connections for the free functions below.
+fn connect() -> Result<(XenCtrl, tokio::runtime::Runtime, xenstore::Xenstore)> {
+    let xc = XenCtrl::open()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let xs = rt.block_on(xenstore::Xenstore::connect())?;
+    Ok((xc, rt, xs))
+}
+
+/// Resumes a guest left suspended by a save ([`AfterSave::LeaveSuspended`])
+/// in place (cooperative suspend-cancel); a no-op if it is not suspended.
+pub fn resume_suspended(domid: u32) -> Result<()> {
+    let (xc, rt, xs) = connect()?;
+    resume_with(&xc, &rt, &xs, domid)
+}
+
+/// Destroys a (saved) guest and what the toolstack kept for it, as
+/// [`AfterSave::Destroy`] does.
+pub fn destroy_saved(domid: u32) -> Result<()> {
+    let (xc, rt, xs) = connect()?;
+    destroy_with(&xc, &rt, &xs, domid)
 }
 
 impl GuestMem<'_> {
