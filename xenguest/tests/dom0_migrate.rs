@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dom0_support::*;
 use xenguest::migrate::{
     receive_on, send_to, MigrateError, MigrateOptions, MigrateProgress, ReceiveOptions,
 };
@@ -23,118 +24,6 @@ use xenguest::save::Progress;
 /// The xenguest binary the lab installs in dom0.
 const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out ({limit:?}) waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// `xl list` rows as (name, domid).
-fn xl_list() -> Vec<(String, u32)> {
-    run("xl", &["list"])
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((f.first()?.to_string(), f.get(1)?.parse().ok()?))
-        })
-        .collect()
-}
-
-fn domid_of(name: &str) -> Option<u32> {
-    xl_list()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, d)| d)
-}
-
-/// A lab-guest (probe), destroyed on drop by name.
-struct Guest {
-    name: String,
-}
-
-impl Guest {
-    fn start(name: &str) -> (Guest, u32) {
-        let _ = Command::new("xl").args(["destroy", name]).output();
-        for f in [name.to_string(), format!("{name}--incoming")] {
-            let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{f}.log"));
-        }
-        let out = run("/usr/local/bin/lab-guest", &[name, "256", "16"]);
-        let domid = out
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| panic!("lab-guest printed no domid: {out:?}"));
-        let g = Guest {
-            name: name.to_string(),
-        };
-        wait_for("a first verify ok", Duration::from_secs(180), || {
-            g.verified() > 0
-        });
-        (g, domid)
-    }
-
-    fn log(&self) -> String {
-        run("/usr/local/bin/lab-guest-log", &[&self.name])
-    }
-
-    fn verified(&self) -> usize {
-        self.log().matches("probe: verify ok").count()
-    }
-
-    /// The guest-observed pauses (`probe: gap ms=N`), in ms.
-    fn gaps(&self) -> Vec<u64> {
-        self.log()
-            .lines()
-            .filter_map(|l| l.split("probe: gap ms=").nth(1))
-            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-            .collect()
-    }
-
-    /// Asks the probe for a verify now (`v` on its console) and waits for
-    /// a new `verify ok`; no `verify FAILED` may ever appear.
-    fn expect_verifies(&self, what: &str) {
-        let base = self.verified();
-        if let Some(domid) = domid_of(&self.name) {
-            let tty = run(
-                "xenstore-read",
-                &[&format!("/local/domain/{domid}/console/tty")],
-            );
-            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(tty.trim()) {
-                let _ = f.write_all(b"v\n");
-            }
-        }
-        wait_for(what, Duration::from_secs(180), || self.verified() > base);
-        let log = self.log();
-        assert!(!log.contains("verify FAILED"), "{what}: {log}");
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = Command::new("xl").args(["destroy", &self.name]).output();
-    }
-}
-
 /// Exactly one domain besides dom0, named `name`, with id `domid`, running
 /// (not paused, not shut down, not dying); dying leftovers get a bounded
 /// time to disappear.
@@ -142,7 +31,7 @@ fn expect_only(name: &str, domid: u32, what: &str) {
     let want = vec![("Domain-0".to_string(), 0), (name.to_string(), domid)];
     let t = Instant::now();
     loop {
-        let l = xl_list();
+        let l: Vec<(String, u32)> = xl_list().into_iter().map(|(n, d, _)| (n, d)).collect();
         if l == want {
             break;
         }
@@ -195,7 +84,7 @@ fn opts() -> MigrateOptions {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn five_live_migrations_to_localhost() {
     let name = "mg-live";
-    let (g, mut domid) = Guest::start(name);
+    let (g, mut domid) = Guest::start(name, 256, 16);
     g.expect_verifies("verify ok before migrating");
     for i in 1..=5 {
         let gaps_before = g.gaps().len();
@@ -498,7 +387,7 @@ fn suspended(seen: &[MigrateProgress]) -> bool {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn faults_leave_the_source_running_alone() {
     let name = "mg-fault";
-    let (g, domid) = Guest::start(name);
+    let (g, domid) = Guest::start(name, 256, 16);
 
     // The receiver is killed (SIGTERM) 32 MiB into the stream.
     let seen = faulty_migration(&g, domid, "receiver killed mid-stream", |rx| {

@@ -112,8 +112,11 @@ impl Guest {
     /// verify; returns the guard and the domid.
     pub fn start(name: &str, mem_mb: u32, workset_mb: u32) -> (Guest, u32) {
         let _ = Command::new("xl").args(["destroy", name]).output();
-        // xenconsoled appends to the log of a name: start from an empty one.
-        let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{name}.log"));
+        // xenconsoled appends to the log of a name: start from empty ones
+        // (also the temporary name an incoming migration has).
+        for f in [name.to_string(), format!("{name}--incoming")] {
+            let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{f}.log"));
+        }
         let out = run(
             "/usr/local/bin/lab-guest",
             &[name, &mem_mb.to_string(), &workset_mb.to_string()],
@@ -143,6 +146,15 @@ impl Guest {
     /// The number of "probe: verify ok" lines so far.
     pub fn verified(&self) -> usize {
         self.log().matches("probe: verify ok").count()
+    }
+
+    /// The guest-observed pauses (`probe: gap ms=N`), in ms.
+    pub fn gaps(&self) -> Vec<u64> {
+        self.log()
+            .lines()
+            .filter_map(|l| l.split("probe: gap ms=").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 
     /// Asks the probe for a verify now (`v` on its console).

@@ -1,0 +1,176 @@
+//! Live migration between two lab hosts with our `xenguest migrate-send` /
+//! `migrate-receive`, as an operator would drive it: a probe guest created
+//! with `xl create` on host 1 goes back and forth between host 1 and host 2
+//! over the lab network, five migrations in a row.
+//! `lab test` runs it in its two-host phase (`two_hosts` in the name).
+
+use lab::hosts::LabState;
+use lab::util::poll;
+use std::time::Duration;
+
+const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
+
+fn lab() -> LabState {
+    let st = LabState::load().expect("no lab is up: run `lab up --hosts 2` (or `lab test`)");
+    assert!(st.all_alive(), "a lab host's QEMU is not running");
+    st
+}
+
+fn sh(st: &LabState, host: u32, script: &str) -> String {
+    st.exec_ok(host, script, Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("host {host}: {e:#}"))
+}
+
+/// Lines of the guest's console log on `host` that contain `pat`.
+fn console_lines(st: &LabState, host: u32, name: &str, pat: &str) -> Vec<String> {
+    let log = sh(st, host, &format!("lab-guest-log {name}"));
+    assert!(
+        !log.contains("verify FAILED"),
+        "guest {name}'s memory check failed on host {host}:\n{log}"
+    );
+    log.lines()
+        .filter(|l| l.contains(pat))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for more than `before` console lines with `pat` on `host`.
+fn wait_console(st: &LabState, host: u32, name: &str, pat: &str, before: usize) -> Vec<String> {
+    poll(
+        &format!("a new console line '{pat}' from {name} on host {host}"),
+        Duration::from_secs(420),
+        Duration::from_secs(2),
+        || {
+            let l = console_lines(st, host, name, pat);
+            Ok((l.len() > before).then_some(l))
+        },
+    )
+    .unwrap_or_else(|e| {
+        let log = st
+            .exec_ok(
+                host,
+                &format!("lab-guest-log {name} | tail -30; xl list"),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_default();
+        panic!("{e:#}\n{log}")
+    })
+}
+
+/// Names of the domains on `host` that carry `name` (also as a prefix,
+/// so that a `NAME--incoming` leftover counts).
+fn copies(st: &LabState, host: u32, name: &str) -> Vec<String> {
+    sh(st, host, "xl list")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Moves `name` from host `from` to host `to` with our sender and receiver.
+fn migrate(st: &LabState, name: &str, from: u32, to: u32) {
+    let port = 7700 + to;
+    let addr = format!("10.77.0.{to}:{port}");
+    // The receiver runs in the background on `to`; its exit status is
+    // appended to its log.
+    sh(
+        st,
+        to,
+        &format!(
+            "rm -f /tmp/recv.log; (setsid sh -c '{XENGUEST} migrate-receive --listen {addr}; \
+             echo \"receiver exit=$?\"' > /tmp/recv.log 2>&1 < /dev/null &)"
+        ),
+    );
+    poll(
+        &format!("the receiver listening on {addr}"),
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let ss = st.exec_ok(to, "ss -ltn", Duration::from_secs(60))?;
+            Ok(ss.contains(&format!(":{port} ")).then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sh(st, to, "cat /tmp/recv.log")));
+    let domid = sh(st, from, &format!("xl domid {name}"));
+    let out = st
+        .exec(
+            from,
+            &format!(
+                "{XENGUEST} migrate-send --domid {} --to {addr}",
+                domid.trim()
+            ),
+            Duration::from_secs(1800),
+        )
+        .expect("migrate-send ran");
+    let sender = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "migrate-send {from} -> {to} failed ({}):\n{sender}\nreceiver:\n{}",
+        out.status,
+        sh(st, to, "cat /tmp/recv.log")
+    );
+    eprintln!(
+        "host {from} -> host {to}: {}",
+        sender.lines().last().unwrap_or_default()
+    );
+    let recv = poll(
+        "the receiver's exit",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || {
+            let log = st.exec_ok(to, "cat /tmp/recv.log", Duration::from_secs(60))?;
+            Ok(log.contains("receiver exit=").then_some(log))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(recv.contains("receiver exit=0"), "receiver failed:\n{recv}");
+}
+
+#[test]
+#[ignore = "needs the lab: run by `lab test`"]
+fn two_hosts_five_live_migrations_with_xenguest_back_and_forth() {
+    let st = lab();
+    assert_eq!(st.hosts.len(), 2, "run with `lab up --hosts 2`");
+    let name = "mig2";
+    for h in 1..=2 {
+        let _ = st.exec(h, &format!("xl destroy {name}"), Duration::from_secs(60));
+        sh(
+            &st,
+            h,
+            &format!("rm -f /var/log/xen/console/guest-{name}*.log"),
+        );
+    }
+    sh(&st, 1, &format!("lab-guest {name} 256 16"));
+    wait_console(&st, 1, name, "probe: verify ok", 0);
+    for (from, to) in [(1, 2), (2, 1), (1, 2), (2, 1), (1, 2)] {
+        let verified = console_lines(&st, to, name, "probe: verify ok").len();
+        let gaps = console_lines(&st, to, name, "probe: gap ms=").len();
+        migrate(&st, name, from, to);
+        // Exactly one copy, on the destination, under its own name.
+        assert_eq!(copies(&st, from, name), Vec::<String>::new(), "source");
+        assert_eq!(copies(&st, to, name), vec![name.to_string()], "destination");
+        // It runs there: verifies its memory on request and saw its pause.
+        let domid = sh(&st, to, &format!("xl domid {name}"));
+        sh(
+            &st,
+            to,
+            &format!(
+                "echo v > \"$(xenstore-read /local/domain/{}/console/tty)\"",
+                domid.trim()
+            ),
+        );
+        wait_console(&st, to, name, "probe: verify ok", verified);
+        let seen = wait_console(&st, to, name, "probe: gap ms=", gaps);
+        eprintln!(
+            "pause seen by the guest, host {from} -> {to}: {}",
+            seen.last().unwrap()
+        );
+    }
+    sh(&st, 2, &format!("xl destroy {name}"));
+}
