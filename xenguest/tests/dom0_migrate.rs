@@ -20,7 +20,11 @@
 //! (it mirrors libxc's: CLEAN after each round, FINAL CLEAN plus the last
 //! round's bitmap after the suspend), our restore's writes, or the lab's
 //! dom0 corruption under TCG (`malloc(): corrupted top size` was seen in a
-//! receiver too).
+//! receiver too).  A later lab run of `xenguest migrate-send` (separate
+//! processes): 4 non-live migrations clean; of 4 live ones, one failed
+//! at the receiver pinning an L4 (`xc_mmuext_op ... EPERM`; the source
+//! resumed and verified), and one left 10 `verify FAILED`: the live path
+//! (log-dirty rounds) is where to look.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
