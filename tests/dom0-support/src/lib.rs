@@ -101,6 +101,24 @@ pub fn tail(s: &str, n: usize) -> String {
     l[l.len().saturating_sub(n)..].join("\n")
 }
 
+/// (n, window_gap_ms) of every `probe: verify ok` line of a console log.
+/// A migrated guest's lines are spread over two log files, so they are
+/// told apart by their number, not their position.
+pub fn verify_lines(log: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    log.lines().filter_map(|l| {
+        let rest = l.split("probe: verify ok n=").nth(1)?;
+        let n = rest.split_whitespace().next()?.parse().ok()?;
+        let gap = rest
+            .split("window_gap_ms=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some((n, gap))
+    })
+}
+
 /// A guest-kit probe guest, destroyed on drop (by name: it may have been
 /// saved and restored meanwhile).
 pub struct Guest {
@@ -148,13 +166,20 @@ impl Guest {
         self.log().matches("probe: verify ok").count()
     }
 
-    /// The guest-observed pauses (`probe: gap ms=N`), in ms.
-    pub fn gaps(&self) -> Vec<u64> {
-        self.log()
-            .lines()
-            .filter_map(|l| l.split("probe: gap ms=").nth(1))
-            .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-            .collect()
+    /// The number of the probe's latest verify (`verify ok n=N`; it counts
+    /// on across migrations), 0 before the first.
+    pub fn last_verify(&self) -> u64 {
+        verify_lines(&self.log()).map(|(n, _)| n).max().unwrap_or(0)
+    }
+
+    /// The longest pause the guest saw after its verify number `n`: the
+    /// largest `window_gap_ms` of its later verify lines (gap lines only
+    /// report pauses above the probe's threshold; this is exact).
+    pub fn pause_after(&self, n: u64) -> Option<u64> {
+        verify_lines(&self.log())
+            .filter(|&(k, _)| k > n)
+            .map(|(_, gap)| gap)
+            .max()
     }
 
     /// Asks the probe for a verify now (`v` on its console).
@@ -235,4 +260,28 @@ pub fn rerun_as_nobody(test: &str) {
         out.status.success() && text.contains("1 passed"),
         "{test} as nobody failed:\n{text}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_lines_are_told_apart_by_number() {
+        let log = "probe: ready workset_mb=16\n\
+                   probe: verify ok n=7 max_gap_ms=0 window_gap_ms=40 at_ms=1\n\
+                   probe: gap ms=900 at_ms=2\n\
+                   probe: verify ok n=9 max_gap_ms=900 window_gap_ms=900 at_ms=3\n\
+                   probe: verify ok n=8 max_gap_ms=0 window_gap_ms=60 at_ms=2\n\
+                   probe: verify FAILED n=10 at page 3\n";
+        let v: Vec<_> = verify_lines(log).collect();
+        assert_eq!(v, vec![(7, 40), (9, 900), (8, 60)]);
+        assert_eq!(
+            verify_lines(log)
+                .filter(|&(n, _)| n > 7)
+                .map(|(_, g)| g)
+                .max(),
+            Some(900)
+        );
+    }
 }
