@@ -33,7 +33,11 @@ impl Default for UpOptions {
     fn default() -> Self {
         UpOptions {
             hosts: 1,
-            cpus: 2,
+            // XAPI_LAB_CPUS overrides the vCPUs per host.
+            cpus: std::env::var("XAPI_LAB_CPUS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
             wait_xapi: true,
             // Generous: TCG on a loaded 2-core machine. XAPI_LAB_BOOT_TIMEOUT
             // (seconds) overrides it, e.g. to test the failure path.

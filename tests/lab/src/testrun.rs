@@ -177,7 +177,10 @@ fn dom0_tests(st: &LabState, b: &Dom0Tests, t: &mut Tally) -> bool {
         .and_then(|_| {
             st.exec(
                 1,
-                &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
+                &format!(
+                    "cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1 {}",
+                    known_failing_filter().join(" ")
+                ),
                 Duration::from_secs(1800),
             )
         });
@@ -230,9 +233,21 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
                 "--ignored",
                 "--test-threads=1",
             ])
-            .args(filter),
+            .args(filter)
+            .args(known_failing_filter()),
         tally,
     )
+}
+
+/// Tests named `known_failing_*` prove an open defect (named in their
+/// docs and the README): `lab test` skips them unless
+/// `XAPI_LAB_KNOWN_FAILING=1`, so that CI reports everything else.
+fn known_failing_filter() -> Vec<&'static str> {
+    if std::env::var("XAPI_LAB_KNOWN_FAILING").as_deref() == Ok("1") {
+        vec![]
+    } else {
+        vec!["--skip", "known_failing"]
+    }
 }
 
 pub fn run(keep: bool) -> Result<i32> {
