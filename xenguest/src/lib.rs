@@ -5,6 +5,7 @@
 //! `xl save` file header and the PV page-table normalisation helpers.
 
 pub mod migrate;
+pub mod pfnlog;
 pub mod restore;
 pub mod save;
 pub mod stream;

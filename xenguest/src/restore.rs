@@ -264,6 +264,11 @@ impl Ctx<'_> {
                     RestoreError::Invalid(format!("page table at pfn {:#x}: {err}", e.pfn))
                 })?;
             }
+            if e.ptype.table_level().is_none() {
+                crate::pfnlog::record(e.pfn, &buf);
+            } else if crate::pfnlog::enabled() {
+                crate::pfnlog::forget(e.pfn);
+            }
             mfns.push(self.p2m[e.pfn as usize]);
             pages.push(buf);
         }
@@ -273,6 +278,14 @@ impl Ctx<'_> {
         let mut map = self.fm.map(self.domid, Prot::ReadWrite, &mfns)?;
         for (i, page) in pages.iter().enumerate() {
             map.write(i * PAGE, page)?;
+        }
+        if crate::pfnlog::enabled() {
+            let pfns: Vec<u64> = p
+                .pages()
+                .filter(|(_, d)| d.is_some())
+                .map(|(e, _)| e.pfn)
+                .collect();
+            crate::pfnlog::log(format_args!("wrote"), &pfns);
         }
         Ok(())
     }
@@ -373,6 +386,25 @@ impl Ctx<'_> {
         if self.vcpus.first().and_then(|v| v.basic.as_ref()).is_none() {
             return invalid("no X86_PV_VCPU_BASIC record for vCPU 0".into());
         }
+        if crate::pfnlog::enabled() {
+            // Debug: every data page still holds what was written to it.
+            let p2m = self.p2m.clone();
+            let fm = &self.fm;
+            let domid = self.domid;
+            crate::pfnlog::check("receiver-end", |pfns| {
+                let mfns: Vec<u64> = pfns.iter().map(|&p| p2m[p as usize]).collect();
+                match fm.map(domid, Prot::Read, &mfns) {
+                    Ok(map) => (0..pfns.len())
+                        .map(|i| {
+                            let mut page = vec![0u8; PAGE];
+                            map.read(i * PAGE, &mut page).ok()?;
+                            Some(page)
+                        })
+                        .collect(),
+                    Err(_) => vec![None; pfns.len()],
+                }
+            });
+        }
         trace!("pinning page tables");
         // Pin page tables, lowest level first.
         for level in 1..=4u8 {
@@ -467,6 +499,7 @@ impl Ctx<'_> {
                 self.p2m_frames.len()
             ));
         }
+        crate::pfnlog::log(format_args!("p2m frames"), &self.p2m_frames[..needed]);
         let mut frames = Vec::with_capacity(needed);
         for &pfn in &self.p2m_frames[..needed] {
             frames.push(

@@ -441,6 +441,11 @@ impl<'a> SaveState<'a> {
             // Pages dirtied since the last round, plus the deferred ones.
             let mut bm = self.xc.dirty_bitmap(mem.max_pfn + 1)?;
             self.xc.logdirty_clean(domid, &mut bm, true)?;
+            crate::pfnlog::log(format_args!("final dirty"), &bm.dirty_pfns());
+            crate::pfnlog::log(
+                format_args!("final deferred"),
+                &deferred.iter().copied().collect::<Vec<_>>(),
+            );
             let mut pfns: BTreeSet<u64> = bm.dirty_pfns().into_iter().collect();
             pfns.extend(std::mem::take(&mut deferred));
             let pfns: Vec<u64> = pfns.into_iter().collect();
@@ -450,6 +455,11 @@ impl<'a> SaveState<'a> {
             stats.final_pages = sent;
             stats.pages_sent += sent;
             let _ = before;
+            if crate::pfnlog::enabled() {
+                // Debug: any data page that changed since it was last sent
+                // changed without a dirty bit.
+                self.check_sent(&mem);
+            }
         } else {
             let (sent, _) = self.send_pages(&mut w, &mem, &all, false, &mut deferred)?;
             stats.final_pages = sent;
@@ -528,6 +538,7 @@ impl<'a> SaveState<'a> {
             bw.add(w.written() - b0, dt);
             self.xc.logdirty_clean(domid, &mut bm, false)?;
             to_send = bm.dirty_pfns();
+            crate::pfnlog::log(format_args!("round {round} dirty"), &to_send);
             let dirty = to_send.len() as u64 + deferred.len() as u64;
             stats.rounds = round;
             stats.dirty_per_round.push(dirty);
@@ -607,6 +618,13 @@ impl<'a> SaveState<'a> {
                 }
                 map.read_page(k, &mut page)?;
                 k += 1;
+                if crate::pfnlog::enabled() {
+                    if types[i].table_level().is_none() {
+                        crate::pfnlog::record(pfn, &page);
+                    } else {
+                        crate::pfnlog::forget(pfn);
+                    }
+                }
                 if let Some(l) = types[i].table_level().and_then(PtLevel::from_level) {
                     match pte::normalise_page(&mut page, l, live, |m| mem.mfn_to_pfn(m)) {
                         Ok(()) => {}
@@ -631,8 +649,47 @@ impl<'a> SaveState<'a> {
             if !entries.is_empty() {
                 w.write_page_data(&entries, &data)?;
             }
+            if crate::pfnlog::enabled() {
+                let with: Vec<u64> = entries
+                    .iter()
+                    .filter(|e| e.ptype.has_data())
+                    .map(|e| e.pfn)
+                    .collect();
+                crate::pfnlog::log(format_args!("send live={live} data"), &with);
+                let without: Vec<u64> = entries
+                    .iter()
+                    .filter(|e| !e.ptype.has_data())
+                    .map(|e| e.pfn)
+                    .collect();
+                if !without.is_empty() {
+                    crate::pfnlog::log(format_args!("send live={live} nodata"), &without);
+                }
+            }
         }
         Ok((sent, nd))
+    }
+
+    /// Debug (`XENGUEST_PFN_LOG`): compares the suspended guest's data
+    /// pages with what was last sent of each.
+    fn check_sent(&self, mem: &GuestMem<'_>) {
+        crate::pfnlog::check("sender-final", |pfns| {
+            let mfns: Vec<u64> = pfns.iter().map(|&p| mem.p2m[p as usize]).collect();
+            let types = self.xc.pfn_types(self.domid, &mfns).unwrap_or_default();
+            let Ok(map) = self.fm.map_batch(self.domid, Prot::Read, &mfns) else {
+                return vec![None; pfns.len()];
+            };
+            (0..pfns.len())
+                .map(|i| {
+                    let t = PageType::from_bits(types.get(i)?.0 as u8)?;
+                    if t.table_level().is_some() || !t.has_data() {
+                        return None;
+                    }
+                    let mut page = [0u8; PAGE_SIZE];
+                    map.read_page(i, &mut page).ok()?;
+                    Some(page.to_vec())
+                })
+                .collect()
+        });
     }
 
     fn write_vcpus<W: Write>(

@@ -83,19 +83,12 @@ impl Memory {
         let mut m = Memory {
             workset: vec![0; pages * PAGE_WORDS],
             tokens: vec![0; pages],
-            pattern: Vec::with_capacity(c.pattern_mb * 256 * PAGE_WORDS),
+            pattern: Vec::new(),
             pattern_sum: 0,
             next_token: 1,
             cursor: 0,
         };
-        let mut s: u64 = 0x2545_F491_4F6C_DD1D;
-        for _ in 0..c.pattern_mb * 256 * PAGE_WORDS {
-            // xorshift64: a pattern nothing else in the guest would produce.
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            m.pattern.push(s);
-        }
+        m.pattern = pattern_words(c.pattern_mb * 256 * PAGE_WORDS);
         m.pattern_sum = checksum(&m.pattern);
         for p in 0..pages {
             m.dirty_page(p);
@@ -137,6 +130,128 @@ impl Memory {
         }
         Ok(())
     }
+
+    /// After a failed verify: which machine pages are wrong and what they
+    /// hold instead, so a migration defect can be traced to a guest frame.
+    fn diagnose(&self) -> Vec<String> {
+        let pages = self.tokens.len() as u64;
+        let ws = bad_frames(&self.workset, |k| {
+            let (p, i) = (k / PAGE_WORDS, k % PAGE_WORDS);
+            word(self.tokens[p], p, i)
+        });
+        let mut out = Vec::new();
+        for b in ws {
+            let k = b.first;
+            let (p, i) = (k / PAGE_WORDS, k % PAGE_WORDS);
+            let t = self.tokens[p];
+            let found = self.workset[k];
+            let what = if found == 0 {
+                "zero".to_string()
+            } else if let Some(c) = (1..=2000u64)
+                .take_while(|c| c * pages < t)
+                .find(|c| word(t - c * pages, p, i) == found)
+            {
+                format!("stale by {c} cycles")
+            } else {
+                format!("unknown {found:#018x}")
+            };
+            out.push(format!(
+                "workset frame va={:#x} pfn={} bad_words={} first={} last={} (probe page {p} word {i}: {what})",
+                b.va,
+                pfn_of(b.va),
+                b.bad,
+                b.first,
+                b.last
+            ));
+        }
+        let fresh = pattern_words(self.pattern.len());
+        for b in bad_frames(&self.pattern, |k| fresh[k]) {
+            let found = self.pattern[b.first];
+            let what = if found == 0 {
+                "zero".to_string()
+            } else if let Some(j) = fresh.iter().position(|&x| x == found) {
+                format!("pattern word {j}")
+            } else {
+                format!("unknown {found:#018x}")
+            };
+            out.push(format!(
+                "pattern frame va={:#x} pfn={} bad_words={} first={} last={} ({what})",
+                b.va,
+                pfn_of(b.va),
+                b.bad,
+                b.first,
+                b.last
+            ));
+        }
+        out
+    }
+}
+
+/// A 4 KiB frame of a vector that holds wrong words (indices into the vector).
+struct BadFrame {
+    va: usize,
+    bad: usize,
+    first: usize,
+    last: usize,
+}
+
+/// The frames (by virtual address) of `v` whose words differ from
+/// `expected`, at most 16.
+fn bad_frames(v: &[u64], expected: impl Fn(usize) -> u64) -> Vec<BadFrame> {
+    let mut out: Vec<BadFrame> = Vec::new();
+    for (k, &x) in v.iter().enumerate() {
+        if x == expected(k) {
+            continue;
+        }
+        let va = &v[k] as *const u64 as usize & !0xfff;
+        let n = out.len();
+        match out.last_mut() {
+            Some(b) if b.va == va => {
+                b.bad += 1;
+                b.last = k;
+            }
+            _ if n == 16 => break,
+            _ => out.push(BadFrame {
+                va,
+                bad: 1,
+                first: k,
+                last: k,
+            }),
+        }
+    }
+    out
+}
+
+/// The guest frame behind a virtual address of ours (from
+/// /proc/self/pagemap; the probe runs as init, so it may read frames).
+fn pfn_of(va: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<u64> {
+        let mut f = std::fs::File::open("/proc/self/pagemap")?;
+        f.seek(SeekFrom::Start((va as u64 / 4096) * 8))?;
+        let mut b = [0u8; 8];
+        f.read_exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    };
+    match read() {
+        Ok(e) if e >> 63 == 1 => format!("{:#x}", e & ((1 << 55) - 1)),
+        Ok(_) => "not-present".into(),
+        Err(e) => format!("unknown({e})"),
+    }
+}
+
+/// The static pattern: xorshift64, a sequence nothing else in the guest
+/// would produce.
+fn pattern_words(n: usize) -> Vec<u64> {
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        })
+        .collect()
 }
 
 fn checksum(v: &[u64]) -> u64 {
@@ -203,7 +318,12 @@ fn main() {
                     "probe: verify ok n={verified} max_gap_ms={max_gap} window_gap_ms={window_gap} at_ms={}",
                     now_ms()
                 ),
-                Err(e) => println!("probe: verify FAILED n={verified} at {e}"),
+                Err(e) => {
+                    println!("probe: verify FAILED n={verified} at {e}");
+                    for line in mem.diagnose() {
+                        println!("probe: bad {line}");
+                    }
+                }
             }
             let _ = std::io::stdout().flush();
             last_verify = Instant::now();
@@ -250,5 +370,24 @@ mod tests {
         let mut m = Memory::new(&cfg());
         m.pattern[77] ^= 1 << 3;
         assert_eq!(m.verify().unwrap_err(), "pattern checksum");
+        let d = m.diagnose();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].starts_with("pattern frame"), "{d:?}");
+        assert!(d[0].contains("bad_words=1 first=77 last=77"), "{d:?}");
+    }
+
+    #[test]
+    fn a_stale_page_is_diagnosed_by_its_age() {
+        let mut m = Memory::new(&cfg());
+        let pages = m.tokens.len();
+        let old = m.workset[5 * PAGE_WORDS..6 * PAGE_WORDS].to_vec();
+        // Two whole cycles later, the old copy is two cycles stale.
+        m.dirty(2 * pages);
+        m.workset[5 * PAGE_WORDS..6 * PAGE_WORDS].copy_from_slice(&old);
+        let d = m.diagnose();
+        assert!(
+            !d.is_empty() && d.iter().all(|l| l.contains("stale by 2 cycles")),
+            "{d:?}"
+        );
     }
 }
