@@ -50,7 +50,7 @@ fn expect_only(name: &str, domid: u32, what: &str) {
     let want = vec![("Domain-0".to_string(), 0), (name.to_string(), domid)];
     let t = Instant::now();
     loop {
-        let l: Vec<(String, u32)> = xl_list().into_iter().map(|(n, d, _)| (n, d)).collect();
+        let l = xl_domains();
         if l == want {
             break;
         }

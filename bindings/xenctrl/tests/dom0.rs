@@ -3,10 +3,11 @@
 //! with what `xl` or Linux report for the same thing.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dom0_support::run;
+// Guests come from `Guest::launch`, not `start`: these tests need a running
+// PV domain, not a verified probe, and wait for what they need themselves.
+use dom0_support::{run, Guest};
 use xenctrl::*;
 
 /// `xl info` as key -> value.
@@ -43,29 +44,6 @@ struct DomainGuard<'a>(&'a XenCtrl, DomId);
 impl Drop for DomainGuard<'_> {
     fn drop(&mut self) {
         let _ = self.0.destroy_domain(self.1);
-    }
-}
-
-/// Starts `lab-guest` and returns (name, domid); `xl destroy`s it on drop.
-struct Guest(String, DomId);
-impl Guest {
-    fn start(name: &str, mem_mb: u32, workset_mb: u32) -> Guest {
-        let _ = Command::new("xl").args(["destroy", name]).output();
-        let out = run(
-            "/usr/local/bin/lab-guest",
-            &[name, &mem_mb.to_string(), &workset_mb.to_string()],
-        );
-        let domid = out
-            .lines()
-            .rev()
-            .find_map(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| panic!("lab-guest printed no domid: {out:?}"));
-        Guest(name.to_string(), domid)
-    }
-}
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = Command::new("xl").args(["destroy", &self.0]).output();
     }
 }
 
@@ -276,8 +254,7 @@ fn event_channel_loopback_in_dom0() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn foreign_map_logdirty_then_xl_migrate_still_works() {
     let xc = XenCtrl::open().unwrap();
-    let guest = Guest::start("xenctrl-dom0-test", 128, 16);
-    let domid = guest.1;
+    let (guest, domid) = Guest::launch("xenctrl-dom0-test", 128, 16);
     // Let the guest boot and start dirtying memory.
     std::thread::sleep(Duration::from_secs(3));
     let info = xc.domain_info(domid).unwrap();
@@ -346,13 +323,13 @@ fn foreign_map_logdirty_then_xl_migrate_still_works() {
             "migrate",
             "-s",
             "/usr/local/bin/lab-ssh-local",
-            &guest.0,
+            &guest.name,
             "localhost",
         ],
     );
-    let listed = run("xl", &["list", &guest.0]);
+    let listed = run("xl", &["list", &guest.name]);
     assert!(
-        listed.contains(&guest.0),
+        listed.contains(&guest.name),
         "guest still listed after migrate: {listed}"
     );
 }
@@ -439,8 +416,7 @@ const P2M_SPECIAL: u64 = (1 << 63) | (1 << 62);
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn m2p_p2m_page_types_vcpu_state_and_policy_of_a_running_guest() {
     let xc = XenCtrl::open().unwrap();
-    let guest = Guest::start("srbind-state", 256, 16);
-    let domid = guest.1;
+    let (guest, domid) = Guest::launch("srbind-state", 256, 16);
     std::thread::sleep(Duration::from_secs(3));
     let info = xc.domain_info(domid).unwrap();
 
@@ -733,10 +709,9 @@ fn populate_map_pin_and_restore_state_on_an_empty_pv_domain() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn suspend_via_control_shutdown_then_fast_resume() {
     let xc = XenCtrl::open().unwrap();
-    let guest = Guest::start("srbind-suspend", 256, 16);
-    let domid = guest.1;
+    let (guest, domid) = Guest::launch("srbind-suspend", 256, 16);
     let verified = || {
-        run("/usr/local/bin/lab-guest-log", &[&guest.0])
+        run("/usr/local/bin/lab-guest-log", &[&guest.name])
             .matches("probe: verify ok")
             .count()
     };
@@ -800,7 +775,7 @@ fn suspend_via_control_shutdown_then_fast_resume() {
     });
     let i = xc.domain_info(domid).unwrap();
     assert!(i.shutdown().is_none() && !i.paused(), "{}", i.xl_state());
-    let log = run("/usr/local/bin/lab-guest-log", &[&guest.0]);
+    let log = run("/usr/local/bin/lab-guest-log", &[&guest.name]);
     assert!(!log.contains("verify FAILED"), "{log}");
 }
 

@@ -87,6 +87,11 @@ pub fn xl_list() -> Vec<(String, u32, String)> {
         .collect()
 }
 
+/// `xl list` rows as (name, domid), for comparing the set of domains.
+pub fn xl_domains() -> Vec<(String, u32)> {
+    xl_list().into_iter().map(|(n, d, _)| (n, d)).collect()
+}
+
 /// The domid of the domain named exactly `name`.
 pub fn domid_of(name: &str) -> Option<u32> {
     xl_list()
@@ -129,6 +134,22 @@ impl Guest {
     /// Starts `lab-guest NAME MEM WORKSET` and waits for its first memory
     /// verify; returns the guard and the domid.
     pub fn start(name: &str, mem_mb: u32, workset_mb: u32) -> (Guest, u32) {
+        let (g, domid) = Guest::launch(name, mem_mb, workset_mb);
+        wait_for_or(
+            &format!("{name}'s first probe verify"),
+            GUEST_BOOT,
+            || g.verified() > 0,
+            || g.diagnostics(),
+        );
+        (g, domid)
+    }
+
+    /// Starts `lab-guest NAME MEM WORKSET` (after destroying any domain of
+    /// that name and clearing its console logs) without waiting for the
+    /// probe, for tests that only need a running PV guest or wait their own
+    /// way; returns the guard and the domid. The domid is not kept in the
+    /// guard: a save/restore or migration gives the guest a new one.
+    pub fn launch(name: &str, mem_mb: u32, workset_mb: u32) -> (Guest, u32) {
         let _ = Command::new("xl").args(["destroy", name]).output();
         // xenconsoled appends to the log of a name: start from empty ones
         // (also the temporary name an incoming migration has).
@@ -147,12 +168,6 @@ impl Guest {
         let g = Guest {
             name: name.to_string(),
         };
-        wait_for_or(
-            &format!("{name}'s first probe verify"),
-            GUEST_BOOT,
-            || g.verified() > 0,
-            || g.diagnostics(),
-        );
         (g, domid)
     }
 

@@ -4,13 +4,15 @@
 //! `lab up` brings its own tools (Debian packages), builds the hypervisor from
 //! Debian's Xen source with `xen-patches/` (cached), builds the dom0 image
 //! (cached), boots the hosts on copy-on-write overlays and installs the
-//! toolstack. Lab tests use [`hosts::LabState`] to reach the hosts.
+//! toolstack. Lab tests use [`hosts::LabState`] to reach the hosts, through the
+//! helpers in [`testing`].
 
 pub mod bench;
 pub mod deps;
 pub mod guestkit;
 pub mod hosts;
 pub mod image;
+pub mod testing;
 pub mod testrun;
 pub mod util;
 pub mod xen;

@@ -3,21 +3,11 @@
 //! `cargo test -p lab --test lab -- --ignored --test-threads=1`.
 
 use lab::hosts::LabState;
+use lab::testing::{lab, sh, wait_console};
 use lab::util::poll;
 use std::time::Duration;
 
 const NEEDS_LAB: &str = "needs the lab: run by `lab test`";
-
-fn lab() -> LabState {
-    let st = LabState::load().expect("no lab is up: run `lab up` (or `lab test`)");
-    assert!(st.all_alive(), "a lab host's QEMU is not running");
-    st
-}
-
-fn sh(st: &LabState, host: u32, script: &str) -> String {
-    st.exec_ok(host, script, Duration::from_secs(600))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-}
 
 /// `xl info` as key/value pairs.
 fn xl_info(st: &LabState, host: u32) -> Vec<(String, String)> {
@@ -35,48 +25,14 @@ fn get<'a>(info: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("xl info has no {key}"))
 }
 
-/// Waits until the guest's console log has `want` more lines containing `pat`
-/// than `before`; returns the matching lines.
-fn wait_console(st: &LabState, host: u32, name: &str, pat: &str, at_least: usize) -> Vec<String> {
-    poll(
-        &format!("{at_least} console line(s) '{pat}' from guest {name}"),
-        Duration::from_secs(300),
-        Duration::from_secs(2),
-        || {
-            let log = st.exec_ok(
-                host,
-                &format!("lab-guest-log {name}"),
-                Duration::from_secs(60),
-            )?;
-            let lines: Vec<String> = log
-                .lines()
-                .filter(|l| l.contains(pat))
-                .map(str::to_string)
-                .collect();
-            assert!(
-                !log.contains("verify FAILED"),
-                "guest {name} memory check failed:\n{log}"
-            );
-            Ok((lines.len() >= at_least).then_some(lines))
-        },
-    )
-    .unwrap_or_else(|e| {
-        let log = st
-            .exec_ok(
-                host,
-                &format!("lab-guest-log {name}; xl list"),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_default();
-        panic!("{e:#}\nconsole so far:\n{log}")
-    })
-}
+/// How long the smoke test waits for a console line (TCG boots are slow).
+const CONSOLE_WAIT: Duration = Duration::from_secs(300);
 
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn smoke_the_lab_runs_our_xen_build_and_its_daemons() {
     let _ = NEEDS_LAB;
-    let st = lab();
+    let st = lab("lab up");
     let info = xl_info(&st, 1);
     assert!(
         get(&info, "xen_extra").ends_with(lab::xen::VENDOR_VERSION),
@@ -104,15 +60,15 @@ fn smoke_the_lab_runs_our_xen_build_and_its_daemons() {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn smoke_a_probe_guest_boots_reports_and_survives_xl_migrate() {
-    let st = lab();
+    let st = lab("lab up");
     let name = "smoke-probe";
     let _ = st.exec(1, &format!("xl destroy {name}"), Duration::from_secs(60));
     // 128 MiB keeps a TCG migration short; xenguest's tests use 256 MiB.
     let domid = sh(&st, 1, &format!("lab-guest {name} 128 8"));
     let domid: u32 = domid.trim().parse().expect("lab-guest prints the domid");
     assert!(domid > 0);
-    wait_console(&st, 1, name, "probe: ready workset_mb=8", 1);
-    let before = wait_console(&st, 1, name, "probe: verify ok", 1).len();
+    wait_console(&st, 1, name, "probe: ready workset_mb=8", 0, CONSOLE_WAIT);
+    let before = wait_console(&st, 1, name, "probe: verify ok", 0, CONSOLE_WAIT).len();
 
     // The reference toolstack's live migration to localhost: shadow log-dirty
     // works in the lab's hypervisor (Debian's packaged one fails here).
@@ -150,8 +106,8 @@ fn smoke_a_probe_guest_boots_reports_and_survives_xl_migrate() {
         1,
         &format!("echo v > \"$(xenstore-read /local/domain/{new_id}/console/tty)\""),
     );
-    wait_console(&st, 1, name, "probe: verify ok", before + 1);
-    let gaps = wait_console(&st, 1, name, "probe: gap ms=", 1);
+    wait_console(&st, 1, name, "probe: verify ok", before, CONSOLE_WAIT);
+    let gaps = wait_console(&st, 1, name, "probe: gap ms=", 0, CONSOLE_WAIT);
     eprintln!("guest-observed pauses: {gaps:?}");
     sh(&st, 1, &format!("xl destroy {name}"));
     let list = sh(&st, 1, "xl list");
@@ -161,7 +117,7 @@ fn smoke_a_probe_guest_boots_reports_and_survives_xl_migrate() {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn lab_exec_reports_exit_status_and_output() {
-    let st = lab();
+    let st = lab("lab up");
     let out = st
         .exec(1, "echo out; echo err >&2; exit 7", Duration::from_secs(60))
         .unwrap();
@@ -179,7 +135,7 @@ fn lab_exec_reports_exit_status_and_output() {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn two_hosts_are_up_with_distinct_identities_and_share_the_lab_network() {
-    let st = lab();
+    let st = lab("lab up");
     assert_eq!(st.hosts.len(), 2, "run with `lab up --hosts 2`");
     for h in 1..=2u32 {
         assert_eq!(sh(&st, h, "hostname").trim(), format!("labhost{h}"));
@@ -208,7 +164,7 @@ fn lab_processes(run: &std::path::Path) -> String {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn failures_a_dying_qemu_is_reported_with_its_log_and_nothing_is_left_behind() {
-    let _ = lab(); // the caches are warm once a lab is up
+    let _ = lab("lab up"); // the caches are warm once a lab is up
     let run = std::env::temp_dir().join(format!("lab-fault-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
     let up = side_lab(&run, &["up", "--no-xapi"])
@@ -264,7 +220,7 @@ fn failures_a_dying_qemu_is_reported_with_its_log_and_nothing_is_left_behind() {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn failures_a_dom0_that_never_gets_ready_times_out_with_a_clear_message() {
-    let _ = lab();
+    let _ = lab("lab up");
     let run = std::env::temp_dir().join(format!("lab-slow-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
     let out = lab::util::output_with_timeout(

@@ -5,57 +5,15 @@
 //! `lab test` runs it in its two-host phase (`two_hosts` in the name).
 
 use lab::hosts::LabState;
+use lab::testing::{console_lines, lab, sh, wait_console};
 use lab::util::poll;
 use std::time::Duration;
 
 const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
 
-fn lab() -> LabState {
-    let st = LabState::load().expect("no lab is up: run `lab up --hosts 2` (or `lab test`)");
-    assert!(st.all_alive(), "a lab host's QEMU is not running");
-    st
-}
-
-fn sh(st: &LabState, host: u32, script: &str) -> String {
-    st.exec_ok(host, script, Duration::from_secs(600))
-        .unwrap_or_else(|e| panic!("host {host}: {e:#}"))
-}
-
-/// Lines of the guest's console log on `host` that contain `pat`.
-fn console_lines(st: &LabState, host: u32, name: &str, pat: &str) -> Vec<String> {
-    let log = sh(st, host, &format!("lab-guest-log {name}"));
-    assert!(
-        !log.contains("verify FAILED"),
-        "guest {name}'s memory check failed on host {host}:\n{log}"
-    );
-    log.lines()
-        .filter(|l| l.contains(pat))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits for more than `before` console lines with `pat` on `host`.
-fn wait_console(st: &LabState, host: u32, name: &str, pat: &str, before: usize) -> Vec<String> {
-    poll(
-        &format!("a new console line '{pat}' from {name} on host {host}"),
-        Duration::from_secs(420),
-        Duration::from_secs(2),
-        || {
-            let l = console_lines(st, host, name, pat);
-            Ok((l.len() > before).then_some(l))
-        },
-    )
-    .unwrap_or_else(|e| {
-        let log = st
-            .exec_ok(
-                host,
-                &format!("lab-guest-log {name} | tail -30; xl list"),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_default();
-        panic!("{e:#}\n{log}")
-    })
-}
+/// How long to wait for a console line: a first boot or a migrated guest's
+/// next verify under TCG.
+const CONSOLE_WAIT: Duration = Duration::from_secs(420);
 
 /// Names of the domains on `host` that carry `name` (also as a prefix,
 /// so that a `NAME--incoming` leftover counts).
@@ -138,7 +96,7 @@ fn migrate(st: &LabState, name: &str, from: u32, to: u32) {
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
 fn two_hosts_known_failing_five_live_migrations_with_xenguest() {
-    let st = lab();
+    let st = lab("lab up --hosts 2");
     assert_eq!(st.hosts.len(), 2, "run with `lab up --hosts 2`");
     let name = "mig2";
     for h in 1..=2 {
@@ -150,7 +108,7 @@ fn two_hosts_known_failing_five_live_migrations_with_xenguest() {
         );
     }
     sh(&st, 1, &format!("lab-guest {name} 256 16"));
-    wait_console(&st, 1, name, "probe: verify ok", 0);
+    wait_console(&st, 1, name, "probe: verify ok", 0, CONSOLE_WAIT);
     for (from, to) in [(1, 2), (2, 1), (1, 2), (2, 1), (1, 2)] {
         let verified = console_lines(&st, to, name, "probe: verify ok").len();
         let last_n = dom0_support::verify_lines(&sh(&st, from, &format!("lab-guest-log {name}")))
@@ -171,7 +129,7 @@ fn two_hosts_known_failing_five_live_migrations_with_xenguest() {
                 domid.trim()
             ),
         );
-        let lines = wait_console(&st, to, name, "probe: verify ok", verified);
+        let lines = wait_console(&st, to, name, "probe: verify ok", verified, CONSOLE_WAIT);
         // The pause it saw: the largest gap its verify lines report after
         // the last one it printed on the source (one of them spans it).
         let pause = dom0_support::verify_lines(&lines.join("\n"))
