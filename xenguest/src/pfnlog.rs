@@ -50,15 +50,6 @@ pub fn ranges(pfns: &[u64]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn runs_are_folded() {
-        assert_eq!(super::ranges(&[1, 2, 3, 7, 0x10, 0x11]), "1-3,7,10-11");
-        assert_eq!(super::ranges(&[]), "");
-    }
-}
-
 /// Per-pfn hashes of the last data page sent (save) or written (restore),
 /// data pages only (page tables are rewritten on the way).
 static HASHES: std::sync::Mutex<Option<std::collections::BTreeMap<u64, u64>>> =
@@ -155,4 +146,13 @@ pub fn check(what: &str, mut current: impl FnMut(&[u64]) -> Vec<Option<Vec<u8>>>
         let _ = std::fs::write(p.with_extension(format!("{what}.hashes")), s);
     }
     bad
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_are_folded() {
+        assert_eq!(super::ranges(&[1, 2, 3, 7, 0x10, 0x11]), "1-3,7,10-11");
+        assert_eq!(super::ranges(&[]), "");
+    }
 }
