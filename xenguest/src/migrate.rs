@@ -70,12 +70,6 @@
 //! buffer only coalesces record headers); the receiver reads each record
 //! as it needs it.  Neither side holds more than one batch of pages.
 //!
-//! # Status
-//!
-//! In the TCG lab, about one migration in three or four ends with the
-//! guest's probe finding a stale page (see `tests/dom0_migrate.rs`);
-//! `xl migrate` did not show it in the same labs.  Not yet explained.
-//!
 //! Time limits are the transport's: [`send_to`] and [`receive_on`] set
 //! read and write timeouts on their TCP connections.
 

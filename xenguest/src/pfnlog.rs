@@ -109,6 +109,22 @@ pub fn zero_runs(page: &[u8]) -> String {
     runs.join(",")
 }
 
+/// Bytes as hex and as text where printable.
+pub fn hex_text(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let text: String = b
+        .iter()
+        .map(|&x| {
+            if (0x20..0x7f).contains(&x) {
+                x as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("{hex} |{text}|")
+}
+
 /// Compares every recorded page with `current(pfns)` (its content now) and
 /// logs the ones that differ under `what`; returns how many differ.
 pub fn check(what: &str, mut current: impl FnMut(&[u64]) -> Vec<Option<Vec<u8>>>) -> usize {
@@ -126,8 +142,9 @@ pub fn check(what: &str, mut current: impl FnMut(&[u64]) -> Vec<Option<Vec<u8>>>
                 bad += 1;
                 log(
                     format_args!(
-                        "{what}: pfn {pfn:x} differs, zero words now at [{}]",
-                        zero_runs(&page)
+                        "{what}: pfn {pfn:x} differs, zero words now at [{}], last 64 bytes now {}",
+                        zero_runs(&page),
+                        hex_text(&page[page.len() - 64..])
                     ),
                     &[pfn],
                 );

@@ -9,23 +9,12 @@
 //! domain with the guest's name, running, its probe verifying its memory,
 //! a pause seen by the guest, nothing else left behind.
 //!
-//! KNOWN FAILURE (open; the five-migration test is named `known_failing_*`
-//! and `lab test` skips it unless XAPI_LAB_KNOWN_FAILING=1): in the TCG lab the probe reports `verify FAILED`
-//! after roughly one of our migrations in three or four: a workset page
-//! whose tail is stale (torn mid-write, so a final version that did not
-//! arrive or did not land), once its never-written 8 MiB pattern, and
-//! once in the *source* during pre-copy.  Seen with the receiver as a
-//! thread of the sender's process and as its own process.  Not seen in 7
-//! `xl migrate` runs in the same labs (nor in 3+3 runs of `lab bench
-//! migrate`).  Cause not found yet: a lost dirty page in our live loop
-//! (it mirrors libxc's: CLEAN after each round, FINAL CLEAN plus the last
-//! round's bitmap after the suspend), our restore's writes, or the lab's
-//! dom0 corruption under TCG (`malloc(): corrupted top size` was seen in a
-//! receiver too).  A later lab run of `xenguest migrate-send` (separate
-//! processes): 4 non-live migrations clean; of 4 live ones, one failed
-//! at the receiver pinning an L4 (`xc_mmuext_op ... EPERM`; the source
-//! resumed and verified), and one left 10 `verify FAILED`: the live path
-//! (log-dirty rounds) is where to look.
+//! These tests found a memory corruption in the TCG lab (a lost 48-byte
+//! tail in dom0's page copies, from Xen's lazy FPU switching under TCG;
+//! fixed by the lab's `spec-ctrl=eager-fpu`, see tests/lab/src/hosts.rs).
+//! With `XENGUEST_PFN_LOG=FILE` the sender and receiver trace every page
+//! and compare what was sent, received and finally in memory, which is how
+//! it was told apart from a lost dirty page.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -99,11 +88,9 @@ fn opts() -> MigrateOptions {
     o
 }
 
-/// Known failing (open defect): see the module docs; `lab test` runs it
-/// only with XAPI_LAB_KNOWN_FAILING=1.
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
-fn known_failing_five_live_migrations_to_localhost() {
+fn five_live_migrations_to_localhost() {
     let name = "mg-live";
     let (g, mut domid) = Guest::start(name, 256, 16);
     g.expect_verifies("verify ok before migrating");
@@ -418,15 +405,9 @@ fn suspended(seen: &[MigrateProgress]) -> bool {
         .any(|p| matches!(p, MigrateProgress::Save(Progress::Suspended { .. })))
 }
 
-/// Known failing (open defect, the same family as the stale page): it
-/// passed in two full `lab test` runs, then failed in a third when the
-/// stream ended during the first pre-copy round of the "cut during the
-/// final pass" case before the proxy had cut anything (sender: broken
-/// pipe; receiver: truncated stream), cause not found.  `lab test` runs
-/// it only with XAPI_LAB_KNOWN_FAILING=1.
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
-fn known_failing_faults_leave_the_source_running_alone() {
+fn faults_leave_the_source_running_alone() {
     let name = "mg-fault";
     let (g, domid) = Guest::start(name, 256, 16);
 

@@ -156,12 +156,13 @@ impl Memory {
                 format!("unknown {found:#018x}")
             };
             out.push(format!(
-                "workset frame va={:#x} pfn={} bad_words={} first={} last={} (probe page {p} word {i}: {what})",
+                "workset frame va={:#x} pfn={} bad_words={} first={} last={} (probe page {p} word {i}: {what}) words {}",
                 b.va,
                 pfn_of(b.va),
                 b.bad,
                 b.first,
-                b.last
+                b.last,
+                hex_words(&self.workset[b.first..=b.last.min(b.first + 7)])
             ));
         }
         let fresh = pattern_words(self.pattern.len());
@@ -175,16 +176,35 @@ impl Memory {
                 format!("unknown {found:#018x}")
             };
             out.push(format!(
-                "pattern frame va={:#x} pfn={} bad_words={} first={} last={} ({what})",
+                "pattern frame va={:#x} pfn={} bad_words={} first={} last={} ({what}) words {}",
                 b.va,
                 pfn_of(b.va),
                 b.bad,
                 b.first,
-                b.last
+                b.last,
+                hex_words(&self.pattern[b.first..=b.last.min(b.first + 7)])
             ));
         }
         out
     }
+}
+
+/// Words as hex, with their bytes as text where printable (what a stray
+/// write put there often says where it came from).
+fn hex_words(w: &[u64]) -> String {
+    let hex: Vec<String> = w.iter().map(|x| format!("{x:016x}")).collect();
+    let text: String = w
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("{} |{text}|", hex.join(" "))
 }
 
 /// A 4 KiB frame of a vector that holds wrong words (indices into the vector).

@@ -18,14 +18,39 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Xen options the TCG hosts need.
+///
+/// `spec-ctrl=eager-fpu`: QEMU 7.2's TCG does not reliably raise #NM for SSE
+/// instructions while CR0.TS is set, and Xen switches FPU state lazily on
+/// this (AMD-flavoured) CPU, relying on that #NM: a vCPU then used another
+/// context's XMM registers. Seen as the last 48 bytes of a 4 KiB memcpy in
+/// dom0 going wrong (zeros or another program's bytes: glibc keeps the tail
+/// of a copy in XMM registers across its `rep movsb`), about once per 250 000
+/// page copies under load, which corrupted guest pages in migration
+/// streams, files written in dom0 and processes' heaps. With eager FPU
+/// switching Xen never relies on #NM; `dom0_lab_integrity` checks it.
+const XEN_TCG_ARGS: &str = "spec-ctrl=eager-fpu";
+
 /// QEMU's CPU for the hosts. Without -smap,-smep dom0 crashes at boot under
 /// TCG (lab.md). QEMU 7.2's TCG emulation of AVX/AVX2 is new and corrupts
 /// registers in OpenSSL's vector code (sshd segfaulted in libcrypto), so the
 /// hosts get no AVX: software then takes its SSE paths, which TCG runs right.
-/// After live migrations (log-dirty, foreign mappings) dom0 processes were
-/// seen crashing on corrupted memory, as from a missed TLB flush; without
-/// PCID/INVPCID Xen flushes with plain CR3/CR4 writes. (Under investigation.)
+/// The hosts also get no PCID/INVPCID, so Xen flushes with plain CR3/CR4
+/// writes (tried while chasing the memory corruption [`XEN_TCG_ARGS`] fixes;
+/// kept as the simpler path).
 pub const CPU_MODEL: &str = "max,-smap,-smep,-avx,-avx2,-fma,-f16c,-pcid,-invpcid";
+
+/// The QEMU CPU model: [`CPU_MODEL`] unless `XAPI_LAB_QEMU_CPU` says otherwise
+/// (for trying the lab on other CPU models).
+fn cpu_model() -> String {
+    std::env::var("XAPI_LAB_QEMU_CPU").unwrap_or_else(|_| CPU_MODEL.to_string())
+}
+
+/// TCG with one thread per vCPU unless `XAPI_LAB_TCG_THREAD=single`.
+fn tcg_accel() -> String {
+    let t = std::env::var("XAPI_LAB_TCG_THREAD").unwrap_or_else(|_| "multi".into());
+    format!("tcg,thread={t}")
+}
 
 /// Memory per host and for its dom0 (lab.md: 3 GiB hosts, 1.5 GiB dom0).
 pub const HOST_MEM_MB: u32 = 3072;
@@ -364,14 +389,15 @@ pub fn boot(
         let qemu_log = dir.join(format!("host{i}.qemu.log"));
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-name", &format!("xapi-rs-lab-host{i}")])
-            .args(["-accel", "tcg,thread=multi", "-cpu", CPU_MODEL])
+            .args(["-accel", &tcg_accel(), "-cpu", &cpu_model()])
             .args(["-m", &HOST_MEM_MB.to_string(), "-smp", &cpus.to_string()])
             .arg("-kernel")
             .arg(xen)
             .args([
                 "-append",
                 &format!(
-                    "dom0_mem={DOM0_MEM_MB}M,max:{DOM0_MEM_MB}M dom0_max_vcpus={cpus} console=com1 com1=115200 noreboot"
+                    "dom0_mem={DOM0_MEM_MB}M,max:{DOM0_MEM_MB}M dom0_max_vcpus={cpus} console=com1 com1=115200 noreboot {XEN_TCG_ARGS} {}",
+                    std::env::var("XAPI_LAB_XEN_ARGS").unwrap_or_default()
                 ),
             ])
             .arg("-initrd")

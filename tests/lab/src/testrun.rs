@@ -85,8 +85,8 @@ struct Dom0Tests {
     name: String,
     exe: PathBuf,
     /// Listed in the package's `[package.metadata.lab] fresh-host`: it
-    /// live-migrates, after which this TCG lab's dom0 has been seen to
-    /// corrupt memory, so it gets a freshly booted host of its own.
+    /// live-migrates and gets a freshly booted host of its own, so what it
+    /// leaves behind cannot affect other tests.
     fresh_host: bool,
 }
 
@@ -177,10 +177,7 @@ fn dom0_tests(st: &LabState, b: &Dom0Tests, t: &mut Tally) -> bool {
         .and_then(|_| {
             st.exec(
                 1,
-                &format!(
-                    "cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1 {}",
-                    known_failing_filter().join(" ")
-                ),
+                &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
                 Duration::from_secs(1800),
             )
         });
@@ -233,21 +230,9 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
                 "--ignored",
                 "--test-threads=1",
             ])
-            .args(filter)
-            .args(known_failing_filter()),
+            .args(filter),
         tally,
     )
-}
-
-/// Tests named `known_failing_*` prove an open defect (named in their
-/// docs and the README): `lab test` skips them unless
-/// `XAPI_LAB_KNOWN_FAILING=1`, so that CI reports everything else.
-fn known_failing_filter() -> Vec<&'static str> {
-    if std::env::var("XAPI_LAB_KNOWN_FAILING").as_deref() == Ok("1") {
-        vec![]
-    } else {
-        vec!["--skip", "known_failing"]
-    }
 }
 
 pub fn run(keep: bool) -> Result<i32> {

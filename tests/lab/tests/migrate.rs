@@ -90,12 +90,9 @@ fn migrate(st: &LabState, name: &str, from: u32, to: u32) {
     assert!(recv.contains("receiver exit=0"), "receiver failed:\n{recv}");
 }
 
-/// Known failing (open defect: a stale guest page after some of our live
-/// migrations, see xenguest/src/migrate.rs); `lab test` runs it only with
-/// XAPI_LAB_KNOWN_FAILING=1.
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
-fn two_hosts_known_failing_five_live_migrations_with_xenguest() {
+fn two_hosts_five_live_migrations_with_xenguest() {
     let st = lab("lab up --hosts 2");
     assert_eq!(st.hosts.len(), 2, "run with `lab up --hosts 2`");
     let name = "mig2";
