@@ -631,7 +631,12 @@ pub fn receive_with<S: Read + Write, D: Destination>(
             name: r.name.clone(),
         })
         .and_then(|()| match conn.recv("before `unpause`")? {
-            Msg::Unpause => Ok(()),
+            Msg::Unpause => {
+                if std::env::var_os("XENGUEST_TRACE").is_some() {
+                    eprintln!("xenguest: [{:9.1} ms] unpause", crate::restore::trace_ms());
+                }
+                Ok(())
+            }
             Msg::Abort(why) => Err(MigrateError::Aborted(why)),
             m => Err(unexpected(&m, "unpause")),
         })

@@ -214,7 +214,10 @@ pub fn domain_config_json(text: &str) -> std::result::Result<String, String> {
 /// logged to stderr (for debugging in a dom0).
 fn trace(what: std::fmt::Arguments<'_>) {
     if std::env::var_os("XENGUEST_TRACE").is_some() {
-        eprintln!("xenguest trace: {what}");
+        eprintln!(
+            "xenguest trace: [{:9.1} ms] {what}",
+            crate::restore::trace_ms()
+        );
     }
 }
 
@@ -451,7 +454,9 @@ impl<'a> SaveState<'a> {
             let pfns: Vec<u64> = pfns.into_iter().collect();
             mem.refresh_p2m()?;
             let before = w.written();
+            trace(format_args!("final pass: {} pages", pfns.len()));
             let (sent, _) = self.send_pages(&mut w, &mem, &pfns, false, &mut deferred)?;
+            trace(format_args!("final pass sent"));
             stats.final_pages = sent;
             stats.pages_sent += sent;
             let _ = before;
@@ -481,6 +486,7 @@ impl<'a> SaveState<'a> {
         w.write_record(&Record::SharedInfo(mem.shinfo.to_bytes()))?;
         self.write_vcpus(&mut w, &mem)?;
         w.write_record(&Record::End)?;
+        trace(format_args!("END written"));
         if !matches!(self.opts.wrapper, Wrapper::Libxc) {
             w.write_libxl_record(&LibxlRecord::End)?;
         }
@@ -552,7 +558,12 @@ impl<'a> SaveState<'a> {
                 bandwidth: bw.bytes_per_sec().unwrap_or(0.0),
                 estimated_downtime: bw.estimate(dirty),
             }));
-            if let Some(r) = self.opts.policy.decide(round, dirty, &bw, w.written(), ram) {
+            let prev = stats.dirty_per_round.iter().rev().nth(1).copied();
+            if let Some(r) = self
+                .opts
+                .policy
+                .decide(round, dirty, prev, &bw, w.written(), ram)
+            {
                 stats.stop_reason = Some(r);
                 progress(&Progress::LiveStopped(r));
                 // The final pass sends what is dirty then (CLEAN|FINAL
@@ -877,6 +888,9 @@ impl<'a> SaveState<'a> {
         } else {
             self.rt.block_on(xs.request_shutdown(domid, "suspend"))?;
             let acked = self.rt.block_on(xs.wait_shutdown_acked(domid, timeout))?;
+            if acked {
+                trace(format_args!("suspend request acknowledged"));
+            }
             if !acked {
                 // Withdraw the request so the guest does not act on it later.
                 let _ = self
@@ -901,6 +915,7 @@ impl<'a> SaveState<'a> {
                 what: e.to_string(),
             })?;
         self.suspended = true;
+        trace(format_args!("suspended after {:?}", t.elapsed()));
         progress(&Progress::Suspended { took: t.elapsed() });
         Ok(())
     }

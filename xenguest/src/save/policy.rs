@@ -1,11 +1,15 @@
 //! When to stop pre-copying and suspend the guest (pure logic, no Xen).
 //!
 //! The reference (libxenguest) stops after 5 iterations or when fewer than
-//! 50 pages are dirty.  We stop on a downtime estimate instead: the pages
-//! the final pass would have to send, times the page size, divided by the
-//! bandwidth measured over the rounds so far.  Two safety nets bound a
-//! guest that dirties memory faster than we can send it: a round limit and
-//! a limit on the total bytes sent, as a multiple of the guest's RAM.
+//! 50 pages are dirty.  We aim at the smallest final pass instead: keep
+//! copying while each round leaves clearly fewer dirty pages than the one
+//! before (the guest's working set is being caught up with), and suspend
+//! once it stops shrinking (what is left is what the guest dirties during
+//! one short round) or is tiny, provided the final pass is estimated to
+//! fit the downtime target: its pages times the page size over the
+//! bandwidth measured so far.  Two safety nets bound a guest that dirties
+//! memory faster than we can send it: a round limit and a limit on the
+//! total bytes sent, as a multiple of the guest's RAM.
 
 use std::time::Duration;
 
@@ -32,6 +36,13 @@ impl Default for LivePolicy {
         }
     }
 }
+
+/// A round that leaves at least this share of the previous round's dirty
+/// pages did not shrink the final pass enough to pay for another round.
+const SHRINK: f64 = 0.75;
+
+/// Dirty pages few enough to stop at once (the reference's threshold).
+const TINY: u64 = 50;
 
 /// Why pre-copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,19 +87,24 @@ impl LivePolicy {
     /// Decide after round `round` (1-based, just finished) whether to stop,
     /// given the pages now dirty, the bandwidth so far, the total bytes
     /// sent and the guest's RAM in bytes.
+    /// Called after each round with the pages now dirty (`prev_dirty`: after
+    /// the round before, `None` after the first); `Some` ends pre-copy.
     pub fn decide(
         &self,
         round: u32,
         dirty_pages: u64,
+        prev_dirty: Option<u64>,
         bw: &Bandwidth,
         bytes_sent: u64,
         ram_bytes: u64,
     ) -> Option<StopReason> {
-        if let Some(est) = bw.estimate(dirty_pages) {
-            if est <= self.downtime_target {
-                return Some(StopReason::Converged);
-            }
-        } else if dirty_pages == 0 {
+        let fits = match bw.estimate(dirty_pages) {
+            Some(est) => est <= self.downtime_target,
+            None => dirty_pages == 0,
+        };
+        let settled = dirty_pages <= TINY
+            || prev_dirty.is_some_and(|p| dirty_pages as f64 >= SHRINK * p as f64);
+        if fits && settled {
             return Some(StopReason::Converged);
         }
         if round >= self.max_rounds {
@@ -112,20 +128,33 @@ mod tests {
     }
 
     #[test]
-    fn converges_when_the_estimate_is_below_the_target() {
+    fn converges_once_the_dirty_set_stops_shrinking_within_the_target() {
         let p = LivePolicy::default();
-        // 100 MiB/s: 300 ms is ~7600 pages.
         let b = bw(100);
+        // Still shrinking fast: another round pays.
+        assert_eq!(p.decide(2, 5000, Some(20000), &b, 1 << 20, 1 << 30), None);
+        // After the first round there is nothing to compare with.
+        assert_eq!(p.decide(1, 5000, None, &b, 1 << 20, 1 << 30), None);
+        // Stopped shrinking, and the final pass fits the target.
         assert_eq!(
-            p.decide(2, 5000, &b, 1 << 30, 1 << 30),
+            p.decide(3, 4000, Some(5000), &b, 1 << 20, 1 << 30),
             Some(StopReason::Converged)
         );
-        assert_eq!(p.decide(2, 20000, &b, 1 << 20, 1 << 30), None);
+        // Stopped shrinking but too big for the target: go on.
+        assert_eq!(p.decide(3, 20000, Some(20000), &b, 1 << 20, 1 << 30), None);
+        // Tiny: stop at once.
         assert_eq!(
-            p.decide(2, 0, &Bandwidth::default(), 0, 1 << 30),
+            p.decide(2, 40, Some(5000), &b, 1 << 20, 1 << 30),
             Some(StopReason::Converged)
         );
-        assert_eq!(p.decide(2, 1, &Bandwidth::default(), 0, 1 << 30), None);
+        assert_eq!(
+            p.decide(2, 0, None, &Bandwidth::default(), 0, 1 << 30),
+            Some(StopReason::Converged)
+        );
+        assert_eq!(
+            p.decide(2, 1, None, &Bandwidth::default(), 0, 1 << 30),
+            None
+        );
     }
 
     #[test]
@@ -135,13 +164,13 @@ mod tests {
             ..LivePolicy::default()
         };
         let b = bw(1);
-        assert_eq!(p.decide(3, 50_000, &b, 0, 1 << 30), None);
+        assert_eq!(p.decide(3, 50_000, Some(50_000), &b, 0, 1 << 30), None);
         assert_eq!(
-            p.decide(4, 50_000, &b, 0, 1 << 30),
+            p.decide(4, 50_000, Some(50_000), &b, 0, 1 << 30),
             Some(StopReason::RoundLimit)
         );
         assert_eq!(
-            p.decide(2, 50_000, &b, 4 << 30, 1 << 30),
+            p.decide(2, 50_000, Some(50_000), &b, 4 << 30, 1 << 30),
             Some(StopReason::ByteLimit)
         );
     }
