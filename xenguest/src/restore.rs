@@ -352,7 +352,8 @@ impl Ctx<'_> {
 
     fn start_info(&mut self, blob: &mut [u8]) -> Result<()> {
         let pfn = layout::vcpu_start_info_pfn(blob);
-        let data_page = |t: PageType| t == PageType::NoTab;
+        // XALLOC: a page sent without data because it was zero.
+        let data_page = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         let mfn = self
             .frame_of(pfn, "a data page", data_page)
             .map_err(|e| RestoreError::Invalid(format!("start_info pfn {pfn:#x}: {e}")))?;
@@ -432,7 +433,7 @@ impl Ctx<'_> {
             }
         }
         let l4 = |t: PageType| t.table_level() == Some(4);
-        let gdt = |t: PageType| t.table_level().is_none() && t.has_data();
+        let gdt = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         for id in 0..self.vcpus.len() {
             let Some(mut blob) = self.vcpus[id].basic.take() else {
                 continue;
@@ -500,7 +501,8 @@ impl Ctx<'_> {
             self.online[id] = true;
         }
         // Write the p2m into the guest's own p2m frames.
-        let data_page = |t: PageType| t == PageType::NoTab;
+        // XALLOC: a page sent without data because it was zero.
+        let data_page = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         let max = self.max_pfn.unwrap_or(0);
         let needed = (max as usize + 1).div_ceil(512);
         if self.p2m_frames.len() < needed {

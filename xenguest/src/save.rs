@@ -145,6 +145,8 @@ pub struct SaveStats {
     pub pages_sent: u64,
     /// Pages with data written while the guest was suspended.
     pub final_pages: u64,
+    /// Zero pages never sent before, sent without data (XALLOC).
+    pub zero_pages: u64,
     /// From the suspend request to the end of the stream.
     pub suspended_for: Duration,
     /// The whole save.
@@ -312,6 +314,7 @@ pub fn save<W: Write>(
         we_suspended: false,
         logdirty: false,
         suspend_started: None,
+        zero_pages: std::cell::Cell::new(0),
     };
     let t0 = Instant::now();
     let r = st.run(out, &mut progress, t0);
@@ -357,6 +360,8 @@ struct SaveState<'a> {
     we_suspended: bool,
     logdirty: bool,
     suspend_started: Option<Instant>,
+    /// Zero pages sent as XALLOC (no data).
+    zero_pages: std::cell::Cell<u64>,
 }
 
 /// Everything mapped from the guest: m2p, shared_info, p2m.
@@ -374,6 +379,8 @@ struct GuestMem<'a> {
     p2m: Vec<u64>,
     /// p2m_generation when mapped (linear p2m only).
     generation: Option<u64>,
+    /// pfns whose data went into the stream at least once.
+    sent_data: Vec<bool>,
 }
 
 impl<'a> SaveState<'a> {
@@ -455,7 +462,7 @@ impl<'a> SaveState<'a> {
             mem.refresh_p2m()?;
             let before = w.written();
             trace(format_args!("final pass: {} pages", pfns.len()));
-            let (sent, _) = self.send_pages(&mut w, &mem, &pfns, false, &mut deferred)?;
+            let (sent, _) = self.send_pages(&mut w, &mut mem, &pfns, false, &mut deferred)?;
             trace(format_args!("final pass sent"));
             stats.final_pages = sent;
             stats.pages_sent += sent;
@@ -466,7 +473,7 @@ impl<'a> SaveState<'a> {
                 self.check_sent(&mem);
             }
         } else {
-            let (sent, _) = self.send_pages(&mut w, &mem, &all, false, &mut deferred)?;
+            let (sent, _) = self.send_pages(&mut w, &mut mem, &all, false, &mut deferred)?;
             stats.final_pages = sent;
             stats.pages_sent += sent;
         }
@@ -493,6 +500,7 @@ impl<'a> SaveState<'a> {
         w.flush()?;
         stats.bytes = w.written();
         stats.total = t0.elapsed();
+        stats.zero_pages = self.zero_pages.get();
         stats.suspended_for = self
             .suspend_started
             .map(|s| s.elapsed())
@@ -579,7 +587,7 @@ impl<'a> SaveState<'a> {
     fn send_pages<W: Write>(
         &self,
         w: &mut StreamWriter<&mut W>,
-        mem: &GuestMem<'_>,
+        mem: &mut GuestMem<'_>,
         pfns: &[u64],
         live: bool,
         deferred: &mut BTreeSet<u64>,
@@ -653,6 +661,20 @@ impl<'a> SaveState<'a> {
                         }
                     }
                 }
+                if types[i] == PageType::NoTab
+                    && !mem.sent_data[pfn as usize]
+                    && page.iter().all(|&b| b == 0)
+                {
+                    // A zero page never sent before: XALLOC (populate, no
+                    // data) leaves it zero at any receiver, ours or the
+                    // reference's, since Xen gives guests scrubbed pages.
+                    // Once data went, zeros must be sent as data.
+                    entries.push(PageEntry::new(pfn, PageType::XAlloc));
+                    self.zero_pages.set(self.zero_pages.get() + 1);
+                    crate::pfnlog::forget(pfn);
+                    continue;
+                }
+                mem.sent_data[pfn as usize] = true;
                 entries.push(PageEntry::new(pfn, types[i]));
                 data.extend_from_slice(&page);
                 sent += 1;
@@ -777,6 +799,7 @@ impl<'a> SaveState<'a> {
             p2m_pfns: Vec::new(),
             p2m: Vec::new(),
             generation,
+            sent_data: vec![false; max_pfn as usize + 1],
         };
         mem.refresh_p2m()?;
         let mut pfns = Vec::with_capacity(leaves.len());
