@@ -624,6 +624,12 @@ pub fn receive_with<S: Read + Write, D: Destination>(
             return Err(e.into());
         }
     };
+    if std::env::var_os("XENGUEST_TRACE").is_some() {
+        eprintln!(
+            "xenguest: [{:9.1} ms] restored, telling the sender",
+            crate::restore::trace_ms()
+        );
+    }
     // Until `unpause` arrives, anything else discards the paused copy.
     let cleared = conn
         .send(&Msg::Received {

@@ -789,6 +789,66 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
         "store port {store_port}, console port {console_port}, shared_info {:#x}",
         info.shared_info_frame
     );
+    let name = name.unwrap_or_else(|| format!("restored-{domid}"));
+    let start_time = now_string();
+    let vm_root = format!("/vm/{}", tree::format_uuid(&uuid));
+    let tree_nodes =
+        |max_kib: u64, target_kib: u64, online: &[bool], store_mfn: u64, console_mfn: u64| {
+            let mut nodes = tree::domain_tree(&TreeParams {
+                domid,
+                name: name.clone(),
+                uuid,
+                max_memkb: max_kib,
+                target_memkb: target_kib,
+                video_memkb: config.video_memkb.unwrap_or(0),
+                vcpus: max_vcpus,
+                online_vcpus: online.to_vec(),
+                store_port,
+                store_mfn,
+                console_port,
+                console_mfn,
+                start_time: start_time.clone(),
+            });
+            if vm_taken {
+                let sub = format!("{vm_root}/");
+                nodes.retain(|n| n.path != vm_root && !n.path.starts_with(&sub));
+            }
+            nodes
+        };
+    // With the memory size known from the config, the tree is written now,
+    // while a live sender is still pre-copying: only what the stream
+    // decides (ring frames, online vCPUs) is left for the end, when the
+    // guest is paused waiting for us.
+    // libxl's record of the domain's configuration (what `xl list -l`
+    // shows), removed again if the restore fails.
+    let write_userdata = |max_kib: u64, target_kib: u64, cleanup: &mut Cleanup<'_>| {
+        let path = std::path::Path::new(XEN_LIB_DIR).join(format!(
+            "userdata-d.{domid}.{}.libxl-json",
+            tree::format_uuid(&uuid)
+        ));
+        cleanup.userdata = Some(path.clone());
+        std::fs::write(
+            &path,
+            config.userdata_json(&name, &uuid, max_kib, target_kib),
+        )
+    };
+    let mut userdata_written = false;
+    let mut early_nodes = Vec::new();
+    if let (Some(xs), Some(mk)) = (&xs, max_kib) {
+        cleanup.xs_roots = tree::tree_roots(domid, &uuid);
+        if vm_taken {
+            cleanup.xs_roots.retain(|r| *r != vm_root);
+        }
+        let online = vec![true; max_vcpus as usize];
+        early_nodes = tree_nodes(mk, target_kib.unwrap_or(mk), &online, 0, 0);
+        trace!(
+            "writing the xenstore tree early ({} nodes)",
+            early_nodes.len()
+        );
+        rt.block_on(write_tree(xs, domid, &early_nodes))?;
+        write_userdata(mk, target_kib.unwrap_or(mk), &mut cleanup)?;
+        userdata_written = true;
+    }
 
     let mut ctx = Ctx {
         xc: &xc,
@@ -874,50 +934,43 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
     let (store_mfn, console_mfn, populated) = (ctx.store_mfn, ctx.console_mfn, ctx.populated);
     let online = ctx.online.clone();
     let max_pfn = ctx.max_pfn.unwrap_or(0);
+    // Freeing the stream's buffers and the p2m takes milliseconds under TCG
+    // while the guest is paused waiting for us: another thread does it.
+    let garbage = (
+        reader.take_buffers(),
+        std::mem::take(&mut ctx.p2m),
+        std::mem::take(&mut ctx.types),
+    );
+    std::thread::spawn(move || drop(garbage));
     drop(ctx);
 
-    let name = name.unwrap_or_else(|| format!("restored-{domid}"));
     let max_kib = max_kib.unwrap_or((max_pfn + 1) * 4);
     let target_kib = target_kib.unwrap_or(max_kib);
     if let Some(xs) = &xs {
-        let vm_root = format!("/vm/{}", tree::format_uuid(&uuid));
         cleanup.xs_roots = tree::tree_roots(domid, &uuid);
         if vm_taken {
             cleanup.xs_roots.retain(|r| *r != vm_root);
         }
-        let params = TreeParams {
-            domid,
-            name: name.clone(),
-            uuid,
-            max_memkb: max_kib,
-            target_memkb: target_kib,
-            video_memkb: config.video_memkb.unwrap_or(0),
-            vcpus: max_vcpus,
-            online_vcpus: online.clone(),
-            store_port,
-            store_mfn,
-            console_port,
-            console_mfn,
-            start_time: now_string(),
-        };
-        let mut nodes = tree::domain_tree(&params);
-        if vm_taken {
-            let sub = format!("{vm_root}/");
-            nodes.retain(|n| n.path != vm_root && !n.path.starts_with(&sub));
+        let nodes: Vec<tree::Node> =
+            tree_nodes(max_kib, target_kib, &online, store_mfn, console_mfn)
+                .into_iter()
+                .filter(|n| !early_nodes.contains(n))
+                .collect();
+        let final_nodes = nodes;
+        if !userdata_written {
+            write_userdata(max_kib, target_kib, &mut cleanup)?;
         }
-        trace!("writing the xenstore tree ({} nodes)", nodes.len());
-        rt.block_on(write_tree(xs, domid, &nodes))?;
-        let path = std::path::Path::new(XEN_LIB_DIR).join(format!(
-            "userdata-d.{domid}.{}.libxl-json",
-            tree::format_uuid(&uuid)
-        ));
-        cleanup.userdata = Some(path.clone());
-        std::fs::write(
-            &path,
-            config.userdata_json(&name, &uuid, max_kib, target_kib),
-        )?;
-        trace!("introducing the domain to xenstored");
-        rt.block_on(xs.introduce_domain(domid, store_mfn, store_port))?;
+        trace!(
+            "writing the last {} xenstore nodes and introducing the domain",
+            final_nodes.len()
+        );
+        rt.block_on(finish_tree_and_introduce(
+            xs,
+            domid,
+            &final_nodes,
+            store_mfn,
+            store_port,
+        ))?;
         trace!("introduced");
     }
     if !opts.paused {
@@ -926,6 +979,7 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
     cleanup.domid = None;
     cleanup.xs_roots.clear();
     cleanup.userdata = None;
+    trace!("restore done");
     Ok(Restored {
         domid,
         name,
@@ -1076,16 +1130,21 @@ fn item_name(i: &Item) -> String {
     }
 }
 
-async fn write_tree(xs: &xenstore::Xenstore, domid: DomId, nodes: &[tree::Node]) -> Result<()> {
+/// A node's permission list for domain `domid`.
+fn node_perms(domid: DomId, p: Perms) -> Vec<xenstore::Perm> {
     use xenstore::{Access, Perm};
-    let perms = |p: Perms| match p {
+    match p {
         Perms::Dom0Only => vec![Perm::new(0, Access::None)],
         Perms::GuestRead => vec![Perm::new(0, Access::None), Perm::new(domid, Access::Read)],
         Perms::GuestOwned => vec![Perm::new(domid, Access::None)],
         Perms::GuestOwnedDom0Read => {
             vec![Perm::new(domid, Access::None), Perm::new(0, Access::Read)]
         }
-    };
+    }
+}
+
+async fn write_tree(xs: &xenstore::Xenstore, domid: DomId, nodes: &[tree::Node]) -> Result<()> {
+    let perms = |p: Perms| node_perms(domid, p);
     let nodes = nodes.to_vec();
     xs.transaction(|tx| {
         let nodes = nodes.clone();
@@ -1106,6 +1165,32 @@ async fn write_tree(xs: &xenstore::Xenstore, domid: DomId, nodes: &[tree::Node])
         }
     })
     .await?;
+    Ok(())
+}
+
+/// Writes the nodes only the stream could decide (ring frames, online
+/// vCPUs) and introduces the domain, all requests in flight at once: the
+/// guest waits for this. No transaction: nothing reads a domain's tree
+/// before it is introduced, and xenstored handles one connection's requests
+/// in order, so each node's permissions follow its value and the
+/// introduction (which makes xenconsoled read the console's ring) comes
+/// last.
+async fn finish_tree_and_introduce(
+    xs: &xenstore::Xenstore,
+    domid: DomId,
+    nodes: &[tree::Node],
+    store_mfn: u64,
+    store_port: u32,
+) -> Result<()> {
+    type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = xenstore::Result<()>> + 'a>>;
+    let perms: Vec<_> = nodes.iter().map(|n| node_perms(domid, n.perms)).collect();
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for (n, p) in nodes.iter().zip(&perms) {
+        steps.push(Box::pin(xs.write(&n.path, &n.value)));
+        steps.push(Box::pin(xs.set_perms(&n.path, p)));
+    }
+    steps.push(Box::pin(xs.introduce_domain(domid, store_mfn, store_port)));
+    futures_util::future::try_join_all(steps).await?;
     Ok(())
 }
 
@@ -1175,6 +1260,42 @@ mod cleanup_tests {
                 xs.get_perms("/local/domain/9/data/k39").await.unwrap(),
                 vec![Perm::new(9, Access::None), Perm::new(0, Access::Read)]
             );
+        });
+    }
+
+    #[test]
+    fn the_last_nodes_land_before_the_introduction() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let fake = FakeXenstored::new();
+            let xs = fake.connect();
+            let node = |path: &str, value: &str| tree::Node {
+                path: path.into(),
+                value: value.into(),
+                perms: Perms::GuestRead,
+            };
+            write_tree(&xs, 9, &[node("/local/domain/9/console/ring-ref", "0")])
+                .await
+                .unwrap();
+            let last = [
+                node("/local/domain/9/console/ring-ref", "4660"),
+                node("/local/domain/9/store/ring-ref", "4661"),
+            ];
+            assert!(!xs.is_domain_introduced(9).await.unwrap());
+            finish_tree_and_introduce(&xs, 9, &last, 4661, 1)
+                .await
+                .unwrap();
+            assert!(xs.is_domain_introduced(9).await.unwrap());
+            for n in &last {
+                assert_eq!(xs.read_string(&n.path).await.unwrap(), n.value);
+                assert_eq!(
+                    xs.get_perms(&n.path).await.unwrap(),
+                    node_perms(9, Perms::GuestRead)
+                );
+            }
         });
     }
 

@@ -235,6 +235,15 @@ impl Decoder {
         v
     }
 
+    /// Hands over the buffer's memory (holding nothing undecoded: only
+    /// once the stream is done), so that the caller decides when to free it.
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        self.pos = 0;
+        b
+    }
+
     /// Size of the unit being decoded, as far as the buffered bytes tell.
     fn required(&self) -> usize {
         let a = self.avail();

@@ -52,6 +52,13 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    /// The reader's and decoder's buffers (megabytes after a page batch),
+    /// taken out so that they can be freed off a latency-critical path;
+    /// for use after the stream's end.
+    pub fn take_buffers(&mut self) -> [Vec<u8>; 2] {
+        [std::mem::take(&mut self.scratch), self.dec.take_buffer()]
+    }
+
     pub fn decoder(&self) -> &Decoder {
         &self.dec
     }
