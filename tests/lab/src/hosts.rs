@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Xen options the TCG hosts need.
 ///
-/// `spec-ctrl=eager-fpu`: QEMU 7.2's TCG does not reliably raise #NM for SSE
+/// `spec-ctrl=eager-fpu`: QEMU 7.2's TCG evidently does not reliably raise #NM for SSE
 /// instructions while CR0.TS is set, and Xen switches FPU state lazily on
 /// this (AMD-flavoured) CPU, relying on that #NM: a vCPU then used another
 /// context's XMM registers. Seen as the last 48 bytes of a 4 KiB memcpy in
