@@ -624,12 +624,7 @@ pub fn receive_with<S: Read + Write, D: Destination>(
             return Err(e.into());
         }
     };
-    if std::env::var_os("XENGUEST_TRACE").is_some() {
-        eprintln!(
-            "xenguest: [{:9.1} ms] restored, telling the sender",
-            crate::restore::trace_ms()
-        );
-    }
+    crate::restore::trace_step("xenguest:", format_args!("restored, telling the sender"));
     // Until `unpause` arrives, anything else discards the paused copy.
     let cleared = conn
         .send(&Msg::Received {
@@ -638,9 +633,7 @@ pub fn receive_with<S: Read + Write, D: Destination>(
         })
         .and_then(|()| match conn.recv("before `unpause`")? {
             Msg::Unpause => {
-                if std::env::var_os("XENGUEST_TRACE").is_some() {
-                    eprintln!("xenguest: [{:9.1} ms] unpause", crate::restore::trace_ms());
-                }
+                crate::restore::trace_step("xenguest:", format_args!("unpause"));
                 Ok(())
             }
             Msg::Abort(why) => Err(MigrateError::Aborted(why)),

@@ -28,26 +28,32 @@ pub fn log(what: std::fmt::Arguments<'_>, pfns: &[u64]) {
     }
 }
 
-/// `1,2,3,7` -> `1-3,7` (in hex), in the order given.
-pub fn ranges(pfns: &[u64]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < pfns.len() {
-        let mut j = i;
-        while j + 1 < pfns.len() && pfns[j + 1] == pfns[j] + 1 {
-            j += 1;
+/// Runs of `values` that go up by `step`, as (first, last) pairs, in the
+/// order given.
+fn runs(values: &[u64], step: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &v in values {
+        match out.last_mut() {
+            Some((_, last)) if *last + step == v => *last = v,
+            _ => out.push((v, v)),
         }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if i == j {
-            out.push_str(&format!("{:x}", pfns[i]));
-        } else {
-            out.push_str(&format!("{:x}-{:x}", pfns[i], pfns[j]));
-        }
-        i = j + 1;
     }
     out
+}
+
+/// `1,2,3,7` -> `1-3,7` (in hex), in the order given.
+pub fn ranges(pfns: &[u64]) -> String {
+    runs(pfns, 1)
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("{a:x}")
+            } else {
+                format!("{a:x}-{b:x}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Per-pfn hashes of the last data page sent (save) or written (restore),
@@ -74,6 +80,9 @@ pub fn record(pfn: u64, page: &[u8]) {
 
 /// Forgets `pfn` (it was sent as a page table or without data).
 pub fn forget(pfn: u64) {
+    if !enabled() {
+        return;
+    }
     let mut g = HASHES.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = g.as_mut() {
         m.remove(&pfn);
@@ -96,17 +105,11 @@ pub fn zero_runs(page: &[u8]) -> String {
         .filter(|(_, c)| c.iter().all(|&b| b == 0))
         .map(|(i, _)| i as u64 * 8)
         .collect();
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < z.len() {
-        let mut j = i;
-        while j + 1 < z.len() && z[j + 1] == z[j] + 8 {
-            j += 1;
-        }
-        runs.push(format!("{:x}-{:x}", z[i], z[j] + 7));
-        i = j + 1;
-    }
-    runs.join(",")
+    runs(&z, 8)
+        .iter()
+        .map(|&(a, b)| format!("{a:x}-{:x}", b + 7))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Bytes as hex and as text where printable.
@@ -171,5 +174,9 @@ mod tests {
     fn runs_are_folded() {
         assert_eq!(super::ranges(&[1, 2, 3, 7, 0x10, 0x11]), "1-3,7,10-11");
         assert_eq!(super::ranges(&[]), "");
+        let mut page = [1u8; 64];
+        page[8..24].fill(0);
+        page[56..].fill(0);
+        assert_eq!(super::zero_runs(&page), "8-17,38-3f");
     }
 }

@@ -104,27 +104,37 @@ pub enum RestoreError {
 
 type Result<T> = std::result::Result<T, RestoreError>;
 
-fn tracing() -> bool {
+/// Whether `XENGUEST_TRACE` is set (the steps of a save, restore or
+/// migration are then logged to stderr).
+pub(crate) fn tracing() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("XENGUEST_TRACE").is_some())
 }
 
-/// Milliseconds since the first trace line (for reading where a restore's
-/// time goes).
-pub(crate) fn trace_ms() -> f64 {
+/// Logs one step with `prefix` and the milliseconds since the first
+/// trace line (for reading where the time goes), if tracing.
+pub(crate) fn trace_step(prefix: &str, what: std::fmt::Arguments<'_>) {
     static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    T0.get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_secs_f64()
-        * 1e3
+    if tracing() {
+        let ms = T0
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3;
+        eprintln!("{prefix} [{ms:9.1} ms] {what}");
+    }
 }
 
 macro_rules! trace {
     ($($a:tt)*) => {
-        if tracing() {
-            eprintln!("xenguest: [{:9.1} ms] {}", trace_ms(), format!($($a)*));
-        }
+        trace_step("xenguest:", format_args!($($a)*))
     };
+}
+
+/// A page the guest uses as plain memory (XALLOC: one sent without data
+/// because it was zero).
+fn is_data_page(t: PageType) -> bool {
+    matches!(t, PageType::NoTab | PageType::XAlloc)
 }
 
 fn invalid<T>(msg: String) -> Result<T> {
@@ -276,7 +286,7 @@ impl Ctx<'_> {
             }
             if e.ptype.table_level().is_none() {
                 crate::pfnlog::record(e.pfn, &buf);
-            } else if crate::pfnlog::enabled() {
+            } else {
                 crate::pfnlog::forget(e.pfn);
             }
             mfns.push(self.p2m[e.pfn as usize]);
@@ -352,22 +362,20 @@ impl Ctx<'_> {
 
     fn start_info(&mut self, blob: &mut [u8]) -> Result<()> {
         let pfn = layout::vcpu_start_info_pfn(blob);
-        // XALLOC: a page sent without data because it was zero.
-        let data_page = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         let mfn = self
-            .frame_of(pfn, "a data page", data_page)
+            .frame_of(pfn, "a data page", is_data_page)
             .map_err(|e| RestoreError::Invalid(format!("start_info pfn {pfn:#x}: {e}")))?;
         let mut map = self.fm.map(self.domid, Prot::ReadWrite, &[mfn])?;
         let mut page = vec![0u8; PAGE];
         map.read(0, &mut page)?;
         let f = layout::start_info_frames(&page);
         let store = self
-            .frame_of(f.store_pfn, "a data page", data_page)
+            .frame_of(f.store_pfn, "a data page", is_data_page)
             .map_err(|e| {
                 RestoreError::Invalid(format!("xenstore ring pfn {:#x}: {e}", f.store_pfn))
             })?;
         let console = self
-            .frame_of(f.console_pfn, "a data page", data_page)
+            .frame_of(f.console_pfn, "a data page", is_data_page)
             .map_err(|e| {
                 RestoreError::Invalid(format!("console ring pfn {:#x}: {e}", f.console_pfn))
             })?;
@@ -433,7 +441,6 @@ impl Ctx<'_> {
             }
         }
         let l4 = |t: PageType| t.table_level() == Some(4);
-        let gdt = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         for id in 0..self.vcpus.len() {
             let Some(mut blob) = self.vcpus[id].basic.take() else {
                 continue;
@@ -446,7 +453,7 @@ impl Ctx<'_> {
             }
             layout::localise_vcpu(
                 &mut blob,
-                |p| self.frame_of(p, "a data page", gdt),
+                |p| self.frame_of(p, "a data page", is_data_page),
                 |p| self.frame_of(p, "an L4 page table", l4),
             )
             .map_err(|e| RestoreError::Invalid(format!("vCPU {id}: {e}")))?;
@@ -501,8 +508,6 @@ impl Ctx<'_> {
             self.online[id] = true;
         }
         // Write the p2m into the guest's own p2m frames.
-        // XALLOC: a page sent without data because it was zero.
-        let data_page = |t: PageType| matches!(t, PageType::NoTab | PageType::XAlloc);
         let max = self.max_pfn.unwrap_or(0);
         let needed = (max as usize + 1).div_ceil(512);
         if self.p2m_frames.len() < needed {
@@ -515,7 +520,7 @@ impl Ctx<'_> {
         let mut frames = Vec::with_capacity(needed);
         for &pfn in &self.p2m_frames[..needed] {
             frames.push(
-                self.frame_of(pfn, "a data page", data_page)
+                self.frame_of(pfn, "a data page", is_data_page)
                     .map_err(|e| RestoreError::Invalid(format!("p2m frame pfn {pfn:#x}: {e}")))?,
             );
         }
@@ -832,7 +837,6 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
             config.userdata_json(&name, &uuid, max_kib, target_kib),
         )
     };
-    let mut userdata_written = false;
     let mut early_nodes = Vec::new();
     if let (Some(xs), Some(mk)) = (&xs, max_kib) {
         cleanup.xs_roots = tree::tree_roots(domid, &uuid);
@@ -847,7 +851,6 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
         );
         rt.block_on(write_tree(xs, domid, &early_nodes))?;
         write_userdata(mk, target_kib.unwrap_or(mk), &mut cleanup)?;
-        userdata_written = true;
     }
 
     let mut ctx = Ctx {
@@ -951,13 +954,12 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
         if vm_taken {
             cleanup.xs_roots.retain(|r| *r != vm_root);
         }
-        let nodes: Vec<tree::Node> =
+        let final_nodes: Vec<tree::Node> =
             tree_nodes(max_kib, target_kib, &online, store_mfn, console_mfn)
                 .into_iter()
                 .filter(|n| !early_nodes.contains(n))
                 .collect();
-        let final_nodes = nodes;
-        if !userdata_written {
+        if cleanup.userdata.is_none() {
             write_userdata(max_kib, target_kib, &mut cleanup)?;
         }
         trace!(
@@ -1199,22 +1201,22 @@ mod cleanup_tests {
     use super::*;
     use xenstore::fake::FakeXenstored;
 
-    #[test]
-    fn path_cleanup_removes_parents_left_empty_only() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(path_cleanup());
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn path_cleanup_removes_parents_left_empty_only() {
+        block_on(path_cleanup());
     }
 
     #[test]
     fn the_tree_is_written_whole_with_its_permissions() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let fake = FakeXenstored::new();
             let xs = fake.connect();
             let node = |path: &str, value: &str, perms| tree::Node {
@@ -1265,11 +1267,7 @@ mod cleanup_tests {
 
     #[test]
     fn the_last_nodes_land_before_the_introduction() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        block_on(async {
             let fake = FakeXenstored::new();
             let xs = fake.connect();
             let node = |path: &str, value: &str| tree::Node {

@@ -215,12 +215,7 @@ pub fn domain_config_json(text: &str) -> std::result::Result<String, String> {
 /// With `XENGUEST_TRACE` set in the environment, the steps of a save are
 /// logged to stderr (for debugging in a dom0).
 fn trace(what: std::fmt::Arguments<'_>) {
-    if std::env::var_os("XENGUEST_TRACE").is_some() {
-        eprintln!(
-            "xenguest trace: [{:9.1} ms] {what}",
-            crate::restore::trace_ms()
-        );
-    }
+    crate::restore::trace_step("xenguest trace:", what);
 }
 
 /// Xen's version for the domain header, from `/sys/hypervisor/version`
@@ -460,13 +455,11 @@ impl<'a> SaveState<'a> {
             pfns.extend(std::mem::take(&mut deferred));
             let pfns: Vec<u64> = pfns.into_iter().collect();
             mem.refresh_p2m()?;
-            let before = w.written();
             trace(format_args!("final pass: {} pages", pfns.len()));
             let (sent, _) = self.send_pages(&mut w, &mut mem, &pfns, false, &mut deferred)?;
             trace(format_args!("final pass sent"));
             stats.final_pages = sent;
             stats.pages_sent += sent;
-            let _ = before;
             if crate::pfnlog::enabled() {
                 // Debug: any data page that changed since it was last sent
                 // changed without a dirty bit.
@@ -637,12 +630,10 @@ impl<'a> SaveState<'a> {
                 }
                 map.read_page(k, &mut page)?;
                 k += 1;
-                if crate::pfnlog::enabled() {
-                    if types[i].table_level().is_none() {
-                        crate::pfnlog::record(pfn, &page);
-                    } else {
-                        crate::pfnlog::forget(pfn);
-                    }
+                if types[i].table_level().is_none() {
+                    crate::pfnlog::record(pfn, &page);
+                } else {
+                    crate::pfnlog::forget(pfn);
                 }
                 if let Some(l) = types[i].table_level().and_then(PtLevel::from_level) {
                     match pte::normalise_page(&mut page, l, live, |m| mem.mfn_to_pfn(m)) {

@@ -83,12 +83,11 @@ impl Memory {
         let mut m = Memory {
             workset: vec![0; pages * PAGE_WORDS],
             tokens: vec![0; pages],
-            pattern: Vec::new(),
+            pattern: pattern_words(c.pattern_mb * 256 * PAGE_WORDS),
             pattern_sum: 0,
             next_token: 1,
             cursor: 0,
         };
-        m.pattern = pattern_words(c.pattern_mb * 256 * PAGE_WORDS);
         m.pattern_sum = checksum(&m.pattern);
         for p in 0..pages {
             m.dirty_page(p);
@@ -155,14 +154,10 @@ impl Memory {
             } else {
                 format!("unknown {found:#018x}")
             };
-            out.push(format!(
-                "workset frame va={:#x} pfn={} bad_words={} first={} last={} (probe page {p} word {i}: {what}) words {}",
-                b.va,
-                pfn_of(b.va),
-                b.bad,
-                b.first,
-                b.last,
-                hex_words(&self.workset[b.first..=b.last.min(b.first + 7)])
+            out.push(b.report(
+                "workset",
+                &format!("probe page {p} word {i}: {what}"),
+                &self.workset,
             ));
         }
         let fresh = pattern_words(self.pattern.len());
@@ -175,15 +170,7 @@ impl Memory {
             } else {
                 format!("unknown {found:#018x}")
             };
-            out.push(format!(
-                "pattern frame va={:#x} pfn={} bad_words={} first={} last={} ({what}) words {}",
-                b.va,
-                pfn_of(b.va),
-                b.bad,
-                b.first,
-                b.last,
-                hex_words(&self.pattern[b.first..=b.last.min(b.first + 7)])
-            ));
+            out.push(b.report("pattern", &what, &self.pattern));
         }
         out
     }
@@ -213,6 +200,22 @@ struct BadFrame {
     bad: usize,
     first: usize,
     last: usize,
+}
+
+impl BadFrame {
+    /// One diagnosis line: where the frame is, what is wrong in it (`what`),
+    /// and its first bad words out of `v`.
+    fn report(&self, kind: &str, what: &str, v: &[u64]) -> String {
+        format!(
+            "{kind} frame va={:#x} pfn={} bad_words={} first={} last={} ({what}) words {}",
+            self.va,
+            pfn_of(self.va),
+            self.bad,
+            self.first,
+            self.last,
+            hex_words(&v[self.first..=self.last.min(self.first + 7)])
+        )
+    }
 }
 
 /// The frames (by virtual address) of `v` whose words differ from
