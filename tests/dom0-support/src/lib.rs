@@ -106,6 +106,20 @@ pub fn tail(s: &str, n: usize) -> String {
     l[l.len().saturating_sub(n)..].join("\n")
 }
 
+/// The number of the latest `verify ok` line in a console log, 0 if none.
+pub fn last_verify(log: &str) -> u64 {
+    verify_lines(log).map(|(n, _)| n).max().unwrap_or(0)
+}
+
+/// The longest pause (`window_gap_ms`) the probe reported in a console log
+/// after its verify number `n`.
+pub fn pause_after(log: &str, n: u64) -> Option<u64> {
+    verify_lines(log)
+        .filter(|&(k, _)| k > n)
+        .map(|(_, gap)| gap)
+        .max()
+}
+
 /// (n, window_gap_ms) of every `probe: verify ok` line of a console log.
 /// A migrated guest's lines are spread over two log files, so they are
 /// told apart by their number, not their position.
@@ -184,17 +198,14 @@ impl Guest {
     /// The number of the probe's latest verify (`verify ok n=N`; it counts
     /// on across migrations), 0 before the first.
     pub fn last_verify(&self) -> u64 {
-        verify_lines(&self.log()).map(|(n, _)| n).max().unwrap_or(0)
+        last_verify(&self.log())
     }
 
     /// The longest pause the guest saw after its verify number `n`: the
     /// largest `window_gap_ms` of its later verify lines (gap lines only
     /// report pauses above the probe's threshold; this is exact).
     pub fn pause_after(&self, n: u64) -> Option<u64> {
-        verify_lines(&self.log())
-            .filter(|&(k, _)| k > n)
-            .map(|(_, gap)| gap)
-            .max()
+        pause_after(&self.log(), n)
     }
 
     /// Asks the probe for a verify now (`v` on its console).

@@ -59,22 +59,6 @@ fn count(log: &str, pat: &str) -> usize {
     log.lines().filter(|l| l.contains(pat)).count()
 }
 
-/// The probe's latest verify number.
-fn last_verify(log: &str) -> u64 {
-    dom0_support::verify_lines(log)
-        .map(|(n, _)| n)
-        .max()
-        .unwrap_or(0)
-}
-
-/// The longest pause the guest saw after its verify number `n`.
-fn pause_after(log: &str, n: u64) -> Option<f64> {
-    dom0_support::verify_lines(log)
-        .filter(|&(k, _)| k > n)
-        .map(|(_, gap)| gap as f64)
-        .reduce(f64::max)
-}
-
 /// Asks the probe for a verify and waits for a new `verify ok` line.
 fn expect_verifies(st: &LabState) -> Result<()> {
     let before = count(&console(st)?, "probe: verify ok");
@@ -104,7 +88,7 @@ fn total_s(out: &str) -> Result<f64> {
 /// One migration by `script` (which prints `total_ns=`), bracketed by the
 /// console bookkeeping.
 fn measured(st: &LabState, script: &str, bytes: impl FnOnce(&str) -> Result<u64>) -> Result<Run> {
-    let before = last_verify(&console(st)?);
+    let before = dom0_support::last_verify(&console(st)?);
     let out = sh(st, script)?;
     let total_s = total_s(&out)?;
     let bytes = bytes(&out)?;
@@ -116,7 +100,7 @@ fn measured(st: &LabState, script: &str, bytes: impl FnOnce(&str) -> Result<u64>
     }
     expect_verifies(st)?;
     Ok(Run {
-        downtime_ms: pause_after(&console(st)?, before),
+        downtime_ms: dom0_support::pause_after(&console(st)?, before).map(|ms| ms as f64),
         total_s,
         bytes,
     })
