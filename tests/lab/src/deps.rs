@@ -3,7 +3,7 @@
 
 use crate::util::{cache_dir, capture, run_step, say};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ const HOST_PACKAGES: &[&str] = &[
     "libclang-dev",
     "libpam0g-dev",
     "pkg-config",
+    "cpio",
 ];
 
 /// The Xen packages, all pinned to the version whose source we build, so the
@@ -245,8 +246,131 @@ fn first_line(e: &anyhow::Error) -> String {
     e.to_string().lines().next().unwrap_or("").to_string()
 }
 
-/// Installs what the build machine lacks, and returns the Xen source to build.
-/// With everything in place this makes no network call.
+/// Packages that must be installed at one version: apt would otherwise keep a
+/// newer `qemu-utils` (from backports) and satisfy `qemu-system-x86` by
+/// removing it. The first names the version the others follow.
+const LOCKSTEP: &[&str] = &["qemu-system-x86", "qemu-utils"];
+
+/// What the lab runs or builds against, and the package that provides it.
+/// Checked after every install, so a set-up cannot half-succeed silently.
+pub const REQUIRED: &[(Need, &str)] = &[
+    (Need::Tool("qemu-system-x86_64"), "qemu-system-x86"),
+    (Need::Tool("qemu-img"), "qemu-utils"),
+    (Need::Tool("mmdebstrap"), "mmdebstrap"),
+    (Need::Tool("mke2fs"), "e2fsprogs"),
+    (Need::Tool("dpkg-source"), "dpkg-dev"),
+    (Need::Tool("dpkg-deb"), "dpkg"),
+    (Need::Tool("xz"), "xz-utils"),
+    (Need::Tool("patch"), "patch"),
+    (Need::Tool("make"), "make"),
+    (Need::Tool("gcc"), "gcc"),
+    (Need::Tool("strip"), "binutils"),
+    (Need::Tool("bison"), "bison"),
+    (Need::Tool("flex"), "flex"),
+    (Need::Tool("python3"), "python3"),
+    (Need::Tool("busybox"), "busybox-static"),
+    (Need::Tool("cpio"), "cpio"),
+    (Need::Tool("ssh"), "openssh-client"),
+    (Need::Tool("ssh-keygen"), "openssh-client"),
+    (Need::Tool("chroot"), "coreutils"),
+    (Need::Tool("pgrep"), "procps"),
+    (Need::Tool("clang"), "clang"),
+    (Need::Tool("pkg-config"), "pkg-config"),
+    (
+        Need::File("/usr/include/security/pam_appl.h"),
+        "libpam0g-dev",
+    ),
+    (Need::File("/usr/include/xenctrl.h"), "libxen-dev"),
+    (Need::File("/usr/include/clang-c/Index.h"), "libclang-dev"),
+];
+
+/// One thing [`REQUIRED`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A program found on `PATH`.
+    Tool(&'static str),
+    /// A file at a fixed path (headers the build compiles against).
+    File(&'static str),
+}
+
+/// Where each requirement is found; an error naming every missing one and its
+/// package. `path` is a `PATH`-style list, `root` prefixes [`Need::File`]
+/// paths (both parameters so the check can be tested without a fresh machine).
+pub fn verify(path: &str, root: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for (need, pkg) in REQUIRED {
+        let at = match need {
+            Need::Tool(t) => std::env::split_paths(path)
+                .map(|d| d.join(t))
+                .find(|p| is_executable(p)),
+            Need::File(f) => {
+                let p = root.join(f.trim_start_matches('/'));
+                p.is_file().then_some(p)
+            }
+        };
+        match at {
+            Some(p) => found.push(format!("{need:?} at {} ({pkg})", p.display())),
+            None => missing.push(format!("{need:?} (package {pkg})")),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the build machine lacks what the lab needs: {}; install the package(s) with apt-get",
+            missing.join(", ")
+        );
+    }
+    Ok(found)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn candidate_version(pkg: &str) -> Result<String> {
+    let out = capture(Command::new("apt-cache").args(["policy", pkg]))?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .map(str::to_string)
+        .with_context(|| format!("apt has no candidate version of {pkg}"))
+}
+
+/// The install request: every package the lab needs (installed or not, so
+/// apt resolves them together), the lockstep ones at one version, the Xen
+/// libraries at the source's version.
+fn install_request(lockstep_version: &str, xen_version: &str) -> Vec<String> {
+    let mut req: Vec<String> = HOST_PACKAGES
+        .iter()
+        .map(|p| {
+            if LOCKSTEP.contains(p) {
+                format!("{p}={lockstep_version}")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    req.extend(XEN_BINARIES.iter().map(|p| format!("{p}={xen_version}")));
+    req
+}
+
+/// Whether the machine already has everything at acceptable versions.
+fn satisfied(xen_version: &str) -> bool {
+    let host_ok = HOST_PACKAGES.iter().all(|p| installed_version(p).is_some());
+    let lock: Vec<Option<String>> = LOCKSTEP.iter().map(|p| installed_version(p)).collect();
+    let lock_ok = lock.iter().all(|v| v.is_some() && *v == lock[0]);
+    let xen_ok = XEN_BINARIES
+        .iter()
+        .all(|p| installed_version(p).as_deref() == Some(xen_version));
+    host_ok && lock_ok && xen_ok
+}
+
+/// Installs what the build machine lacks, verifies that every tool is there,
+/// and returns the Xen source to build. With everything in place this makes
+/// no network call.
 pub fn ensure() -> Result<XenSource> {
     let mut updated = false;
     if ensure_deb_src()? {
@@ -263,21 +387,14 @@ pub fn ensure() -> Result<XenSource> {
             fetch_source()?
         }
     };
-    let mut missing: Vec<String> = HOST_PACKAGES
-        .iter()
-        .filter(|p| installed_version(p).is_none())
-        .map(|p| p.to_string())
-        .collect();
-    for p in XEN_BINARIES {
-        if installed_version(p).as_deref() != Some(src.version.as_str()) {
-            missing.push(format!("{p}={}", src.version));
-        }
-    }
-    if !missing.is_empty() {
+    if !satisfied(&src.version) {
         if !updated {
             apt_update()?;
         }
-        say(format!("installing {}", missing.join(" ")));
+        let req = install_request(&candidate_version(LOCKSTEP[0])?, &src.version);
+        say(format!("installing (one transaction) {}", req.join(" ")));
+        // --no-remove: apt aborts rather than remove a package to make room
+        // (how qemu-utils once disappeared); the lockstep pins avoid the need.
         run_step(
             "apt-get install",
             Command::new("apt-get")
@@ -287,12 +404,141 @@ pub fn ensure() -> Result<XenSource> {
                     "-q",
                     "--no-install-recommends",
                     "--allow-downgrades",
+                    "--no-remove",
                 ])
-                .args(&missing)
+                .args(&req)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
             &apt_log(),
             Duration::from_secs(1200),
         )?;
     }
+    let path = std::env::var("PATH").unwrap_or_default();
+    // root's tools live in sbin, which a plain user's PATH may lack.
+    let path = format!("{path}:/usr/local/sbin:/usr/sbin:/sbin");
+    let found = verify(&path, Path::new("/"))?;
+    let log = cache_dir().join("logs/setup.log");
+    std::fs::create_dir_all(cache_dir().join("logs"))?;
+    std::fs::write(
+        &log,
+        found
+            .iter()
+            .map(|l| format!("verified {l}\n"))
+            .collect::<String>(),
+    )
+    .with_context(|| format!("writing {}", log.display()))?;
+    say(format!(
+        "set-up verified: {} tools and headers present (list in {})",
+        found.len(),
+        log.display()
+    ));
     Ok(src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root() -> tempdir::Dir {
+        let d = tempdir::Dir::new();
+        let bin = d.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (need, _) in REQUIRED {
+            match need {
+                Need::Tool(t) => {
+                    let p = bin.join(t);
+                    std::fs::write(&p, "#!/bin/sh\n").unwrap();
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+                }
+                Need::File(f) => {
+                    let p = d.path().join(f.trim_start_matches('/'));
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(&p, "").unwrap();
+                }
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn verify_passes_when_everything_is_there() {
+        let d = fake_root();
+        let path = d.path().join("bin");
+        let found = verify(path.to_str().unwrap(), d.path()).unwrap();
+        assert_eq!(found.len(), REQUIRED.len());
+    }
+
+    #[test]
+    fn verify_names_the_package_of_a_missing_qemu_img() {
+        let d = fake_root();
+        std::fs::remove_file(d.path().join("bin/qemu-img")).unwrap();
+        std::fs::remove_file(d.path().join("usr/include/xenctrl.h")).unwrap();
+        let path = d.path().join("bin");
+        let e = verify(path.to_str().unwrap(), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Tool(\"qemu-img\") (package qemu-utils)"), "{e}");
+        assert!(
+            e.contains("File(\"/usr/include/xenctrl.h\") (package libxen-dev)"),
+            "{e}"
+        );
+        assert!(!e.contains("mmdebstrap"), "{e}");
+    }
+
+    #[test]
+    fn a_non_executable_file_is_not_a_tool() {
+        let d = fake_root();
+        use std::os::unix::fs::PermissionsExt;
+        let p = d.path().join("bin/qemu-img");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = d.path().join("bin");
+        assert!(verify(path.to_str().unwrap(), d.path()).is_err());
+    }
+
+    #[test]
+    fn the_request_names_every_package_and_pins_the_qemu_family() {
+        let req = install_request("1:7.2", "4.17.5");
+        assert_eq!(req.len(), HOST_PACKAGES.len() + XEN_BINARIES.len());
+        assert!(req.contains(&"qemu-system-x86=1:7.2".to_string()));
+        assert!(req.contains(&"qemu-utils=1:7.2".to_string()));
+        assert!(req.contains(&"mmdebstrap".to_string()));
+        assert!(req.contains(&"libxen-dev=4.17.5".to_string()));
+    }
+
+    #[test]
+    fn every_required_package_is_requested() {
+        for (_, pkg) in REQUIRED {
+            let ok = HOST_PACKAGES.contains(pkg)
+                || XEN_BINARIES.contains(pkg)
+                || ["dpkg", "coreutils"].contains(pkg); // essential packages
+            assert!(ok, "{pkg} is verified but never installed");
+        }
+    }
+
+    /// A throwaway directory (the lab crate takes no dev-dependencies beyond
+    /// what a bare machine builds).
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "lab-deps-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
 }
