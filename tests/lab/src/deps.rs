@@ -281,7 +281,11 @@ pub const REQUIRED: &[(Need, &str)] = &[
         "libpam0g-dev",
     ),
     (Need::File("/usr/include/xenctrl.h"), "libxen-dev"),
-    (Need::File("/usr/include/clang-c/Index.h"), "libclang-dev"),
+    // bindgen loads libclang; Debian 12's libclang-dev is LLVM 14.
+    (
+        Need::File("/usr/lib/llvm-14/lib/libclang.so"),
+        "libclang-dev",
+    ),
 ];
 
 /// One thing [`REQUIRED`] asks for.
