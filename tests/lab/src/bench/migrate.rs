@@ -173,11 +173,12 @@ pub fn migrate(runs: usize, keep: bool) -> Result<()> {
         dir.display()
     ));
     crate::hosts::down()?;
-    let st = crate::up(&crate::UpOptions {
+    // Whatever fails (the set-up included), the host goes unless `keep`.
+    let r = crate::up(&crate::UpOptions {
         wait_xapi: false,
         ..crate::UpOptions::default()
-    })?;
-    let r = runs_on(&st, runs);
+    })
+    .and_then(|st| runs_on(&st, runs));
     if keep {
         crate::util::say(format!(
             "bench lab kept: XAPI_LAB_RUN={} lab exec -- CMD reaches it; `lab down` stops it",
