@@ -230,12 +230,18 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
                 "--ignored",
                 "--test-threads=1",
             ])
-            .args(filter),
+            .args(filter)
+            // The tests find the lab through its state file: this run's.
+            .env("XAPI_LAB_RUN", crate::util::run_dir()),
         tally,
     )
 }
 
 pub fn run(keep: bool) -> Result<i32> {
+    // Hosts of its own, booted and taken down phase by phase: a lab the
+    // user brought up keeps running.
+    let dir = crate::util::use_own_lab("test")?;
+    say(format!("lab test: its hosts run in {}", dir.display()));
     let mut t = Tally::default();
     crate::deps::ensure().context("installing the build machine's packages")?;
     let mut ok = run_echo(
@@ -288,15 +294,10 @@ pub fn run(keep: bool) -> Result<i32> {
     if !keep {
         // `lab down` must leave no process of the lab behind: checked every run.
         let _ = hosts::down();
-        let left = Command::new("pgrep")
-            .args([
-                "-a",
-                "-f",
-                &format!("{}/", crate::util::run_dir().display()),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let left: String = hosts::lab_processes(&dir)
+            .iter()
+            .map(|(pid, cmd)| format!("{pid} {cmd}\n"))
+            .collect();
         if left.trim().is_empty() {
             t.passed += 1;
             println!("test lab_down_leaves_no_process_behind ... ok");
@@ -304,6 +305,13 @@ pub fn run(keep: bool) -> Result<i32> {
             t.failed += 1;
             println!("test lab_down_leaves_no_process_behind ... FAILED:\n{left}");
         }
+    }
+    if keep {
+        say(format!(
+            "the test's last lab is kept: XAPI_LAB_RUN={} lab status|exec|env reach it; \
+             `lab down` (or XAPI_LAB_RUN={0} lab down) stops it",
+            dir.display()
+        ));
     }
     ok &= t.broken.is_empty() && t.failed == 0;
     for b in &t.broken {
