@@ -76,7 +76,7 @@ pub const USAGE: &str = "usage: xapi-rs [options]
   --no-pam                do not use PAM; only --test-credentials can log in
   --test-credentials U:P  with --no-pam: accept exactly this user and password
                           (env XAPI_RS_TEST_CREDENTIALS)
-  --pam-service NAME      PAM service (default xapi if /etc/pam.d/xapi exists, else login)
+  --pam-service NAME      PAM service (default xapi: /etc/pam.d/xapi)
   --fake-probe            use fixed host facts instead of xl info / procfs (tests)
   --xl PATH               xl binary (default /usr/sbin/xl if present, else xl)
   --session-timeout SECS  idle session expiry (default 86400)
@@ -310,7 +310,7 @@ fn make_pam(cfg: &Config) -> Arc<dyn auth::Authenticator> {
         service: cfg
             .pam_service
             .clone()
-            .unwrap_or_else(auth::PamAuth::default_service),
+            .unwrap_or_else(|| auth::DEFAULT_PAM_SERVICE.into()),
     })
 }
 

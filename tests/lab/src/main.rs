@@ -161,6 +161,10 @@ fn run(mut args: Vec<String>) -> Result<i32> {
             }
             Ok(0)
         }
+        "deb" => {
+            println!("{}", lab::deb::build()?.display());
+            Ok(0)
+        }
         "build-xen" => {
             let src = lab::deps::ensure()?;
             let xen = lab::xen::build(&src)?;
