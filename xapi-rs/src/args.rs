@@ -66,7 +66,7 @@ pub struct Args {
         value_parser = credentials
     )]
     test_credentials: Option<(String, String)>,
-    /// PAM service [default: xapi if /etc/pam.d/xapi exists, else login]
+    /// PAM service [default: xapi, i.e. /etc/pam.d/xapi]
     #[arg(long, value_name = "NAME")]
     pam_service: Option<String>,
     /// Use fixed host facts instead of xl info / procfs (tests)

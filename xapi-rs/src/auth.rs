@@ -1,7 +1,7 @@
 //! Checking credentials for `session.login_with_password`.
 //!
-//! Production uses PAM against the host's accounts (service `xapi` when
-//! `/etc/pam.d/xapi` exists, as in the reference, else `login`); tests use
+//! Production uses PAM against the host's accounts, service `xapi` as in the
+//! reference (the package installs `/etc/pam.d/xapi`); tests use
 //! [`StaticAuth`]. The choice is made at run time.
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +45,9 @@ pub struct PamAuth {
     pub service: String,
 }
 
-#[cfg(feature = "pam")]
-impl PamAuth {
-    pub fn default_service() -> String {
-        if std::path::Path::new("/etc/pam.d/xapi").exists() {
-            "xapi".into()
-        } else {
-            "login".into()
-        }
-    }
-}
+/// The PAM service logins use unless `--pam-service` names another. Without
+/// `/etc/pam.d/xapi`, PAM applies its `other` service (Debian: deny).
+pub const DEFAULT_PAM_SERVICE: &str = "xapi";
 
 #[cfg(feature = "pam")]
 impl Authenticator for PamAuth {

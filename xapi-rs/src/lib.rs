@@ -194,7 +194,7 @@ fn make_pam(cfg: &Config) -> Arc<dyn auth::Authenticator> {
         service: cfg
             .pam_service
             .clone()
-            .unwrap_or_else(auth::PamAuth::default_service),
+            .unwrap_or_else(|| auth::DEFAULT_PAM_SERVICE.into()),
     })
 }
 

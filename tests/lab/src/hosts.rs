@@ -139,6 +139,15 @@ impl LabState {
         Ok(())
     }
 
+    /// Restarts the master connection if it is gone (ssh drops it when a
+    /// dom0 under heavy load misses its keep-alives for a minute): fresh
+    /// connections of their own then time out in the banner exchange.
+    fn revive_ssh_master(&self, h: &HostState) {
+        if !Self::control_path(h).exists() {
+            let _ = self.start_ssh_master(h);
+        }
+    }
+
     fn ssh_cmd(&self, h: &HostState) -> Command {
         let mut c = Command::new("ssh");
         c.arg("-o")
@@ -183,6 +192,7 @@ impl LabState {
         let secs = timeout.as_secs().max(1);
         let remote = format!("timeout -k 5 {secs} sh -c {}", shell_quote(script));
         with_ssh_retries(max_tries, || {
+            self.revive_ssh_master(h);
             let mut c = self.ssh_cmd(h);
             c.arg(&remote);
             output_with_timeout(&mut c, timeout + Duration::from_secs(30))
@@ -221,6 +231,7 @@ impl LabState {
             "mkdir -p \"$(dirname {q})\" && cat > {q}.part && chmod {mode:o} {q}.part && mv -f {q}.part {q}"
         );
         let out = with_ssh_retries(5, || {
+            self.revive_ssh_master(h);
             let mut child = self
                 .ssh_cmd(h)
                 .arg(&script)

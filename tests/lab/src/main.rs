@@ -70,7 +70,9 @@ enum Cmd {
     /// host of its own
     #[command(subcommand)]
     Bench(Bench),
-    // New commands go here (e.g. `lab deb`), with their arm in `run`.
+    /// Build the toolstack's Debian package (target/debian/xapi-rs_VERSION_amd64.deb), print its path
+    Deb,
+    // New commands go here, with their arm in `run`.
     /// The lab network's hub (started by `lab up`)
     #[command(hide = true)]
     Hub {
@@ -161,6 +163,10 @@ fn run(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Test { keep } => testrun::run(keep),
+        Cmd::Deb => {
+            println!("{}", lab::deb::build()?.display());
+            Ok(0)
+        }
         Cmd::BuildXen => {
             let src = lab::deps::ensure()?;
             let xen = lab::xen::build(&src)?;

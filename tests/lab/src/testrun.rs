@@ -2,7 +2,8 @@
 //! tests, then on real Xen: the test binaries that must run inside dom0 (crates
 //! with `[package.metadata.lab] dom0-tests = true`, their `#[ignore]`d tests)
 //! and the black-box lab tests in `tests/lab/tests/` (likewise `#[ignore]`d),
-//! first on one host, then those named `two_hosts*` on two.
+//! first on one host (those named `fresh_host*` each on a freshly booted
+//! one), then those named `two_hosts*` on two.
 
 use crate::hosts::{self, LabState};
 use crate::util::{say, workspace_root};
@@ -237,6 +238,33 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
     )
 }
 
+/// Black-box tests whose name contains this get a freshly booted host each.
+pub const FRESH_HOST: &str = "fresh_host";
+
+/// The black-box tests named `*fresh_host*` (libtest's `--list`: "NAME: test").
+fn fresh_host_black_box() -> Result<Vec<String>> {
+    let out = cargo()
+        .args(["test", "-p", "lab", "--tests", "--", "--ignored", "--list"])
+        .arg(FRESH_HOST)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("listing the lab's black-box tests failed");
+    }
+    Ok(fresh_host_names(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The `*fresh_host*` test names in libtest `--list` output.
+fn fresh_host_names(list: &str) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        // As libtest's `--skip` matches: anywhere in the name.
+        .filter(|n| n.contains(FRESH_HOST))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn run(keep: bool) -> Result<i32> {
     // Hosts of its own, booted and taken down phase by phase: a lab the
     // user brought up keeps running.
@@ -285,7 +313,30 @@ pub fn run(keep: bool) -> Result<i32> {
         // restore guests, after which this TCG lab's dom0 has been seen to
         // corrupt memory (see README, "known lab problem").
         if up_phase(1, &mut t).is_some() {
-            ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
+            ok &= black_box(
+                "lab tests (1 host)",
+                &["--skip", "two_hosts", "--skip", FRESH_HOST],
+                &mut t,
+            )?;
+        }
+        // Those that change the host itself (`fresh_host*`), each on a host
+        // of its own, so what they leave cannot affect others.
+        match fresh_host_black_box() {
+            Ok(names) => {
+                for name in names {
+                    if up_phase(1, &mut t).is_some() {
+                        ok &= black_box(
+                            &format!("lab test {name} (fresh host)"),
+                            &[&name, "--exact"],
+                            &mut t,
+                        )?;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("lab: error: {e:#}");
+                t.broken.push("list fresh-host lab tests".into());
+            }
         }
         if let Some(_st2) = up_phase(2, &mut t) {
             ok &= black_box("lab tests (2 hosts)", &["two_hosts"], &mut t)?;
@@ -337,5 +388,21 @@ mod tests {
              test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\n",
         );
         assert_eq!((t.passed, t.failed, t.ignored), (4, 2, 1));
+    }
+
+    #[test]
+    fn fresh_host_tests_are_found_by_name() {
+        let list = "fresh_host_package_remove_keeps_guests: test\n\
+                    smoke_the_lab_runs: test\n\
+                    tests::fresh_host_in_a_module: test\n\
+                    fresh_host_bench: benchmark\n\n\
+                    2 tests, 1 benchmark\n";
+        assert_eq!(
+            fresh_host_names(list),
+            [
+                "fresh_host_package_remove_keeps_guests",
+                "tests::fresh_host_in_a_module"
+            ]
+        );
     }
 }

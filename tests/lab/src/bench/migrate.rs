@@ -16,10 +16,10 @@
 use crate::hosts::LabState;
 use crate::util::poll;
 use anyhow::{bail, Context, Result};
+use dom0_support::XENGUEST;
 use std::time::Duration;
 
 const NAME: &str = "bench-mig";
-const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
 const PORT: u16 = 7790;
 
 /// Stands in for ssh in `xl migrate -s`: drops the host, counts what the
