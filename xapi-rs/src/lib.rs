@@ -32,14 +32,22 @@ pub struct Config {
     pub unix: Option<PathBuf>,
     pub cert: PathBuf,
     pub db: PathBuf,
-    /// None: PAM. Some(None): deny all. Some(Some((u, p))): static credentials.
-    pub static_auth: Option<Option<(String, String)>>,
+    /// None: PAM. Some(pairs): exactly these users and passwords (none: deny all).
+    pub static_auth: Option<Vec<(String, String)>>,
     pub pam_service: Option<String>,
     pub fake_probe: bool,
     pub xl: String,
     pub session_timeout: Duration,
     pub max_body: usize,
     pub metrics_interval: Duration,
+    /// Longest wait for a request's head, and again for its body.
+    pub request_timeout: Duration,
+    /// Concurrent connections on TCP (HTTP and HTTPS together).
+    pub max_connections: usize,
+    /// Concurrent connections on the Unix socket.
+    pub max_unix_connections: usize,
+    /// Pause before answering a failed login (the reference's: 5 s).
+    pub login_failure_delay: Duration,
 }
 
 impl Default for Config {
@@ -60,8 +68,15 @@ impl Default for Config {
                 "xl".into()
             },
             session_timeout: Duration::from_secs(24 * 3600),
-            max_body: 16 * 1024 * 1024,
+            // The reference's http_limit_max_rpc_size.
+            max_body: 300 * 1024,
             metrics_interval: Duration::from_secs(60),
+            // The reference's header_total_timeout_tcp.
+            request_timeout: Duration::from_secs(60),
+            // The reference's conn_limit_tcp and conn_limit_unix.
+            max_connections: 800,
+            max_unix_connections: 1024,
+            login_failure_delay: Duration::from_secs(5),
         }
     }
 }
@@ -74,14 +89,18 @@ pub const USAGE: &str = "usage: xapi-rs [options]
                           (default /etc/xensource/xapi-ssl.pem; env XAPI_RS_CERT)
   --db PATH               database file (default /var/lib/xapi-rs/state.redb; env XAPI_RS_DB)
   --no-pam                do not use PAM; only --test-credentials can log in
-  --test-credentials U:P  with --no-pam: accept exactly this user and password
+  --test-credentials U:P[,U:P...] with --no-pam: accept exactly these users and passwords
                           (env XAPI_RS_TEST_CREDENTIALS)
   --pam-service NAME      PAM service (default xapi if /etc/pam.d/xapi exists, else login)
   --fake-probe            use fixed host facts instead of xl info / procfs (tests)
   --xl PATH               xl binary (default /usr/sbin/xl if present, else xl)
   --session-timeout SECS  idle session expiry (default 86400)
-  --max-body BYTES        largest accepted request body (default 16 MiB)
+  --max-body BYTES        largest accepted request body (default 300 KiB)
   --metrics-interval SECS host_metrics refresh period (default 60)
+  --request-timeout SECS  longest wait for a request's head, and for its body (default 60)
+  --max-connections N     concurrent TCP connections, HTTP and HTTPS (default 800)
+  --max-unix-connections N concurrent Unix socket connections (default 1024)
+  --login-failure-delay SECS pause before a failed login's answer (default 5)
 On start, prints one line `READY http=ADDR https=ADDR unix=PATH` to stdout.";
 
 fn opt(v: &str) -> Option<String> {
@@ -148,15 +167,35 @@ impl Config {
                 "--max-body" => {
                     c.max_body = val()?.parse().map_err(|_| "bad --max-body".to_string())?
                 }
+                "--request-timeout" => c.request_timeout = secs(val()?)?,
+                "--login-failure-delay" => c.login_failure_delay = secs(val()?)?,
+                "--max-connections" => {
+                    c.max_connections = val()?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or("bad --max-connections")?
+                }
+                "--max-unix-connections" => {
+                    c.max_unix_connections = val()?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or("bad --max-unix-connections")?
+                }
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
         if no_pam || !cfg!(feature = "pam") {
-            c.static_auth = Some(creds.and_then(|s| {
-                s.split_once(':')
+            c.static_auth = Some(
+                creds
+                    .iter()
+                    .flat_map(|s| s.split(','))
+                    .filter_map(|s| s.split_once(':'))
                     .map(|(u, p)| (u.to_string(), p.to_string()))
-            }));
+                    .collect(),
+            );
         }
         Ok(c)
     }
@@ -213,11 +252,10 @@ pub async fn start_with_probe(
 ) -> Result<(Bound, Arc<api::Ctx>), String> {
     let db = Arc::new(db::Db::open(&cfg.db).map_err(|e| e.to_string())?);
     let auth: Arc<dyn auth::Authenticator> = match &cfg.static_auth {
-        Some(Some((u, p))) => Arc::new(auth::StaticAuth {
-            user: u.clone(),
-            password: p.clone(),
+        Some(users) if users.is_empty() => Arc::new(auth::DenyAll),
+        Some(users) => Arc::new(auth::StaticAuth {
+            users: users.clone(),
         }),
-        Some(None) => Arc::new(auth::DenyAll),
         None => make_pam(&cfg),
     };
     let (pool, host) = {
@@ -226,18 +264,17 @@ pub async fn start_with_probe(
             .await
             .map_err(|e| e.to_string())??
     };
-    let ctx = Arc::new(api::Ctx::new(
+    let mut ctx = api::Ctx::new(
         db.clone(),
         auth,
         probe.clone(),
         host.clone(),
         pool,
         cfg.session_timeout,
-    ));
-    let server = Arc::new(server::Server {
-        ctx: ctx.clone(),
-        max_body: cfg.max_body,
-    });
+    );
+    ctx.login_failure_delay = cfg.login_failure_delay;
+    let ctx = Arc::new(ctx);
+    let server = Arc::new(server::Server::new(ctx.clone(), &cfg));
     let mut bound = Bound::default();
     if let Some(a) = &cfg.http {
         let l = tokio::net::TcpListener::bind(a)
@@ -270,12 +307,20 @@ pub async fn start_with_probe(
         );
     }
     if let Some(p) = &cfg.unix {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // Root-only, as the reference keeps it: a directory it creates is
+        // 0700, and the socket itself 0600 (whoever connects is root).
         if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
         }
         let _ = std::fs::remove_file(p);
         let l =
             tokio::net::UnixListener::bind(p).map_err(|e| format!("bind {}: {e}", p.display()))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
         bound.unix = Some(p.clone());
         tokio::spawn(server.clone().run_unix(l));
     }
@@ -289,6 +334,7 @@ pub async fn start_with_probe(
                 tokio::time::sleep(Duration::from_secs(1).min(interval)).await;
                 ctx.reap_sessions();
                 api::gc_tasks(&ctx.db, TASK_RETENTION);
+                api::prune_task_owners(&ctx);
                 if last_metrics.elapsed() >= interval {
                     last_metrics = tokio::time::Instant::now();
                     let (db, probe, host) =
@@ -346,7 +392,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.http.as_deref(), Some("127.0.0.1:0"));
         assert!(c.https.is_none() && c.unix.is_none());
-        assert_eq!(c.static_auth, Some(Some(("u".into(), "p".into()))));
+        assert_eq!(c.static_auth, Some(vec![("u".into(), "p".into())]));
+        let c2 = Config::from_args(&args(&["--no-pam", "--test-credentials", "a:1,b:2"])).unwrap();
+        assert_eq!(
+            c2.static_auth,
+            Some(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+        assert_eq!(c2.max_body, 300 * 1024);
+        assert!(Config::from_args(&args(&["--max-connections", "0"])).is_err());
         assert_eq!(c.session_timeout, Duration::from_secs(5));
         assert!(Config::from_args(&args(&["--session-timeout", "1e30"])).is_err());
         assert!(Config::from_args(&args(&["--bogus"])).is_err());
