@@ -13,6 +13,7 @@ pub mod datamodel;
 pub mod db;
 pub mod events;
 pub mod expr;
+pub mod fuzzing;
 pub mod objects;
 pub mod probe;
 pub mod server;
