@@ -59,6 +59,51 @@ struct Registration {
 struct SessionState {
     last_active: Instant,
     registration: Option<Registration>,
+    subject: Subject,
+    originator: String,
+}
+
+/// Who a session acts for: what authority checks (task ownership here,
+/// roles in the dispatch) look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The name it logged in with (`auth_user_name`).
+    pub user: String,
+    /// Logged in as root, or on the local Unix socket.
+    pub local_superuser: bool,
+    /// Its role (lower-case reference name): `pool-admin` for the local
+    /// superuser; none for other local accounts.
+    pub role: Option<&'static str>,
+}
+
+/// The reference's session limits (`Xapi_globs`): root's sessions are
+/// counted per originator, other users' per user name, 500 each; root's
+/// sessions with no originator share 400 (`max_sessions`). Beyond a limit
+/// the least recently active sessions of the group are destroyed.
+pub const MAX_SESSIONS_PER_GROUP: usize = 500;
+pub const MAX_ANONYMOUS_SESSIONS: usize = 400;
+/// The reference keeps at most 200 tasks (`max_tasks`), deleting the
+/// longest-finished completed ones first, never pending ones.
+pub const MAX_TASKS: usize = 200;
+/// Pending tasks beyond this are refused with TOO_MANY_PENDING_TASKS.
+pub const MAX_PENDING_TASKS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SessionGroup {
+    Anonymous,
+    Originator(String),
+    User(String),
+}
+
+impl SessionState {
+    fn group(&self) -> SessionGroup {
+        let root = self.subject.user.is_empty() || self.subject.user == "root";
+        match (root, self.originator.is_empty()) {
+            (true, true) => SessionGroup::Anonymous,
+            (true, false) => SessionGroup::Originator(self.originator.clone()),
+            (false, _) => SessionGroup::User(self.subject.user.clone()),
+        }
+    }
 }
 
 /// Shared daemon state.
@@ -72,6 +117,10 @@ pub struct Ctx {
     /// PEM of the server certificate (for host.get_server_certificate).
     pub certificate_pem: Mutex<String>,
     sessions: Mutex<HashMap<String, SessionState>>,
+    /// Task -> the subject whose session created it.
+    task_owners: Mutex<HashMap<String, String>>,
+    /// Pause before answering a failed login.
+    pub login_failure_delay: Duration,
 }
 
 impl Ctx {
@@ -92,6 +141,70 @@ impl Ctx {
             session_timeout,
             certificate_pem: Mutex::new(String::new()),
             sessions: Mutex::new(HashMap::new()),
+            task_owners: Mutex::new(HashMap::new()),
+            login_failure_delay: Duration::from_secs(5),
+        }
+    }
+
+    /// Who a live session acts for.
+    pub fn session_subject(&self, session: &str) -> Option<Subject> {
+        self.sessions().get(session).map(|st| st.subject.clone())
+    }
+
+    fn task_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.task_owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reference's `assert_op_valid`: a subject may change its own
+    /// tasks; anyone else's needs `task.destroy/any` (pool-admin and
+    /// pool-operator).
+    fn assert_task_op(&self, session: &str, task: &str) -> R<()> {
+        let me = self.session_subject(session);
+        let owner = self.task_owners().get(task).cloned();
+        let own = matches!((&me, &owner), (Some(me), Some(o)) if &me.user == o);
+        let privileged = me
+            .as_ref()
+            .and_then(|s| s.role)
+            .is_some_and(|r| matches!(r, "pool-admin" | "pool-operator"));
+        if own || privileged {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            "RBAC_PERMISSION_DENIED",
+            &[
+                "task.destroy/any",
+                "No permission in user session. (Roles with this permission: pool-admin, pool-operator)",
+            ],
+        ))
+    }
+
+    /// Destroys the least recently active sessions of `group` beyond its limit.
+    fn enforce_session_limit(&self, group: &SessionGroup) {
+        let limit = match group {
+            SessionGroup::Anonymous => MAX_ANONYMOUS_SESSIONS,
+            _ => MAX_SESSIONS_PER_GROUP,
+        };
+        let evicted: Vec<String> = {
+            let mut s = self.sessions();
+            let mut members: Vec<(Instant, String)> = s
+                .iter()
+                .filter(|(_, st)| &st.group() == group)
+                .map(|(r, st)| (st.last_active, r.clone()))
+                .collect();
+            if members.len() <= limit {
+                return;
+            }
+            members.sort();
+            let n = members.len() - limit;
+            let out: Vec<String> = members.into_iter().take(n).map(|(_, r)| r).collect();
+            for r in &out {
+                s.remove(r);
+            }
+            out
+        };
+        for r in evicted {
+            tracing::info!("session {r} destroyed: more than {limit} sessions in {group:?}");
+            let _ = self.db.delete("session", &r);
         }
     }
 
@@ -271,9 +384,32 @@ pub fn create_task(ctx: &Ctx, label: &str, description: &str, session: &str) -> 
     rec.insert("created".into(), now_datetime());
     rec.insert("status".into(), V::str("pending"));
     rec.insert("resident_on".into(), V::S(ctx.host_ref.clone()));
-    let _ = session; // the owning session is not exposed in the record
+    let pending = ctx
+        .db
+        .all("task")
+        .into_iter()
+        .filter(|(_, t)| {
+            matches!(
+                t.get("status").and_then(V::as_str),
+                Some("pending") | Some("cancelling")
+            )
+        })
+        .count();
+    if pending >= MAX_PENDING_TASKS {
+        return Err(ApiError::new("TOO_MANY_PENDING_TASKS", &[]));
+    }
     ctx.db.create("task", &r, rec)?;
+    // The owner is not exposed in the record (internal in the reference).
+    if let Some(s) = ctx.session_subject(session) {
+        ctx.task_owners().insert(r.clone(), s.user);
+    }
     Ok(r)
+}
+
+/// Forgets the owners of tasks that are gone.
+pub fn prune_task_owners(ctx: &Ctx) {
+    let live: HashSet<String> = ctx.db.refs("task").into_iter().collect();
+    ctx.task_owners().retain(|t, _| live.contains(t));
 }
 
 /// Destroy tasks that finished longer than `retention` ago. Compact
@@ -290,6 +426,30 @@ pub fn gc_tasks(db: &Db, retention: Duration) {
         if done && finished < cutoff.as_str() && finished != "19700101T00:00:00Z" {
             let _ = db.delete("task", &r);
         }
+    }
+    // Beyond MAX_TASKS, completed tasks go, longest finished first.
+    let all = db.all("task");
+    if all.len() <= MAX_TASKS {
+        return;
+    }
+    let (pending, mut completed): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, t)| {
+        matches!(
+            t.get("status").and_then(V::as_str),
+            Some("pending") | Some("cancelling")
+        )
+    });
+    let keep = MAX_TASKS.saturating_sub(pending.len());
+    completed.sort_by(|(_, a), (_, b)| {
+        let f = |t: &Record| {
+            t.get("finished")
+                .and_then(V::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        f(b).cmp(&f(a))
+    });
+    for (r, _) in completed.into_iter().skip(keep) {
+        let _ = db.delete("task", &r);
     }
 }
 
@@ -377,7 +537,7 @@ fn generic_call(ctx: &Ctx, c: &'static Class, g: Generic, args: &[V]) -> R<V> {
         )),
         Generic::GetAllRecordsWhere => {
             let expr = crate::expr::parse(&arg(0))
-                .map_err(|e| ApiError::new("INVALID_VALUE", &["expr", &e]))?;
+                .map_err(|e| ApiError::new("INVALID_VALUE", &[&arg(0), &e]))?;
             Ok(V::M(
                 ctx.db
                     .all(c.name)
@@ -389,7 +549,7 @@ fn generic_call(ctx: &Ctx, c: &'static Class, g: Generic, args: &[V]) -> R<V> {
         }
         Generic::GetAllWhere => {
             let expr = crate::expr::parse(&arg(0))
-                .map_err(|e| ApiError::new("INVALID_VALUE", &["expr", &e]))?;
+                .map_err(|e| ApiError::new("INVALID_VALUE", &[&arg(0), &e]))?;
             Ok(V::A(
                 ctx.db
                     .all(c.name)
@@ -515,11 +675,15 @@ async fn custom_call(
         ("task", "create") => Ok(V::S(create_task(ctx, &s(0), &s(1), session)?)),
         ("task", "destroy") => {
             require(ctx, c, &s(0))?;
+            ctx.assert_task_op(session, &s(0))?;
             ctx.db.delete("task", &s(0))?;
+            ctx.task_owners().remove(&s(0));
             Ok(void())
         }
         ("task", "cancel") => {
             let r = s(0);
+            require(ctx, c, &r)?;
+            ctx.assert_task_op(session, &r)?;
             ctx.db.update("task", &r, |rec| {
                 if rec.get("status").and_then(V::as_str) == Some("pending") {
                     rec.insert("status".into(), V::str("cancelling"));
@@ -531,6 +695,8 @@ async fn custom_call(
             let f = setter.trim_start_matches("set_");
             let v = typed.get(1).cloned().unwrap_or_else(void);
             let r = s(0);
+            require(ctx, c, &r)?;
+            ctx.assert_task_op(session, &r)?;
             ctx.db.update("task", &r, |rec| {
                 rec.insert(f.to_string(), v);
                 if f == "status" && rec.get("status").and_then(V::as_str) != Some("pending") {
@@ -561,6 +727,15 @@ async fn custom_call(
                 .map_err(|e| ApiError::new("INTERNAL_ERROR", &[&e.to_string()]))?;
             Ok(V::I(free))
         }
+        ("host", "set_https_only") => {
+            let r = s(0);
+            require(ctx, c, &r)?;
+            let v = typed.get(1).cloned().unwrap_or(V::B(false));
+            ctx.db.update("host", &r, |rec| {
+                rec.insert("https_only".into(), v);
+            })?;
+            Ok(void())
+        }
         ("host", "get_cpu_features") => {
             let rec = require(ctx, c, &s(0))?;
             Ok(match rec.get("cpu_info") {
@@ -576,13 +751,22 @@ async fn custom_call(
 }
 
 async fn login(ctx: &Arc<Ctx>, uname: &str, pwd: &str, originator: &str) -> R<V> {
-    let auth = ctx.auth.clone();
-    let (u, p) = (uname.to_string(), pwd.to_string());
-    let res = tokio::task::spawn_blocking(move || auth.authenticate(&u, &p))
-        .await
-        .map_err(|e| ApiError::new("INTERNAL_ERROR", &[&e.to_string()]))?;
+    // On the local Unix socket the caller is root already (the reference's
+    // `preauth`): no credentials are checked.
+    let local = crate::auth::is_local_root();
+    let res = if local {
+        Ok(())
+    } else {
+        let auth = ctx.auth.clone();
+        let (u, p) = (uname.to_string(), pwd.to_string());
+        tokio::task::spawn_blocking(move || auth.authenticate(&u, &p))
+            .await
+            .map_err(|e| ApiError::new("INTERNAL_ERROR", &[&e.to_string()]))?
+    };
     if let Err(e) = res {
         tracing::info!("login failed for {uname:?}: {e}");
+        // As the reference: slow down password guessing.
+        tokio::time::sleep(ctx.login_failure_delay).await;
         return Err(ApiError::new(
             "SESSION_AUTHENTICATION_FAILED",
             &[uname, &e.to_string()],
@@ -595,17 +779,24 @@ async fn login(ctx: &Arc<Ctx>, uname: &str, pwd: &str, originator: &str) -> R<V>
     rec.insert("this_user".into(), V::str(NULL_REF));
     rec.insert("last_active".into(), now_datetime());
     rec.insert("validation_time".into(), now_datetime());
-    rec.insert("is_local_superuser".into(), V::B(uname == "root"));
+    let superuser = local || uname == "root";
+    rec.insert("is_local_superuser".into(), V::B(superuser));
     rec.insert("auth_user_name".into(), V::str(uname));
     rec.insert("originator".into(), V::str(originator));
     ctx.db.create("session", &r, rec)?;
-    ctx.sessions().insert(
-        r.clone(),
-        SessionState {
-            last_active: Instant::now(),
-            registration: None,
+    let st = SessionState {
+        last_active: Instant::now(),
+        registration: None,
+        subject: Subject {
+            user: uname.to_string(),
+            local_superuser: superuser,
+            role: superuser.then_some("pool-admin"),
         },
-    );
+        originator: originator.to_string(),
+    };
+    let group = st.group();
+    ctx.sessions().insert(r.clone(), st);
+    ctx.enforce_session_limit(&group);
     tracing::info!("session {r} opened for {uname:?}");
     Ok(V::S(r))
 }

@@ -57,15 +57,15 @@ pub struct Args {
     /// Do not use PAM: only --test-credentials can log in
     #[arg(long)]
     no_pam: bool,
-    /// With --no-pam: accept exactly this user and password
+    /// With --no-pam: accept exactly these users and passwords
     #[arg(
         long,
-        value_name = "USER:PASSWORD",
+        value_name = "USER:PASSWORD[,USER:PASSWORD...]",
         env = "XAPI_RS_TEST_CREDENTIALS",
         hide_env_values = true,
         value_parser = credentials
     )]
-    test_credentials: Option<(String, String)>,
+    test_credentials: Option<Vec<(String, String)>>,
     /// PAM service [default: xapi, i.e. /etc/pam.d/xapi]
     #[arg(long, value_name = "NAME")]
     pam_service: Option<String>,
@@ -78,12 +78,25 @@ pub struct Args {
     /// Idle session expiry
     #[arg(long, value_name = "SECS", default_value = "86400", value_parser = seconds)]
     session_timeout: Duration,
-    /// Largest accepted request body
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Largest accepted request body (the reference's http_limit_max_rpc_size)
+    #[arg(long, value_name = "BYTES", default_value_t = 300 * 1024)]
     max_body: usize,
     /// host_metrics refresh period
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     metrics_interval: Duration,
+    /// Longest wait for a request's head, and again for its body (the
+    /// reference's header_total_timeout_tcp)
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    request_timeout: Duration,
+    /// Concurrent TCP connections, HTTP and HTTPS together (the reference's conn_limit_tcp)
+    #[arg(long, value_name = "N", default_value = "800", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Concurrent Unix socket connections (the reference's conn_limit_unix)
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+    max_unix_connections: u32,
+    /// Pause before a failed login's answer (the reference's: 5 s)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    login_failure_delay: Duration,
 }
 
 /// dom0 keeps xl in /usr/sbin, often not on a service's PATH.
@@ -103,10 +116,14 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("not a number of seconds in [0, 1e9): {s}"))
 }
 
-fn credentials(s: &str) -> Result<(String, String), String> {
-    s.split_once(':')
-        .map(|(u, p)| (u.to_string(), p.to_string()))
-        .ok_or_else(|| "expected USER:PASSWORD".to_string())
+fn credentials(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .map(|pair| {
+            pair.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .ok_or_else(|| "expected USER:PASSWORD[,USER:PASSWORD...]".to_string())
+        })
+        .collect()
 }
 
 /// `none` (or nothing) turns a listener off.
@@ -122,13 +139,18 @@ impl From<Args> for Config {
             unix: listener(a.unix).map(PathBuf::from),
             cert: a.cert,
             db: a.db,
-            static_auth: (a.no_pam || !cfg!(feature = "pam")).then_some(a.test_credentials),
+            static_auth: (a.no_pam || !cfg!(feature = "pam"))
+                .then(|| a.test_credentials.unwrap_or_default()),
             pam_service: a.pam_service,
             fake_probe: a.fake_probe,
             xl: a.xl,
             session_timeout: a.session_timeout,
             max_body: a.max_body,
             metrics_interval: a.metrics_interval,
+            request_timeout: a.request_timeout,
+            max_connections: a.max_connections as usize,
+            max_unix_connections: a.max_unix_connections as usize,
+            login_failure_delay: a.login_failure_delay,
         }
     }
 }
@@ -189,7 +211,14 @@ mod tests {
         assert_eq!(c.http.as_deref(), Some("127.0.0.1:0"));
         assert!(c.https.is_none() && c.unix.is_none());
         assert_eq!(c.db, PathBuf::from("/tmp/x"));
-        assert_eq!(c.static_auth, Some(Some(("u".into(), "p".into()))));
+        assert_eq!(c.static_auth, Some(vec![("u".into(), "p".into())]));
+        let c2 = Config::from_args(&args(&["--no-pam", "--test-credentials", "a:1,b:2"])).unwrap();
+        assert_eq!(
+            c2.static_auth,
+            Some(vec![("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+        assert_eq!(c2.max_body, 300 * 1024);
+        assert!(Config::from_args(&args(&["--max-connections", "0"])).is_err());
         assert_eq!(c.session_timeout, Duration::from_secs(5));
     }
 
@@ -226,11 +255,11 @@ mod tests {
         assert_eq!(c.https.as_deref(), Some("0.0.0.0:443"));
         assert_eq!(c.unix, Some(PathBuf::from("/var/lib/xcp/xapi")));
         assert_eq!(c.session_timeout, Duration::from_secs(86400));
-        assert_eq!(c.max_body, 16 << 20);
+        assert_eq!(c.max_body, 300 << 10);
         let pam = if cfg!(feature = "pam") {
             None
         } else {
-            Some(None)
+            Some(vec![])
         };
         assert_eq!(c.static_auth, pam);
     }

@@ -665,6 +665,11 @@ const HOST_MESSAGES: &[Message] = &[
         Some(I),
     ),
     m("get_cpu_features", &[p("host", Ty::Ref("host"))], Some(S)),
+    m(
+        "set_https_only",
+        &[p("self", Ty::Ref("host")), p("value", B)],
+        None,
+    ),
 ];
 
 const POOL_MESSAGES: &[Message] = &[];

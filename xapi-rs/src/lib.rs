@@ -14,6 +14,7 @@ pub mod datamodel;
 pub mod db;
 pub mod events;
 pub mod expr;
+pub mod fuzzing;
 pub mod objects;
 pub mod probe;
 pub mod server;
@@ -36,14 +37,22 @@ pub struct Config {
     pub unix: Option<PathBuf>,
     pub cert: PathBuf,
     pub db: PathBuf,
-    /// None: PAM. Some(None): deny all. Some(Some((u, p))): static credentials.
-    pub static_auth: Option<Option<(String, String)>>,
+    /// None: PAM. Some(pairs): exactly these users and passwords (none: deny all).
+    pub static_auth: Option<Vec<(String, String)>>,
     pub pam_service: Option<String>,
     pub fake_probe: bool,
     pub xl: String,
     pub session_timeout: Duration,
     pub max_body: usize,
     pub metrics_interval: Duration,
+    /// Longest wait for a request's head, and again for its body.
+    pub request_timeout: Duration,
+    /// Concurrent connections on TCP (HTTP and HTTPS together).
+    pub max_connections: usize,
+    /// Concurrent connections on the Unix socket.
+    pub max_unix_connections: usize,
+    /// Pause before answering a failed login (the reference's: 5 s).
+    pub login_failure_delay: Duration,
 }
 
 /// Finished tasks are destroyed this long after they finish.
@@ -97,11 +106,10 @@ pub async fn start_with_probe(
 ) -> Result<(Bound, Arc<api::Ctx>), String> {
     let db = Arc::new(db::Db::open(&cfg.db).map_err(|e| e.to_string())?);
     let auth: Arc<dyn auth::Authenticator> = match &cfg.static_auth {
-        Some(Some((u, p))) => Arc::new(auth::StaticAuth {
-            user: u.clone(),
-            password: p.clone(),
+        Some(users) if users.is_empty() => Arc::new(auth::DenyAll),
+        Some(users) => Arc::new(auth::StaticAuth {
+            users: users.clone(),
         }),
-        Some(None) => Arc::new(auth::DenyAll),
         None => make_pam(&cfg),
     };
     let (pool, host) = {
@@ -110,18 +118,17 @@ pub async fn start_with_probe(
             .await
             .map_err(|e| e.to_string())??
     };
-    let ctx = Arc::new(api::Ctx::new(
+    let mut ctx = api::Ctx::new(
         db.clone(),
         auth,
         probe.clone(),
         host.clone(),
         pool,
         cfg.session_timeout,
-    ));
-    let server = Arc::new(server::Server {
-        ctx: ctx.clone(),
-        max_body: cfg.max_body,
-    });
+    );
+    ctx.login_failure_delay = cfg.login_failure_delay;
+    let ctx = Arc::new(ctx);
+    let server = Arc::new(server::Server::new(ctx.clone(), &cfg));
     let mut bound = Bound::default();
     if let Some(a) = &cfg.http {
         let l = tokio::net::TcpListener::bind(a)
@@ -154,12 +161,20 @@ pub async fn start_with_probe(
         );
     }
     if let Some(p) = &cfg.unix {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // Root-only, as the reference keeps it: a directory it creates is
+        // 0700, and the socket itself 0600 (whoever connects is root).
         if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
         }
         let _ = std::fs::remove_file(p);
         let l =
             tokio::net::UnixListener::bind(p).map_err(|e| format!("bind {}: {e}", p.display()))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
         bound.unix = Some(p.clone());
         tokio::spawn(server.clone().run_unix(l));
     }
@@ -173,6 +188,7 @@ pub async fn start_with_probe(
                 tokio::time::sleep(Duration::from_secs(1).min(interval)).await;
                 ctx.reap_sessions();
                 api::gc_tasks(&ctx.db, TASK_RETENTION);
+                api::prune_task_owners(&ctx);
                 if last_metrics.elapsed() >= interval {
                     last_metrics = tokio::time::Instant::now();
                     let (db, probe, host) =
