@@ -436,9 +436,15 @@ fn setters_and_maps() {
     d.ok("pool.set_name_label", json!([s, pool, "lab pool"]));
     assert_eq!(d.ok("pool.get_name_label", json!([s, pool])), "lab pool");
     d.ok("pool.add_to_other_config", json!([s, pool, "k", "v"]));
+    let token = d.ok("event.from", json!([s, ["pool"], "", 0.0]))["token"].clone();
     assert_eq!(
         d.fail("pool.add_to_other_config", json!([s, pool, "k", "w"]))[0],
         "MAP_DUPLICATE_KEY"
+    );
+    // The failed write changed nothing, so it is no event either.
+    assert_eq!(
+        d.ok("event.from", json!([s, ["pool"], token, 0.3]))["events"],
+        json!([])
     );
     assert_eq!(
         d.ok("pool.get_other_config", json!([s, pool])),

@@ -65,6 +65,10 @@ pub struct HostState {
     pub http_port: u16,
     pub https_port: u16,
     pub serial_log: PathBuf,
+    /// QEMU's command line, to boot the host again on the same overlay
+    /// ([`LabState::power_on`]).
+    #[serde(default)]
+    pub qemu_argv: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -468,11 +472,9 @@ pub fn boot(
             http_port: free_port()?,
             https_port: free_port()?,
             serial_log: dir.join(format!("host{i}.serial.log")),
+            qemu_argv: vec![],
         };
         let pidfile = dir.join(format!("host{i}.pid"));
-        let _ = std::fs::remove_file(&pidfile);
-        let _ = std::fs::remove_file(dir.join(format!("host{i}.net.sock")));
-        let qemu_log = dir.join(format!("host{i}.qemu.log"));
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-name", &format!("xapi-rs-lab-host{i}")])
             .args(["-accel", &tcg_accel(), "-cpu", &cpu_model()])
@@ -516,21 +518,16 @@ pub fn boot(
             .arg("-pidfile")
             .arg(&pidfile)
             .arg("-daemonize");
-        let out = output_with_timeout(&mut c, Duration::from_secs(60))?;
-        std::fs::write(&qemu_log, [&out.stdout[..], &out.stderr[..]].concat())?;
-        if !out.status.success() {
-            bail!(
-                "step 'boot host {i}': QEMU failed to start ({}); log: {}\n{}",
-                out.status,
-                qemu_log.display(),
-                tail(&qemu_log, 20)
-            );
-        }
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .with_context(|| format!("QEMU wrote no pidfile {}", pidfile.display()))?
-            .trim()
-            .parse()?;
-        state.hosts.push(HostState { pid, ..h });
+        let qemu_argv: Vec<String> = std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let pid = launch_qemu(i, &qemu_argv)?;
+        state.hosts.push(HostState {
+            pid,
+            qemu_argv,
+            ..h
+        });
         state.save()?;
         say(format!(
             "host {i}: QEMU pid {pid}, serial log {}",
@@ -550,6 +547,104 @@ pub fn boot(
         ));
     }
     Ok(state)
+}
+
+/// Starts host `i`'s QEMU from its command line (which daemonizes and
+/// writes `host<i>.pid`); returns its pid.
+fn launch_qemu(i: u32, argv: &[String]) -> Result<u32> {
+    let dir = run_dir();
+    let pidfile = dir.join(format!("host{i}.pid"));
+    let _ = std::fs::remove_file(&pidfile);
+    // QEMU binds its end of the lab network here (left behind by a killed one).
+    let _ = std::fs::remove_file(dir.join(format!("host{i}.net.sock")));
+    let qemu_log = dir.join(format!("host{i}.qemu.log"));
+    let (prog, args) = argv.split_first().context("no QEMU command line")?;
+    let mut c = Command::new(prog);
+    c.args(args);
+    let out = output_with_timeout(&mut c, Duration::from_secs(60))?;
+    std::fs::write(&qemu_log, [&out.stdout[..], &out.stderr[..]].concat())?;
+    if !out.status.success() {
+        bail!(
+            "step 'boot host {i}': QEMU failed to start ({}); log: {}\n{}",
+            out.status,
+            qemu_log.display(),
+            tail(&qemu_log, 20)
+        );
+    }
+    Ok(std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("QEMU wrote no pidfile {}", pidfile.display()))?
+        .trim()
+        .parse()?)
+}
+
+impl LabState {
+    /// Cuts host `n`'s power: SIGKILLs its QEMU, so whatever its dom0 had
+    /// not written to the virtual disk (its page cache) is lost, as in a
+    /// power cut. (The disk is `cache=unsafe`: what QEMU wrote is in the
+    /// build machine's page cache, which survives QEMU.)
+    pub fn power_cut(&self, n: u32) -> Result<()> {
+        let h = self.host(n)?;
+        let _ = Command::new("kill")
+            .args(["-9", &h.pid.to_string()])
+            .status();
+        poll(
+            &format!("host {n}'s QEMU (pid {}) to die", h.pid),
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || Ok((!pid_alive(h.pid)).then_some(())),
+        )?;
+        // The ssh master's connection went with it.
+        let _ = self
+            .ssh_cmd(h)
+            .args(["-O", "exit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(Self::control_path(h));
+        Ok(())
+    }
+
+    /// Boots host `n` again on its disk overlay (after [`power_cut`]),
+    /// with the same ports, and waits until its dom0 is ready; the state
+    /// file is updated with the new pid. The previous serial log is kept
+    /// as `<log>.prev`.
+    ///
+    /// [`power_cut`]: LabState::power_cut
+    pub fn power_on(&mut self, n: u32, timeout: Duration) -> Result<()> {
+        let h = self.host(n)?.clone();
+        if pid_alive(h.pid) {
+            bail!("host {n}'s QEMU (pid {}) is still running", h.pid);
+        }
+        if h.qemu_argv.is_empty() {
+            bail!("host {n} was booted by an older lab without its QEMU command line: run `lab down` and `lab up`");
+        }
+        let _ = std::fs::rename(&h.serial_log, h.serial_log.with_extension("log.prev"));
+        // A killed QEMU's last threads may still hold the disk's lock for a
+        // moment after its pid looks gone.
+        let start = Instant::now();
+        let pid = loop {
+            match launch_qemu(n, &h.qemu_argv) {
+                Err(e)
+                    if format!("{e:#}").contains("Failed to get \"write\" lock")
+                        && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                r => break r?,
+            }
+        };
+        if let Some(x) = self.hosts.iter_mut().find(|x| x.index == n) {
+            x.pid = pid;
+        }
+        self.save()?;
+        let h = self.host(n)?.clone();
+        wait_ready(self, &h, timeout)?;
+        if let Err(e) = self.start_ssh_master(&h) {
+            say(format!("{e:#}; using one connection per command"));
+        }
+        Ok(())
+    }
 }
 
 fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> {
