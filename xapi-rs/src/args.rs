@@ -11,6 +11,8 @@ use std::time::Duration;
 #[command(
     name = "xapi-rs",
     version,
+    // A flag given again wins over its earlier value (tests add to a base command line).
+    args_override_self = true,
     after_help = "On start, prints one line `READY http=ADDR https=ADDR unix=PATH` to stdout."
 )]
 pub struct Args {
@@ -65,7 +67,7 @@ pub struct Args {
         hide_env_values = true,
         value_parser = credentials
     )]
-    test_credentials: Option<Vec<(String, String)>>,
+    test_credentials: Option<Credentials>,
     /// PAM service [default: xapi, i.e. /etc/pam.d/xapi]
     #[arg(long, value_name = "NAME")]
     pam_service: Option<String>,
@@ -116,14 +118,20 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("not a number of seconds in [0, 1e9): {s}"))
 }
 
-fn credentials(s: &str) -> Result<Vec<(String, String)>, String> {
+/// `USER:PASSWORD[,USER:PASSWORD...]`, one value (a newtype: clap takes a
+/// bare `Vec` for a flag given several times).
+#[derive(Clone, Debug)]
+struct Credentials(Vec<(String, String)>);
+
+fn credentials(s: &str) -> Result<Credentials, String> {
     s.split(',')
         .map(|pair| {
             pair.split_once(':')
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .ok_or_else(|| "expected USER:PASSWORD[,USER:PASSWORD...]".to_string())
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Credentials)
 }
 
 /// `none` (or nothing) turns a listener off.
@@ -140,7 +148,7 @@ impl From<Args> for Config {
             cert: a.cert,
             db: a.db,
             static_auth: (a.no_pam || !cfg!(feature = "pam"))
-                .then(|| a.test_credentials.unwrap_or_default()),
+                .then(|| a.test_credentials.map(|c| c.0).unwrap_or_default()),
             pam_service: a.pam_service,
             fake_probe: a.fake_probe,
             xl: a.xl,

@@ -242,8 +242,7 @@ mod tests {
             let probe = Arc::new(crate::probe::FakeProbe);
             let (pool, host) = crate::objects::bootstrap(&db, probe.as_ref()).unwrap();
             let auth = Arc::new(crate::auth::StaticAuth {
-                user: "root".into(),
-                password: "pw".into(),
+                users: vec![("root".into(), "pw".into())],
             });
             let ctx = Arc::new(Ctx::new(
                 db,
