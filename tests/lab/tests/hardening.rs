@@ -6,17 +6,13 @@
 
 use lab::hosts::LabState;
 use std::process::Command;
-use std::time::Duration;
 
 fn lab() -> LabState {
-    let st = LabState::load().expect("no lab is up: run `lab up` (or `lab test`)");
-    assert!(st.all_alive(), "a lab host's QEMU is not running");
-    st
+    lab::testing::lab("lab up")
 }
 
 fn sh(st: &LabState, script: &str) -> String {
-    st.exec_ok(1, script, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e:#}"))
+    lab::testing::sh(st, 1, script)
 }
 
 /// A JSON-RPC call made in dom0 with Python's standard library: over the
