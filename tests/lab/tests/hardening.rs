@@ -82,31 +82,16 @@ fn local_socket_is_root_only_and_logs_in_the_local_superuser() {
     );
 }
 
-/// A plain HTTP request to host 1's forwarded port 80; curl's exit code and
-/// the body.
-fn plain_http(st: &LabState) -> (i32, String) {
-    let port = st.host(1).unwrap().http_port;
-    let o = Command::new("curl")
-        .args([
-            "-s",
-            "-m",
-            "30",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(r#"{"jsonrpc":"2.0","method":"system.listMethods","params":[],"id":1}"#)
-        .arg(format!("http://127.0.0.1:{port}/jsonrpc"))
-        .output()
-        .expect("curl");
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
-}
-
-fn https_works(st: &LabState) -> bool {
-    let port = st.host(1).unwrap().https_port;
+/// `system.listMethods` by curl to host 1's forwarded `scheme` port (`http`
+/// or `https`, whose self-signed certificate is accepted); curl's exit code
+/// and the body.
+fn list_methods(st: &LabState, scheme: &str) -> (i32, String) {
+    let h = st.host(1).unwrap();
+    let port = if scheme == "https" {
+        h.https_port
+    } else {
+        h.http_port
+    };
     let o = Command::new("curl")
         .args([
             "-sk",
@@ -117,10 +102,24 @@ fn https_works(st: &LabState) -> bool {
             "--data-binary",
         ])
         .arg(r#"{"jsonrpc":"2.0","method":"system.listMethods","params":[],"id":1}"#)
-        .arg(format!("https://127.0.0.1:{port}/jsonrpc"))
+        .arg(format!("{scheme}://127.0.0.1:{port}/jsonrpc"))
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&o.stdout).contains("session.login_with_password")
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// A plain HTTP request to host 1's forwarded port 80.
+fn plain_http(st: &LabState) -> (i32, String) {
+    list_methods(st, "http")
+}
+
+fn https_works(st: &LabState) -> bool {
+    list_methods(st, "https")
+        .1
+        .contains("session.login_with_password")
 }
 
 fn set_https_only(st: &LabState, on: bool) {
