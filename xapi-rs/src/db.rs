@@ -6,8 +6,8 @@
 //! write survives `kill -9` and power loss, (b) it builds quickly with no C
 //! toolchain, and (c) our access pattern — whole-table reads served from an
 //! in-memory cache, small write-through updates keyed by reference — needs no
-//! SQL. The schema is generated from the datamodel: one table per persistent
-//! class (`obj_<class>`, key = reference, value = JSON of the record plus its
+//! SQL. The schema is generated from the API definition (the tables of
+//! [`crate::generated::schema`]): one table per persistent class (`obj_<class>`, key = reference, value = JSON of the record plus its
 //! creation/modification generations) and a `meta` table holding the global
 //! generation counter. On load, records are normalised against the datamodel
 //! (missing fields get their defaults, unknown fields are dropped), which is
@@ -18,6 +18,7 @@
 //! kept in a bounded log, which is what `event.from`/`event.next` read.
 
 use crate::datamodel::{class, Class, CLASSES};
+use crate::typed::{Object, Ref};
 use crate::value::{default_of, Record, V};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -96,7 +97,7 @@ static TABLE_NAMES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
     std::sync::LazyLock::new(|| {
         CLASSES
             .iter()
-            .filter(|c| c.persistent)
+            .filter(|c| c.in_db && c.persistent)
             .map(|c| {
                 let t: &'static str = Box::leak(format!("obj_{}", c.name).into_boxed_str());
                 (c.name, t)
@@ -129,7 +130,7 @@ impl Db {
             }
             for c in CLASSES {
                 let mut objs = BTreeMap::new();
-                if c.persistent {
+                if c.in_db && c.persistent {
                     let t = tx.open_table(table_def(c)).map_err(st)?;
                     for item in t.iter().map_err(st)? {
                         let (k, v) = item.map_err(st)?;
@@ -173,7 +174,7 @@ impl Db {
         obj: Option<&Obj>,
         gen: u64,
     ) -> Result<(), DbError> {
-        if !c.persistent {
+        if !(c.in_db && c.persistent) {
             return Ok(());
         }
         let tx = self.redb.begin_write().map_err(st)?;
@@ -353,6 +354,38 @@ impl Db {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A typed record.
+    pub fn get_typed<T: Object>(&self, r: &Ref<T>) -> Option<T> {
+        self.get(T::CLASS, r.as_str())
+            .map(|rec| T::from_record(&rec))
+    }
+
+    /// Every record of a class, typed.
+    pub fn all_typed<T: Object>(&self) -> Vec<(Ref<T>, T)> {
+        self.all(T::CLASS)
+            .into_iter()
+            .map(|(r, rec)| (Ref::new(r), T::from_record(&rec)))
+            .collect()
+    }
+
+    pub fn create_typed<T: Object>(&self, r: &Ref<T>, rec: &T) -> Result<u64, DbError> {
+        self.create(T::CLASS, r.as_str(), rec.to_record())
+    }
+
+    /// Apply `f` to a typed record; bumps its generation. Returns f's result.
+    pub fn update_typed<T: Object, X>(
+        &self,
+        r: &Ref<T>,
+        f: impl FnOnce(&mut T) -> X,
+    ) -> Result<X, DbError> {
+        self.update(T::CLASS, r.as_str(), |rec| {
+            let mut t = T::from_record(rec);
+            let out = f(&mut t);
+            *rec = t.to_record();
+            out
+        })
     }
 
     /// Changes with generation > `since` that `want(class, ref)` selects,

@@ -1,6 +1,7 @@
 //! The HTTP front: routes, envelopes, body limits, listeners (TCP, TLS, Unix).
 
 use crate::api::{dispatch, Ctx};
+use crate::generated::errors::ErrorCode;
 use crate::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -97,13 +98,13 @@ impl Server {
                 cors(respond(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "application/json",
-                    json_error("REQUEST_TOO_LARGE", "body too large"),
+                    json_error(ErrorCode::RequestTooLarge.code(), "body too large"),
                 ))
             } else {
                 respond(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "text/xml",
-                    xml_response(&Err(vec!["REQUEST_TOO_LARGE".into()])),
+                    xml_response(&Err(vec![ErrorCode::RequestTooLarge.code().into()])),
                 )
             };
             return Ok(r);
@@ -115,7 +116,7 @@ impl Server {
                     let outcome = dispatch(&self.ctx, jc.call).await;
                     json_response(&outcome, jc.v2, &jc.id)
                 }
-                Err(e) => json_error("JSONRPC_UNMARSHAL_FAILURE", &e.to_string()),
+                Err(e) => json_error(ErrorCode::JsonrpcUnmarshalFailure.code(), &e.to_string()),
             };
             Ok(cors(respond(StatusCode::OK, "application/json", out)))
         } else {
@@ -126,7 +127,7 @@ impl Server {
                     xml_response(&outcome)
                 }
                 Err(e) => xml_response(&Err(vec![
-                    "XMLRPC_UNMARSHAL_FAILURE".into(),
+                    ErrorCode::XmlrpcUnmarshalFailure.code().into(),
                     "methodCall".into(),
                     e.to_string(),
                 ])),
