@@ -13,7 +13,7 @@ mod session;
 mod task;
 
 use crate::auth::Authenticator;
-use crate::datamodel::{self, Class, Message, Msg, Role, Ty};
+use crate::datamodel::{self, Class, Generic, Message, Msg, Role, Ty};
 use crate::db::{Change, Db, DbError};
 use crate::generated::errors;
 use crate::generated::records::{Task, TaskAllowedOperations, TaskStatusType};
@@ -228,6 +228,21 @@ fn implementation(m: &'static Message) -> Option<Impl> {
     match HANDLERS.get(&m.id) {
         Some(i) => Some(*i),
         None if m.implicit && m.generic.is_some() => Some(Impl::Generic),
+        // Reads of whole objects are served from the database even where
+        // the reference implements them by hand (message.get_all_records).
+        None if matches!(
+            m.generic,
+            Some(
+                Generic::GetRecord
+                    | Generic::GetByUuid
+                    | Generic::GetAll
+                    | Generic::GetAllRecords
+                    | Generic::GetByNameLabel
+            )
+        ) =>
+        {
+            Some(Impl::Generic)
+        }
         None => None,
     }
 }
@@ -505,6 +520,7 @@ pub fn event_record(ch: &Change, with_uuid: bool) -> V {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::NULL_REF;
 
     #[test]
     fn finished_tasks_are_collected() {
@@ -530,6 +546,103 @@ mod tests {
         assert!(db.get_typed(&old).is_none());
         assert!(db.get_typed(&recent).is_some());
         assert!(db.get_typed(&pending).is_some());
+    }
+
+    #[tokio::test]
+    async fn roles_and_unimplemented_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("db")).unwrap());
+        let probe: Arc<dyn HostProbe> = Arc::new(crate::probe::FakeProbe);
+        let (pool, host) = crate::objects::bootstrap(&db, probe.as_ref()).unwrap();
+        let auth = Arc::new(crate::auth::StaticAuth {
+            user: "root".into(),
+            password: "pw".into(),
+        });
+        let ctx = Arc::new(Ctx::new(
+            db,
+            auth,
+            probe,
+            host,
+            pool.clone(),
+            Duration::from_secs(60),
+        ));
+        let call = |method: &str, params: Vec<V>| Call {
+            method: method.into(),
+            params,
+        };
+        let s = dispatch(
+            &ctx,
+            call(
+                "session.login_with_password",
+                vec![V::str("root"), V::str("pw")],
+            ),
+        )
+        .await
+        .unwrap();
+        let sref = s.as_str().unwrap().to_string();
+        let set = || {
+            call(
+                "pool.set_name_label",
+                vec![s.clone(), V::str(&pool), V::str("x")],
+            )
+        };
+        dispatch(&ctx, set()).await.unwrap();
+        // A read-only session may read but not write.
+        ctx.sessions().get_mut(&sref).unwrap().role = Role::ReadOnly;
+        let e = dispatch(&ctx, set()).await.unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "RBAC_PERMISSION_DENIED",
+                "pool.set_name_label",
+                "No permission in the user session"
+            ]
+        );
+        let got = dispatch(
+            &ctx,
+            call("pool.get_name_label", vec![s.clone(), V::str(&pool)]),
+        );
+        assert_eq!(got.await.unwrap(), V::str("x"));
+        ctx.sessions().get_mut(&sref).unwrap().role = Role::PoolAdmin;
+        // In the definition, not implemented yet.
+        let e = dispatch(
+            &ctx,
+            call(
+                "VM.start",
+                vec![s.clone(), V::str(NULL_REF), V::B(false), V::B(false)],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e, ["NOT_IMPLEMENTED", "VM.start"]);
+        // Not in the definition (removed there).
+        let e = dispatch(
+            &ctx,
+            call(
+                "host.get_cpu_features",
+                vec![s.clone(), V::str(&ctx.host_ref)],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e[0], "MESSAGE_METHOD_UNKNOWN");
+        // Every class with get_all_records answers, with the definition's fields.
+        for c in datamodel::CLASSES.iter().filter(|c| c.expose_get_all) {
+            let all = dispatch(
+                &ctx,
+                call(&format!("{}.get_all_records", c.name), vec![s.clone()]),
+            )
+            .await
+            .unwrap();
+            let V::M(all) = all else { panic!("{}", c.name) };
+            for rec in all.values() {
+                let V::M(rec) = rec else { panic!() };
+                let names: Vec<&str> = rec.keys().map(String::as_str).collect();
+                let mut want: Vec<&str> = c.fields.iter().map(|f| f.name).collect();
+                want.sort();
+                assert_eq!(names, want, "{}", c.name);
+            }
+        }
     }
 
     #[test]
