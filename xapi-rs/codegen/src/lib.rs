@@ -626,8 +626,13 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
             };
             let implicit = m.get("implicit").and_then(Value::as_bool).unwrap_or(false);
             let generic = generic_of(&mn, &fields);
+            // Reads have no Async variant (and clients such as npm xen-api
+            // take the word before `.get_all_records` for a class name).
+            let read = generic
+                .as_deref()
+                .is_some_and(|g| g.starts_with("Generic::Get"));
             let asynchronous =
-                session && !sync_only && (!implicit || mn == "create" || mn == "destroy");
+                session && !sync_only && !read && (!implicit || mn == "create" || mn == "destroy");
             writeln!(
                 o,
                 "    Message {{ id: Msg::{}, name: {mn:?}, session: {session}, params: &[{}], result: {result}, errors: &[{}], roles: {roles}, lifecycle: {}, releases: {}, implicit: {implicit}, generic: {}, asynchronous: {asynchronous} }},",

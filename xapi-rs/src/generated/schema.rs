@@ -45151,7 +45151,7 @@ pub const MESSAGE_MESSAGES: &[Message] = &[
         releases: &[("published", "orlando")],
         implicit: false,
         generic: Some(Generic::GetAllRecords),
-        asynchronous: true,
+        asynchronous: false,
     },
     Message {
         id: Msg::MessageGetByUuid,
@@ -45175,7 +45175,7 @@ pub const MESSAGE_MESSAGES: &[Message] = &[
         releases: &[("published", "orlando")],
         implicit: false,
         generic: Some(Generic::GetByUuid),
-        asynchronous: true,
+        asynchronous: false,
     },
     Message {
         id: Msg::MessageGetRecord,
@@ -45199,7 +45199,7 @@ pub const MESSAGE_MESSAGES: &[Message] = &[
         releases: &[("published", "orlando")],
         implicit: false,
         generic: Some(Generic::GetRecord),
-        asynchronous: true,
+        asynchronous: false,
     },
     Message {
         id: Msg::MessageGetSince,
@@ -45243,7 +45243,7 @@ pub const MESSAGE_MESSAGES: &[Message] = &[
         releases: &[("published", "orlando")],
         implicit: false,
         generic: Some(Generic::GetAll),
-        asynchronous: true,
+        asynchronous: false,
     },
     Message {
         id: Msg::MessageGet,
