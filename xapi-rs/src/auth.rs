@@ -1,7 +1,7 @@
 //! Checking credentials for `session.login_with_password`.
 //!
-//! Production uses PAM against the host's accounts (service `xapi` when
-//! `/etc/pam.d/xapi` exists, as in the reference, else `login`); tests use
+//! Production uses PAM against the host's accounts, service `xapi` as in the
+//! reference (the package installs `/etc/pam.d/xapi`); tests use
 //! [`StaticAuth`]. The choice is made at run time.
 
 #[derive(Debug, thiserror::Error)]
@@ -15,15 +15,14 @@ pub trait Authenticator: Send + Sync {
     fn authenticate(&self, user: &str, password: &str) -> Result<(), AuthError>;
 }
 
-/// Accepts exactly one user/password pair (tests, `--no-pam`).
+/// Accepts exactly the given user/password pairs (tests, `--no-pam`).
 pub struct StaticAuth {
-    pub user: String,
-    pub password: String,
+    pub users: Vec<(String, String)>,
 }
 
 impl Authenticator for StaticAuth {
     fn authenticate(&self, user: &str, password: &str) -> Result<(), AuthError> {
-        if user == self.user && password == self.password && !self.user.is_empty() {
+        if !user.is_empty() && self.users.iter().any(|(u, p)| u == user && p == password) {
             Ok(())
         } else {
             Err(AuthError::Rejected("Authentication failure".to_string()))
@@ -45,16 +44,9 @@ pub struct PamAuth {
     pub service: String,
 }
 
-#[cfg(feature = "pam")]
-impl PamAuth {
-    pub fn default_service() -> String {
-        if std::path::Path::new("/etc/pam.d/xapi").exists() {
-            "xapi".into()
-        } else {
-            "login".into()
-        }
-    }
-}
+/// The PAM service logins use unless `--pam-service` names another. Without
+/// `/etc/pam.d/xapi`, PAM applies its `other` service (Debian: deny).
+pub const DEFAULT_PAM_SERVICE: &str = "xapi";
 
 #[cfg(feature = "pam")]
 impl Authenticator for PamAuth {
@@ -65,4 +57,22 @@ impl Authenticator for PamAuth {
         a.authenticate()
             .map_err(|_| AuthError::Rejected("Authentication failure".into()))
     }
+}
+
+tokio::task_local! {
+    /// Set for calls that arrived on the local Unix socket.
+    static LOCAL_ROOT: bool;
+}
+
+/// Runs `f` as a connection on the local Unix socket: as in the reference,
+/// whoever can open that root-only socket is the local superuser, and
+/// `session.login_with_password` there accepts any credentials (Ansible's
+/// `xenserver_facts` logs in with empty ones).
+pub async fn as_local_root<F: std::future::Future>(f: F) -> F::Output {
+    LOCAL_ROOT.scope(true, f).await
+}
+
+/// Whether the current call came in on the local Unix socket.
+pub fn is_local_root() -> bool {
+    LOCAL_ROOT.try_with(|v| *v).unwrap_or(false)
 }

@@ -75,6 +75,9 @@ pub struct Field {
     pub default: Def,
     pub lifecycle: Lifecycle,
     pub releases: Releases,
+    /// Changes are kept in memory only (what the metrics refresh writes):
+    /// they reach disk with the object's next persistent change.
+    pub volatile: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

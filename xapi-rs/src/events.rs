@@ -3,8 +3,16 @@
 //!
 //! Tokens are `"%020d,%020d"` (object generation, message generation) as in
 //! the reference, so they order correctly as strings; `""` means "from the
-//! beginning". `event.inject` returns the token just before the injected
-//! change, so the next `event.from` with it reports that change.
+//! beginning". `event.inject` returns, as the reference does
+//! (`xapi_event.ml`: the token is the generation the injection consumed,
+//! minus one), the token just before the injected change, so an
+//! `event.from` with it reports that change (which is what a client waits
+//! for); the token that `event.from` returns is past it.
+//!
+//! A wake-up reads the database's change index from the token on (its cost
+//! is the changes since, not the objects). A token older than a deletion the
+//! database no longer remembers gets `EVENTS_LOST` rather than a reply that
+//! silently misses that deletion; the client then starts again from `""`.
 
 use crate::api::{event_record, ApiError, Ctx};
 use crate::datamodel::CLASSES;
@@ -115,6 +123,14 @@ async fn from(
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = ctx.db.subscribe();
+    let lost = || {
+        if ctx.db.deletions_lost(since) {
+            Err(errors::events_lost())
+        } else {
+            Ok(())
+        }
+    };
+    lost()?;
     let (changes, gen) = loop {
         rx.borrow_and_update();
         let (ch, gen) = ctx.db.changes_since(since, |c, r| filter.wants(c, r));
@@ -135,6 +151,8 @@ async fn from(
     if !ctx.is_alive(session) {
         return Err(errors::session_invalid(session));
     }
+    // Deletions forgotten while we waited would be missing from `changes`.
+    lost()?;
     let mut counts = BTreeMap::new();
     for c in filter.counted_classes() {
         counts.insert(c.to_lowercase(), V::I32(ctx.db.count(c) as i32));
@@ -156,7 +174,7 @@ pub async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
         let Some((classes, last)) = ctx.registration(session) else {
             return Err(errors::session_not_registered(session));
         };
-        if last < ctx.db.oldest_deletion_kept() {
+        if ctx.db.deletions_lost(last) {
             ctx.set_last_id(session, ctx.db.generation());
             return Err(errors::events_lost());
         }
@@ -177,6 +195,10 @@ pub async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{dispatch, Ctx};
+    use crate::db::Db;
+    use crate::wire::Call;
+    use serde_json::json;
 
     #[test]
     fn tokens_order_as_strings() {
@@ -184,5 +206,159 @@ mod tests {
         assert_eq!(parse_token(&token(42)), Some(42));
         assert_eq!(parse_token(""), Some(0));
         assert_eq!(parse_token("x"), None);
+    }
+
+    struct T {
+        ctx: Arc<Ctx>,
+        session: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl T {
+        async fn new(max_tombstones: usize) -> T {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(Db::open_with(&dir.path().join("db"), max_tombstones).unwrap());
+            let probe = Arc::new(crate::probe::FakeProbe);
+            let (pool, host) = crate::objects::bootstrap(&db, probe.as_ref()).unwrap();
+            let auth = Arc::new(crate::auth::StaticAuth {
+                users: vec![("root".into(), "pw".into())],
+            });
+            let ctx = Arc::new(Ctx::new(
+                db,
+                auth,
+                probe,
+                host,
+                pool,
+                Duration::from_secs(3600),
+            ));
+            let mut t = T {
+                ctx,
+                session: String::new(),
+                _dir: dir,
+            };
+            t.session = t
+                .call(
+                    "session.login_with_password",
+                    json!(["root", "pw", "1.0", "t"]),
+                )
+                .await
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            t
+        }
+
+        async fn call(&self, method: &str, params: serde_json::Value) -> Result<V, Vec<String>> {
+            let mut params: Vec<V> = params
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| match p {
+                    serde_json::Value::String(s) => V::S(s.clone()),
+                    serde_json::Value::Number(n) => V::F(n.as_f64().unwrap()),
+                    serde_json::Value::Array(a) => V::A(
+                        a.iter()
+                            .map(|x| V::S(x.as_str().unwrap().to_string()))
+                            .collect(),
+                    ),
+                    other => panic!("unsupported test parameter {other}"),
+                })
+                .collect();
+            if !method.starts_with("session.login") {
+                params.insert(0, V::S(self.session.clone()));
+            }
+            let call = Call {
+                method: method.to_string(),
+                params,
+            };
+            dispatch(&self.ctx, call).await
+        }
+
+        /// event.from on `classes` from `tok` (no waiting): (events as
+        /// (class, operation, ref), new token).
+        async fn from(
+            &self,
+            classes: &[&str],
+            tok: &str,
+        ) -> (Vec<(String, String, String)>, String) {
+            let r = self
+                .call("event.from", json!([classes, tok, 0.0]))
+                .await
+                .unwrap();
+            let V::M(m) = r else { panic!("{r:?}") };
+            let V::A(evs) = &m["events"] else { panic!() };
+            let evs = evs
+                .iter()
+                .map(|e| {
+                    let V::M(e) = e else { panic!() };
+                    let s = |k: &str| e[k].as_str().unwrap().to_string();
+                    (s("class"), s("operation"), s("ref"))
+                })
+                .collect();
+            (evs, m["token"].as_str().unwrap().to_string())
+        }
+    }
+
+    /// The reference's inject: its token precedes the injected event, so
+    /// event.from with it (or with any earlier token) reports it, and the
+    /// token event.from returns does not report it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inject_token() {
+        let t = T::new(100).await;
+        let pool = t.ctx.pool_ref.clone();
+        let (_, before) = t.from(&["pool"], "").await;
+        let tok = t.call("event.inject", json!(["pool", pool])).await.unwrap();
+        let tok = tok.as_str().unwrap().to_string();
+        assert!(tok.as_str() >= before.as_str());
+        let want = vec![("pool".to_string(), "mod".to_string(), pool.clone())];
+        let (evs, after) = t.from(&["pool"], &tok).await;
+        assert_eq!(evs, want);
+        let (evs, _) = t.from(&["pool"], &before).await;
+        assert_eq!(evs, want);
+        let (evs, _) = t.from(&["pool"], &after).await;
+        assert_eq!(evs, vec![]);
+        assert_eq!(
+            t.call("event.inject", json!(["pool", "OpaqueRef:nope"]))
+                .await
+                .unwrap_err()[0],
+            "HANDLE_INVALID"
+        );
+    }
+
+    /// event.from never drops a deletion silently: a client gets them all,
+    /// or EVENTS_LOST once the database has forgotten one it needed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn from_reports_deletions_or_events_lost() {
+        let t = T::new(3).await;
+        let mut made = vec![];
+        for i in 0..5 {
+            let r = t
+                .call("task.create", json!([format!("t{i}"), ""]))
+                .await
+                .unwrap();
+            made.push(r.as_str().unwrap().to_string());
+        }
+        let (_, old) = t.from(&["task"], "").await;
+        for r in &made[..2] {
+            t.call("task.destroy", json!([r])).await.unwrap();
+        }
+        let (evs, mid) = t.from(&["task"], &old).await;
+        let dels: Vec<_> = evs.iter().map(|e| (e.1.as_str(), e.2.as_str())).collect();
+        assert_eq!(dels, [("del", made[0].as_str()), ("del", made[1].as_str())]);
+        for r in &made[2..] {
+            t.call("task.destroy", json!([r])).await.unwrap();
+        }
+        // Three deletions remembered: `mid` gets them, `old` needed five.
+        let (evs, _) = t.from(&["task"], &mid).await;
+        assert_eq!(evs.len(), 3);
+        let e = t
+            .call("event.from", json!([["task"], old, 0.0]))
+            .await
+            .unwrap_err();
+        assert_eq!(e, ["EVENTS_LOST"]);
+        // Starting again from scratch works.
+        let (evs, _) = t.from(&["task"], "").await;
+        assert_eq!(evs, vec![]);
     }
 }

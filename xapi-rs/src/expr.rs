@@ -1,8 +1,21 @@
 //! The expression language of `get_all_records_where`, as in the reference:
 //! `true`, `false`, `field "name" = "value"`, `"value" = field "name"`,
 //! `<>`, `not E`, `E and E`, `E or E`, parentheses.
+//!
+//! Input is bounded before it is parsed: at most [`MAX_LEN`] bytes and
+//! [`MAX_TOKENS`] tokens, nesting at most [`MAX_DEPTH`] deep. A chain of
+//! `and`s is a left-deep tree as deep as it is long, and evaluating or
+//! dropping it recurses that deep: the token bound is what keeps it off
+//! the end of a worker's stack.
 
 use crate::value::{Record, V};
+
+/// Longest expression accepted, in bytes.
+pub const MAX_LEN: usize = 64 * 1024;
+/// Most tokens accepted: about 1000 `field "x" = "y"` terms.
+pub const MAX_TOKENS: usize = 5000;
+/// Deepest nesting of parentheses and `not`.
+pub const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -32,10 +45,16 @@ enum Tok {
 }
 
 fn lex(s: &str) -> Result<Vec<Tok>, String> {
+    if s.len() > MAX_LEN {
+        return Err(format!("expression longer than {MAX_LEN} bytes"));
+    }
     let mut out = vec![];
     let cs: Vec<char> = s.chars().collect();
     let mut i = 0;
     while i < cs.len() {
+        if out.len() >= MAX_TOKENS {
+            return Err(format!("expression has more than {MAX_TOKENS} tokens"));
+        }
         let c = cs[i];
         match c {
             c if c.is_whitespace() => i += 1,
@@ -124,7 +143,7 @@ impl P {
         Ok(l)
     }
     fn unary(&mut self, depth: usize) -> Result<Expr, String> {
-        if depth > 64 {
+        if depth > MAX_DEPTH {
             return Err("expression too deep".into());
         }
         match self.peek().cloned() {
@@ -227,5 +246,32 @@ mod tests {
             .eval(&r));
         assert!(parse("field").is_err());
         assert!(parse(&"(".repeat(500)).is_err());
+    }
+
+    /// The issue's input: 60,000 `and` terms (1.7 MB) aborted the daemon
+    /// when the tree was evaluated and dropped. Now refused up front.
+    #[test]
+    fn long_chains_are_refused_not_overflowed() {
+        let term = r#"field "number" = "3""#;
+        let huge = vec![term; 60_000].join(" and ");
+        let e = parse(&huge).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        // Under the byte bound but over the token bound.
+        let many = vec!["true"; 7_000].join(" and ");
+        assert!(many.len() < MAX_LEN);
+        assert!(parse(&many).unwrap_err().contains("tokens"));
+        // The largest accepted chain evaluates and drops fine.
+        let ok = vec![term; MAX_TOKENS / 5].join(" and ");
+        let mut r = Record::new();
+        r.insert("number".into(), V::I(3));
+        assert!(parse(&ok).unwrap().eval(&r));
+        // Nesting: `not` and parentheses alike.
+        assert!(parse(&format!("{}true", "not ".repeat(MAX_DEPTH + 2))).is_err());
+        assert!(parse(&format!(
+            "{}true{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        ))
+        .is_ok());
     }
 }

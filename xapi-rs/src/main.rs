@@ -1,4 +1,4 @@
-//! The `xapi-rs` daemon. See [`xapi_rs::USAGE`] for the flags.
+//! The `xapi-rs` daemon. `xapi-rs --help` lists the flags ([`xapi_rs::Args`]).
 
 use std::io::Write;
 
@@ -8,18 +8,8 @@ async fn main() {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO)
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match xapi_rs::Config::from_args(&args) {
-        Ok(c) => c,
-        Err(e) if e == xapi_rs::USAGE => {
-            println!("{e}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    // --help prints and exits 0; a bad command line exits 2, as clap does.
+    let cfg: xapi_rs::Config = <xapi_rs::Args as clap::Parser>::parse().into();
     match xapi_rs::start(cfg).await {
         Ok((bound, _ctx)) => {
             tracing::info!("xapi-rs ready: {bound}");

@@ -229,6 +229,9 @@ pub fn coerce(v: V, ty: &Ty) -> Option<V> {
 // ---------------------------------------------------------------------------
 // XML-RPC encoding (compact: no whitespace between tags).
 
+/// Escapes text for XML. Characters XML 1.0 cannot carry at all (C0
+/// controls other than tab, LF and CR; U+FFFE, U+FFFF) are dropped, as the
+/// reference drops them: a client's parser would reject the whole response.
 pub fn xml_escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
@@ -236,6 +239,8 @@ pub fn xml_escape(s: &str, out: &mut String) {
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < '\u{20}' || c == '\u{fffe}' || c == '\u{ffff}' => {}
             _ => out.push(c),
         }
     }
@@ -342,6 +347,13 @@ mod tests {
             to_xml_string(&V::M(m)),
             "<value><struct><member><name>a</name><value>5</value></member><member><name>b</name><value><array><data><value>x&lt;y</value><value><boolean>1</boolean></value></data></array></value></member></struct></value>"
         );
+    }
+
+    #[test]
+    fn control_characters_are_dropped_from_xml() {
+        let mut out = String::new();
+        xml_escape("a\u{0}b\u{1b}[1mc\td\ne\rf\u{fffe}g\u{7f}", &mut out);
+        assert_eq!(out, "ab[1mc\td\ne\rfg\u{7f}");
     }
 
     #[test]

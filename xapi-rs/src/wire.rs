@@ -6,7 +6,7 @@ use quick_xml::Reader;
 use std::collections::BTreeMap;
 
 /// Maximum nesting depth accepted in a request.
-const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {

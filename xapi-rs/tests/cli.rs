@@ -334,7 +334,16 @@ fn errors_as_the_reference_prints_them() {
             "Unknown command: no-such-command\nFor usage run: 'xe help'\n"
         )
     );
+    // On the local socket any password is the local superuser's (as the
+    // reference's); over the network a wrong one fails.
     let o = xe_with(&d, &["host-list"], &["-u", USER, "-pw", "wrong"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let port = d.https.unwrap().port().to_string();
+    let o = xe_with(
+        &d,
+        &["host-list"],
+        &["-s", "localhost", "-p", &port, "-u", USER, "-pw", "wrong"],
+    );
     assert_eq!(
         (o.code, o.stdout.as_str(), o.stderr.as_str()),
         (1, "", "Authentication failed\nFor usage run: 'xe help'\n")

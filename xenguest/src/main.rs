@@ -1,110 +1,210 @@
+//! `xenguest`: save, restore and live migration of 64-bit PV guests from
+//! dom0's command line. `xenguest --help` lists the commands.
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use xenguest::save::{domain_config_json, save, AfterSave, Progress, SaveOptions, Wrapper};
+use clap::{Args, Parser, Subcommand};
+use xenguest::save::{
+    domain_config_json, save, AfterSave, LivePolicy, Progress, SaveOptions, Wrapper,
+};
 
 use xenguest::stream::{DecoderOptions, Item, Record, StreamReader};
 
-const USAGE: &str = "\
-usage:
-  xenguest inspect FILE
-      Describe a libxc stream, libxl stream or xl save file.
-  xenguest save --domid N --out FILE [OPTIONS]
-      Save a running 64-bit PV guest to FILE.
-  xenguest send --domid N [OPTIONS]
-      The same, writing the stream to standard output (live by default).
-  xenguest restore --in FILE|- [--name NAME] [--memory MIB] [--vcpus N] [--paused]
-      Restore a libxc stream, libxl stream or xl save file as a new domain.
-  xenguest receive [--name NAME] [--paused]
-      The same, reading the stream from standard input.
-  xenguest migrate-receive --listen ADDR:PORT [--name NAME]
-      Receive one live migration over TCP, then exit (prints a line once
-      listening, and the new domain's id and name at the end).
-  xenguest migrate-send --domid N --to HOST:PORT [OPTIONS]
-      Live-migrate domain N to a migrate-receive at HOST:PORT; progress on
-      standard error, a summary line at the end.  Takes --non-live,
-      --downtime-ms, --max-rounds, --max-bytes-factor, --suspend-timeout,
-      --xl-config and --quiet as below.
-
-save/send options:
-  --live                 pre-copy while the guest runs (log-dirty rounds),
-                         then suspend for the final pass (send: default)
-  --non-live             suspend first, then write everything (save: default)
-  --xl-config FILE       write an `xl save` file (`xl restore FILE` reads it):
-                         FILE holds the domain config as JSON, either the
-                         output of `xl list -l NAME` or a libxl_domain_config
-  --libxl                write a libxl stream (LibxlFmt) without the xl header
-                         (default without --xl-config: the bare libxc stream)
-  --resume               resume the guest in place after the save
-  --leave-suspended      leave the guest suspended after the save
-                         (default: destroy it, as `xl save` does)
-  --downtime-ms N        live: suspend once the estimated final pass takes
-                         at most N ms at the measured bandwidth (default 300)
-  --max-rounds N         live: suspend after at most N rounds (default 10)
-  --max-bytes-factor F   live: suspend once the bytes sent exceed F times the
-                         guest's RAM (default 3.0)
-  --suspend-timeout S    seconds the guest may take to suspend (default 60)
-  --quiet                no progress lines on standard error
-
-On any failure the guest keeps running (it is resumed if it was suspended)
-and log-dirty mode is off again.
-";
-
-fn usage() -> ExitCode {
-    eprint!("{USAGE}");
-    ExitCode::from(2)
+/// Save, restore and live migration of 64-bit PV guests (libxc stream v3).
+#[derive(Parser, Debug)]
+#[command(
+    name = "xenguest",
+    version,
+    after_help = "On any failure the guest keeps running (it is resumed if it was suspended) \
+                  and log-dirty mode is off again."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-/// `xenguest restore --in FILE|- [...]` and `xenguest receive [...]`
-/// (the same, reading stdin): prints the new domid.
-fn restore_cmd(args: &[String], stdin_default: bool) -> ExitCode {
-    use xenguest::restore::{restore, RestoreOptions};
-    let mut opts = RestoreOptions::default();
-    let mut input: Option<String> = stdin_default.then(|| "-".to_string());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |what: &str| -> Option<String> {
-            let v = it.next().cloned();
-            if v.is_none() {
-                eprintln!("xenguest: {what} needs a value");
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Describe a libxc stream, libxl stream or xl save file
+    Inspect { file: PathBuf },
+    /// Save a running 64-bit PV guest to FILE (non-live by default)
+    Save {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        save: SaveArgs,
+    },
+    /// The same, writing the stream to standard output (live by default)
+    Send {
+        #[command(flatten)]
+        save: SaveArgs,
+    },
+    /// Restore a libxc stream, libxl stream or xl save file as a new domain;
+    /// prints its domid
+    Restore {
+        /// The stream (`-`: standard input)
+        #[arg(long = "in", value_name = "FILE|-")]
+        input: String,
+        #[command(flatten)]
+        opts: RestoreArgs,
+    },
+    /// The same, reading the stream from standard input
+    Receive {
+        #[command(flatten)]
+        opts: RestoreArgs,
+    },
+    /// Receive one live migration over TCP, then exit (prints a line once
+    /// listening, and the new domain's id and name at the end)
+    MigrateReceive {
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: String,
+        /// Name of the new domain (default: the sender's)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Live-migrate domain N to a migrate-receive at HOST:PORT; progress on
+    /// standard error, a summary line at the end
+    MigrateSend {
+        #[arg(long, value_name = "N")]
+        domid: u32,
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        #[command(flatten)]
+        live: LiveArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// Domain name (default: the saved config's)
+    #[arg(long)]
+    name: Option<String>,
+    /// Memory (default: the saved config's)
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u64>,
+    /// Maximum vCPUs (default: the saved config's)
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// Leave the new domain paused
+    #[arg(long)]
+    paused: bool,
+}
+
+/// What save, send and migrate-send share: how the live phase runs.
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// Pre-copy while the guest runs (log-dirty rounds), then suspend for
+    /// the final pass
+    #[arg(long, overrides_with = "non_live")]
+    live: bool,
+    /// Suspend first, then write everything
+    #[arg(long, overrides_with = "live")]
+    non_live: bool,
+    /// Write an `xl save` file (`xl restore FILE` reads it): FILE holds the
+    /// domain config as JSON, the output of `xl list -l NAME` or a
+    /// libxl_domain_config
+    #[arg(long, value_name = "FILE")]
+    xl_config: Option<PathBuf>,
+    /// Live: suspend once the estimated final pass takes at most N ms at the
+    /// measured bandwidth
+    #[arg(long, value_name = "N", default_value_t = LivePolicy::default().downtime_target.as_millis() as u64)]
+    downtime_ms: u64,
+    /// Live: suspend after at most N rounds
+    #[arg(long, value_name = "N", default_value_t = LivePolicy::default().max_rounds)]
+    max_rounds: u32,
+    /// Live: suspend once the bytes sent exceed F times the guest's RAM
+    #[arg(long, value_name = "F", default_value_t = LivePolicy::default().max_bytes_factor)]
+    max_bytes_factor: f64,
+    /// Seconds the guest may take to suspend
+    #[arg(long, value_name = "S", default_value_t = SaveOptions::default().suspend_timeout.as_secs())]
+    suspend_timeout: u64,
+    /// No progress lines on standard error
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct SaveArgs {
+    #[arg(long, value_name = "N")]
+    domid: u32,
+    #[command(flatten)]
+    live: LiveArgs,
+    /// Write a libxl stream (LibxlFmt) without the xl header (default
+    /// without --xl-config: the bare libxc stream)
+    #[arg(long, conflicts_with = "xl_config")]
+    libxl: bool,
+    /// Resume the guest in place after the save
+    #[arg(long, overrides_with = "leave_suspended")]
+    resume: bool,
+    /// Leave the guest suspended after the save (default: destroy it, as
+    /// `xl save` does)
+    #[arg(long, overrides_with = "resume")]
+    leave_suspended: bool,
+}
+
+impl LiveArgs {
+    /// The save options these flags ask for; `live` unless told otherwise
+    /// when `live_default`. Reads the --xl-config file.
+    fn options(&self, live_default: bool) -> Result<SaveOptions, String> {
+        let wrapper = match &self.xl_config {
+            Some(f) => {
+                let what = |e: &dyn std::fmt::Display| format!("{}: {e}", f.display());
+                let text = std::fs::read_to_string(f).map_err(|e| what(&e))?;
+                Wrapper::Xl {
+                    config_json: domain_config_json(&text).map_err(|e| what(&e))?,
+                }
             }
-            v
+            None => Wrapper::Libxc,
         };
-        match a.as_str() {
-            "--in" if !stdin_default => match val("--in") {
-                Some(v) => input = Some(v),
-                None => return usage(),
+        Ok(SaveOptions {
+            live: (live_default || self.live) && !self.non_live,
+            wrapper,
+            suspend_timeout: Duration::from_secs(self.suspend_timeout),
+            policy: LivePolicy {
+                downtime_target: Duration::from_millis(self.downtime_ms),
+                max_rounds: self.max_rounds,
+                max_bytes_factor: self.max_bytes_factor,
             },
-            "--name" => match val("--name") {
-                Some(v) => opts.name = Some(v),
-                None => return usage(),
-            },
-            "--memory" => match val("--memory").and_then(|v| v.parse().ok()) {
-                Some(v) => opts.memory_mib = Some(v),
-                None => return usage(),
-            },
-            "--vcpus" => match val("--vcpus").and_then(|v| v.parse().ok()) {
-                Some(v) => opts.max_vcpus = Some(v),
-                None => return usage(),
-            },
-            "--paused" => opts.paused = true,
-            other => {
-                eprintln!("xenguest: unknown argument {other:?}");
-                return usage();
-            }
-        }
+            ..SaveOptions::default()
+        })
     }
-    let Some(input) = input else {
-        eprintln!("xenguest restore: --in FILE (or - for stdin) is required");
-        return usage();
+}
+
+impl SaveArgs {
+    fn options(&self, live_default: bool) -> Result<SaveOptions, String> {
+        let mut o = self.live.options(live_default)?;
+        if self.libxl {
+            o.wrapper = Wrapper::Libxl;
+        }
+        if self.resume {
+            o.after = AfterSave::Resume;
+        } else if self.leave_suspended {
+            o.after = AfterSave::LeaveSuspended;
+        }
+        Ok(o)
+    }
+}
+
+/// `xenguest restore --in FILE|-` and `xenguest receive` (`input` is
+/// `-`): prints the new domid.
+fn restore_cmd(input: &str, a: RestoreArgs) -> ExitCode {
+    use xenguest::restore::{restore, RestoreOptions};
+    let opts = RestoreOptions {
+        name: a.name,
+        memory_mib: a.memory,
+        max_vcpus: a.vcpus,
+        paused: a.paused,
+        ..RestoreOptions::default()
     };
     let result = if input == "-" {
         restore(&mut std::io::stdin().lock(), &opts)
     } else {
-        match File::open(&input) {
+        match File::open(input) {
             Ok(f) => restore(&mut BufReader::with_capacity(1 << 20, f), &opts),
             Err(e) => {
                 eprintln!("xenguest: {input}: {e}");
@@ -197,11 +297,11 @@ fn describe(item: &Item) -> String {
     }
 }
 
-fn inspect(path: &str) -> ExitCode {
+fn inspect(path: &std::path::Path) -> ExitCode {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("xenguest: {path}: {e}");
+            eprintln!("xenguest: {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     };
@@ -213,7 +313,8 @@ fn inspect(path: &str) -> ExitCode {
             Ok(None) => break,
             Err(e) => {
                 eprintln!(
-                    "xenguest: {path}: at offset {}: {e}",
+                    "xenguest: {}: at offset {}: {e}",
+                    path.display(),
                     reader.decoder().consumed()
                 );
                 return ExitCode::FAILURE;
@@ -224,83 +325,6 @@ fn inspect(path: &str) -> ExitCode {
         println!("(v2 stream: STATIC_DATA_END inferred)");
     }
     ExitCode::SUCCESS
-}
-
-fn parse_save_args(
-    args: &[String],
-    send: bool,
-) -> Result<(u32, Option<String>, SaveOptions, bool), String> {
-    let mut domid = None;
-    let mut out = None;
-    let mut opts = SaveOptions {
-        live: send,
-        ..SaveOptions::default()
-    };
-    let mut libxl = false;
-    let mut xl_config = None;
-    let mut quiet = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "--domid" => {
-                let v = val(a)?;
-                domid = Some(v.parse().map_err(|_| format!("bad domid {v:?}"))?);
-            }
-            "--out" if !send => out = Some(val(a)?),
-            "--live" => opts.live = true,
-            "--non-live" => opts.live = false,
-            "--xl-config" => xl_config = Some(val(a)?),
-            "--libxl" => libxl = true,
-            "--resume" => opts.after = AfterSave::Resume,
-            "--leave-suspended" => opts.after = AfterSave::LeaveSuspended,
-            "--downtime-ms" => {
-                let v = val(a)?;
-                opts.policy.downtime_target = Duration::from_millis(
-                    v.parse().map_err(|_| format!("bad --downtime-ms {v:?}"))?,
-                );
-            }
-            "--max-rounds" => {
-                let v = val(a)?;
-                opts.policy.max_rounds =
-                    v.parse().map_err(|_| format!("bad --max-rounds {v:?}"))?;
-            }
-            "--max-bytes-factor" => {
-                let v = val(a)?;
-                opts.policy.max_bytes_factor = v
-                    .parse()
-                    .map_err(|_| format!("bad --max-bytes-factor {v:?}"))?;
-            }
-            "--suspend-timeout" => {
-                let v = val(a)?;
-                opts.suspend_timeout = Duration::from_secs(
-                    v.parse()
-                        .map_err(|_| format!("bad --suspend-timeout {v:?}"))?,
-                );
-            }
-            "--quiet" => quiet = true,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let domid = domid.ok_or("--domid is required")?;
-    if !send && out.is_none() {
-        return Err("--out is required".into());
-    }
-    opts.wrapper = match (xl_config, libxl) {
-        (Some(f), _) => {
-            let text = std::fs::read_to_string(&f).map_err(|e| format!("{f}: {e}"))?;
-            Wrapper::Xl {
-                config_json: domain_config_json(&text).map_err(|e| format!("{f}: {e}"))?,
-            }
-        }
-        (None, true) => Wrapper::Libxl,
-        (None, false) => Wrapper::Libxc,
-    };
-    Ok((domid, out, opts, quiet))
 }
 
 fn report(p: &Progress) {
@@ -335,12 +359,14 @@ fn report(p: &Progress) {
     }
 }
 
-fn save_cmd(args: &[String], send: bool) -> ExitCode {
-    let (domid, out, opts, quiet) = match parse_save_args(args, send) {
-        Ok(x) => x,
+/// `xenguest save --out FILE` and `xenguest send` (`out` is `None`: stdout).
+fn save_cmd(a: &SaveArgs, out: Option<PathBuf>, send: bool) -> ExitCode {
+    let (domid, quiet) = (a.domid, a.live.quiet);
+    let opts = match a.options(send) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("xenguest: {e}");
-            return usage();
+            return ExitCode::FAILURE;
         }
     };
     let progress = |p: &Progress| {
@@ -353,7 +379,7 @@ fn save_cmd(args: &[String], send: bool) -> ExitCode {
             let f = match File::create(path) {
                 Ok(f) => f,
                 Err(e) => {
-                    eprintln!("xenguest: {path}: {e}");
+                    eprintln!("xenguest: {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
             };
@@ -386,9 +412,9 @@ fn save_cmd(args: &[String], send: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("xenguest: save of domain {domid} failed: {e}");
-            if out.is_some() {
+            if let Some(path) = &out {
                 // Leave no half-written file that looks like a save.
-                let _ = std::fs::remove_file(out.as_deref().unwrap_or_default());
+                let _ = std::fs::remove_file(path);
             }
             ExitCode::FAILURE
         }
@@ -433,25 +459,9 @@ fn cut_on_signal(conn: &std::net::TcpStream) {
     });
 }
 
-fn migrate_receive_cmd(args: &[String]) -> ExitCode {
+fn migrate_receive_cmd(listen: String, name: Option<String>) -> ExitCode {
     use xenguest::migrate::{receive, tune, ReceiveOptions};
-    let mut listen = None;
-    let mut opts = ReceiveOptions::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match (a.as_str(), it.next()) {
-            ("--listen", Some(v)) => listen = Some(v.clone()),
-            ("--name", Some(v)) => opts.name = Some(v.clone()),
-            _ => {
-                eprintln!("xenguest: bad or incomplete argument {a:?}");
-                return usage();
-            }
-        }
-    }
-    let Some(listen) = listen else {
-        eprintln!("xenguest migrate-receive: --listen ADDR:PORT is required");
-        return usage();
-    };
+    let opts = ReceiveOptions { name };
     let l = match std::net::TcpListener::bind(&listen) {
         Ok(l) => l,
         Err(e) => {
@@ -489,33 +499,15 @@ fn migrate_receive_cmd(args: &[String]) -> ExitCode {
     }
 }
 
-fn migrate_send_cmd(args: &[String]) -> ExitCode {
+fn migrate_send_cmd(domid: u32, to: String, live: &LiveArgs) -> ExitCode {
     use xenguest::migrate::{send, tune, MigrateOptions, MigrateProgress};
-    // The save options parser takes everything but --to.
-    let mut rest = Vec::new();
-    let mut to = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--to" {
-            to = it.next().cloned();
-            if to.is_none() {
-                eprintln!("xenguest: --to needs a value");
-                return usage();
-            }
-        } else {
-            rest.push(a.clone());
-        }
-    }
-    let (domid, _, sopts, quiet) = match parse_save_args(&rest, true) {
-        Ok(x) => x,
+    let quiet = live.quiet;
+    let sopts = match live.options(true) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("xenguest: {e}");
-            return usage();
+            return ExitCode::FAILURE;
         }
-    };
-    let Some(to) = to else {
-        eprintln!("xenguest migrate-send: --to HOST:PORT is required");
-        return usage();
     };
     let opts = MigrateOptions {
         live: sopts.live,
@@ -579,19 +571,133 @@ fn migrate_send_cmd(args: &[String]) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("inspect") if args.len() == 2 => inspect(&args[1]),
-        Some("restore") => restore_cmd(&args[1..], false),
-        Some("receive") => restore_cmd(&args[1..], true),
-        Some("save") => save_cmd(&args[1..], false),
-        Some("send") => save_cmd(&args[1..], true),
-        Some("migrate-receive") => migrate_receive_cmd(&args[1..]),
-        Some("migrate-send") => migrate_send_cmd(&args[1..]),
-        Some("inspect") | Some("--help") | Some("-h") => usage(),
-        _ => {
-            eprintln!("xenguest: not implemented yet");
-            ExitCode::FAILURE
-        }
+    // --help prints and exits 0; a bad command line exits 2, as clap does.
+    match Cli::parse().cmd {
+        Cmd::Inspect { file } => inspect(&file),
+        Cmd::Save { out, save } => save_cmd(&save, Some(out), false),
+        Cmd::Send { save } => save_cmd(&save, None, true),
+        Cmd::Restore { input, opts } => restore_cmd(&input, opts),
+        Cmd::Receive { opts } => restore_cmd("-", opts),
+        Cmd::MigrateReceive { listen, name } => migrate_receive_cmd(listen, name),
+        Cmd::MigrateSend { domid, to, live } => migrate_send_cmd(domid, to, &live),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{error::ErrorKind, CommandFactory};
+
+    fn parse(a: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xenguest").chain(a.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_and_help_is_not() {
+        let kind = |a: &[&str]| parse(a).unwrap_err().kind();
+        assert_eq!(
+            kind(&["save", "--domid", "1", "--out", "f", "--bogus"]),
+            ErrorKind::UnknownArgument
+        );
+        // migrate-send takes the live options only, not save's wrappers.
+        assert_eq!(
+            kind(&["migrate-send", "--domid", "1", "--to", "h:1", "--libxl"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(kind(&["inspect"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(
+            kind(&["save", "--domid", "1"]),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            kind(&["save", "--domid", "x", "--out", "f"]),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(kind(&["bogus"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["migrate-send", "--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(parse(&["--bogus"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn save_send_and_migrate_send_options() {
+        let opts = |a: &[&str], live_default| match parse(a).unwrap().cmd {
+            Cmd::Save { save, .. } | Cmd::Send { save } => save.options(live_default).unwrap(),
+            Cmd::MigrateSend { live, .. } => live.options(live_default).unwrap(),
+            c => panic!("{c:?}"),
+        };
+        let save = opts(&["save", "--domid", "3", "--out", "f"], false);
+        assert!(!save.live);
+        assert_eq!(save.policy.max_rounds, LivePolicy::default().max_rounds);
+        assert_eq!(save.suspend_timeout, SaveOptions::default().suspend_timeout);
+        assert!(matches!(save.after, AfterSave::Destroy));
+        let send = opts(&["send", "--domid", "3", "--libxl", "--resume"], true);
+        assert!(send.live);
+        assert!(matches!(send.wrapper, Wrapper::Libxl));
+        assert!(matches!(send.after, AfterSave::Resume));
+        // The last of --live / --non-live and of --resume / --leave-suspended wins.
+        let s = opts(
+            &[
+                "save",
+                "--domid",
+                "3",
+                "--out",
+                "f",
+                "--live",
+                "--non-live",
+                "--resume",
+                "--leave-suspended",
+            ],
+            false,
+        );
+        assert!(!s.live && matches!(s.after, AfterSave::LeaveSuspended));
+        let s = opts(
+            &["save", "--domid", "3", "--out", "f", "--non-live", "--live"],
+            false,
+        );
+        assert!(s.live);
+        let m = opts(
+            &[
+                "migrate-send",
+                "--domid",
+                "3",
+                "--to",
+                "127.0.0.1:7790",
+                "--quiet",
+                "--downtime-ms",
+                "150",
+                "--max-bytes-factor",
+                "2.5",
+            ],
+            true,
+        );
+        assert!(m.live);
+        assert_eq!(m.policy.downtime_target, Duration::from_millis(150));
+        assert_eq!(m.policy.max_bytes_factor, 2.5);
+        let m = opts(
+            &["migrate-send", "--domid", "3", "--to", "h:1", "--non-live"],
+            true,
+        );
+        assert!(!m.live);
+        assert_eq!(
+            parse(&[
+                "save",
+                "--domid",
+                "1",
+                "--out",
+                "f",
+                "--libxl",
+                "--xl-config",
+                "c"
+            ])
+            .unwrap_err()
+            .kind(),
+            ErrorKind::ArgumentConflict
+        );
     }
 }

@@ -29,9 +29,6 @@ use xenguest::migrate::{
 };
 use xenguest::save::Progress;
 
-/// The xenguest binary the lab installs in dom0.
-const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
-
 /// Exactly one domain besides dom0, named `name`, with id `domid`, running
 /// (not paused, not shut down, not dying); dying leftovers get a bounded
 /// time to disappear.

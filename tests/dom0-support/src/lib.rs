@@ -6,6 +6,10 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Where the toolstack's Debian package (`lab deb`, which the lab installs
+/// into every dom0) puts `xenguest`.
+pub const XENGUEST: &str = "/usr/lib/xapi-rs/xenguest";
+
 /// How long a probe guest may take to boot and verify its memory once.
 /// Generous: under TCG a first guest after boot has been seen to need
 /// well over two minutes on a loaded CI machine.

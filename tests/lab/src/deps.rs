@@ -23,6 +23,9 @@ const HOST_PACKAGES: &[&str] = &[
     "bison",
     "flex",
     "python3",
+    // The client tests: a venv for PyPI's XenAPI, curl for HTTPS checks.
+    "python3-venv",
+    "curl",
     "busybox-static",
     "openssh-client",
     "util-linux",
@@ -33,6 +36,20 @@ const HOST_PACKAGES: &[&str] = &[
     "pkg-config",
     "cpio",
 ];
+
+/// Packages requested only when their tool is not on `PATH`: a machine may
+/// carry its own Node.js with npm (NodeSource's `nodejs` bundles npm and
+/// conflicts with Debian's `npm`). The npm client test needs both.
+const IF_MISSING: &[(&str, &str)] = &[("node", "nodejs"), ("npm", "npm")];
+
+/// The [`IF_MISSING`] packages whose tool `path` lacks.
+fn missing_tool_packages(path: &str) -> Vec<&'static str> {
+    IF_MISSING
+        .iter()
+        .filter(|(tool, _)| !std::env::split_paths(path).any(|d| is_executable(&d.join(tool))))
+        .map(|(_, pkg)| *pkg)
+        .collect()
+}
 
 /// The Xen packages, all pinned to the version whose source we build, so the
 /// headers we compile against, dom0's tools and the hypervisor all match.
@@ -170,6 +187,20 @@ pub struct XenSource {
     pub dsc: PathBuf,
 }
 
+impl XenSource {
+    /// The upstream tarball beside the `.dsc`.
+    pub fn orig_tarball(&self) -> Option<PathBuf> {
+        std::fs::read_dir(self.dsc.parent()?)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".orig.tar.xz"))
+            })
+    }
+}
+
 fn src_dir() -> PathBuf {
     cache_dir().join("src")
 }
@@ -268,6 +299,9 @@ pub const REQUIRED: &[(Need, &str)] = &[
     (Need::Tool("bison"), "bison"),
     (Need::Tool("flex"), "flex"),
     (Need::Tool("python3"), "python3"),
+    (Need::Tool("curl"), "curl"),
+    (Need::Tool("node"), "nodejs"),
+    (Need::Tool("npm"), "npm"),
     (Need::Tool("busybox"), "busybox-static"),
     (Need::Tool("cpio"), "cpio"),
     (Need::Tool("ssh"), "openssh-client"),
@@ -346,7 +380,7 @@ fn candidate_version(pkg: &str) -> Result<String> {
 /// The install request: every package the lab needs (installed or not, so
 /// apt resolves them together), the lockstep ones at one version, the Xen
 /// libraries at the source's version.
-fn install_request(lockstep_version: &str, xen_version: &str) -> Vec<String> {
+fn install_request(lockstep_version: &str, xen_version: &str, extra: &[&str]) -> Vec<String> {
     let mut req: Vec<String> = HOST_PACKAGES
         .iter()
         .map(|p| {
@@ -358,6 +392,7 @@ fn install_request(lockstep_version: &str, xen_version: &str) -> Vec<String> {
         })
         .collect();
     req.extend(XEN_BINARIES.iter().map(|p| format!("{p}={xen_version}")));
+    req.extend(extra.iter().map(|p| p.to_string()));
     req
 }
 
@@ -391,11 +426,15 @@ pub fn ensure() -> Result<XenSource> {
             fetch_source()?
         }
     };
-    if !satisfied(&src.version) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    // root's tools live in sbin, which a plain user's PATH may lack.
+    let path = format!("{path}:/usr/local/sbin:/usr/sbin:/sbin");
+    let extra = missing_tool_packages(&path);
+    if !satisfied(&src.version) || !extra.is_empty() {
         if !updated {
             apt_update()?;
         }
-        let req = install_request(&candidate_version(LOCKSTEP[0])?, &src.version);
+        let req = install_request(&candidate_version(LOCKSTEP[0])?, &src.version, &extra);
         say(format!("installing (one transaction) {}", req.join(" ")));
         // --no-remove: apt aborts rather than remove a package to make room
         // (how qemu-utils once disappeared); the lockstep pins avoid the need.
@@ -416,9 +455,6 @@ pub fn ensure() -> Result<XenSource> {
             Duration::from_secs(1200),
         )?;
     }
-    let path = std::env::var("PATH").unwrap_or_default();
-    // root's tools live in sbin, which a plain user's PATH may lack.
-    let path = format!("{path}:/usr/local/sbin:/usr/sbin:/sbin");
     let found = verify(&path, Path::new("/"))?;
     let log = cache_dir().join("logs/setup.log");
     std::fs::create_dir_all(cache_dir().join("logs"))?;
@@ -501,8 +537,9 @@ mod tests {
 
     #[test]
     fn the_request_names_every_package_and_pins_the_qemu_family() {
-        let req = install_request("1:7.2", "4.17.5");
-        assert_eq!(req.len(), HOST_PACKAGES.len() + XEN_BINARIES.len());
+        let req = install_request("1:7.2", "4.17.5", &["npm"]);
+        assert_eq!(req.len(), HOST_PACKAGES.len() + XEN_BINARIES.len() + 1);
+        assert!(req.contains(&"npm".to_string()));
         assert!(req.contains(&"qemu-system-x86=1:7.2".to_string()));
         assert!(req.contains(&"qemu-utils=1:7.2".to_string()));
         assert!(req.contains(&"mmdebstrap".to_string()));
@@ -510,10 +547,20 @@ mod tests {
     }
 
     #[test]
+    fn tool_packages_are_requested_only_when_the_tool_is_missing() {
+        let d = fake_root();
+        let bin = d.path().join("bin");
+        assert!(missing_tool_packages(bin.to_str().unwrap()).is_empty());
+        std::fs::remove_file(bin.join("npm")).unwrap();
+        assert_eq!(missing_tool_packages(bin.to_str().unwrap()), ["npm"]);
+    }
+
+    #[test]
     fn every_required_package_is_requested() {
         for (_, pkg) in REQUIRED {
             let ok = HOST_PACKAGES.contains(pkg)
                 || XEN_BINARIES.contains(pkg)
+                || IF_MISSING.iter().any(|(_, p)| p == pkg)
                 || ["dpkg", "coreutils"].contains(pkg); // essential packages
             assert!(ok, "{pkg} is verified but never installed");
         }

@@ -7,7 +7,8 @@
 
 use crate::image::{Credentials, Dom0Image};
 use crate::util::{
-    output_with_timeout, pid_alive, poll, run_dir, say, shell_quote, tail, wait_output,
+    base_run_dir, belongs_to_lab, output_with_timeout, pid_alive, poll, run_dir, say, shell_quote,
+    tail, wait_output, OWN_LABS,
 };
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,10 @@ pub struct HostState {
     pub http_port: u16,
     pub https_port: u16,
     pub serial_log: PathBuf,
+    /// QEMU's command line, to boot the host again on the same overlay
+    /// ([`LabState::power_on`]).
+    #[serde(default)]
+    pub qemu_argv: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -81,7 +86,12 @@ pub fn state_path() -> PathBuf {
 impl LabState {
     /// The running lab, if any.
     pub fn load() -> Result<LabState> {
-        let p = state_path();
+        Self::load_from(&run_dir())
+    }
+
+    /// The lab whose run directory is `dir`.
+    pub fn load_from(dir: &Path) -> Result<LabState> {
+        let p = dir.join("state.json");
         let s = std::fs::read_to_string(&p)
             .with_context(|| format!("no lab is up ({} missing): run `lab up`", p.display()))?;
         Ok(serde_json::from_str(&s)?)
@@ -133,6 +143,15 @@ impl LabState {
         Ok(())
     }
 
+    /// Restarts the master connection if it is gone (ssh drops it when a
+    /// dom0 under heavy load misses its keep-alives for a minute): fresh
+    /// connections of their own then time out in the banner exchange.
+    fn revive_ssh_master(&self, h: &HostState) {
+        if !Self::control_path(h).exists() {
+            let _ = self.start_ssh_master(h);
+        }
+    }
+
     fn ssh_cmd(&self, h: &HostState) -> Command {
         let mut c = Command::new("ssh");
         c.arg("-o")
@@ -177,6 +196,7 @@ impl LabState {
         let secs = timeout.as_secs().max(1);
         let remote = format!("timeout -k 5 {secs} sh -c {}", shell_quote(script));
         with_ssh_retries(max_tries, || {
+            self.revive_ssh_master(h);
             let mut c = self.ssh_cmd(h);
             c.arg(&remote);
             output_with_timeout(&mut c, timeout + Duration::from_secs(30))
@@ -215,6 +235,7 @@ impl LabState {
             "mkdir -p \"$(dirname {q})\" && cat > {q}.part && chmod {mode:o} {q}.part && mv -f {q}.part {q}"
         );
         let out = with_ssh_retries(5, || {
+            self.revive_ssh_master(h);
             let mut child = self
                 .ssh_cmd(h)
                 .arg(&script)
@@ -245,18 +266,87 @@ impl LabState {
         self.push_bytes(n, &data, remote, mode)
     }
 
-    /// The shell lines of `lab env`.
+    /// The shell lines of `lab env`: `export NAME=VALUE`, quoted for a
+    /// POSIX shell, for `eval "$(lab env)"`.
     pub fn env_lines(&self) -> Result<String> {
         let h = self.host(1)?;
-        Ok(format!(
-            "XAPI_URL=https://127.0.0.1:{}\nXAPI_HTTP=http://127.0.0.1:{}\nXAPI_USER=root\nXAPI_PASSWORD={}\nXAPI_LAB_SSH_PORT={}\nXAPI_LAB_HOSTS={}\n",
-            h.https_port,
-            h.http_port,
-            self.password,
-            h.ssh_port,
-            self.hosts.len()
-        ))
+        let vars = [
+            ("XAPI_URL", format!("https://127.0.0.1:{}", h.https_port)),
+            ("XAPI_HTTP", format!("http://127.0.0.1:{}", h.http_port)),
+            ("XAPI_USER", "root".to_string()),
+            ("XAPI_PASSWORD", self.password.clone()),
+            ("XAPI_LAB_SSH_PORT", h.ssh_port.to_string()),
+            ("XAPI_LAB_HOSTS", self.hosts.len().to_string()),
+            // So that `lab` commands in that shell reach this lab.
+            ("XAPI_LAB_RUN", run_dir().display().to_string()),
+        ];
+        Ok(vars
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+            .collect())
     }
+
+    /// A command line of the workspace's `xe` (built by `lab up`) for host
+    /// 1 with `args`, ready to paste: `-s localhost` for TLS to the
+    /// forwarded HTTPS port (our `xe`, like the reference's, takes
+    /// `127.0.0.1` for "this host": Unix socket, then plain HTTP).
+    pub fn xe_line(&self, args: &[&str]) -> Result<String> {
+        let h = self.host(1)?;
+        let xe = crate::guestkit::target_dir().join("release/xe");
+        let xe = xe.canonicalize().unwrap_or(xe);
+        let port = h.https_port.to_string();
+        let words = [xe.display().to_string()]
+            .into_iter()
+            .chain(
+                [
+                    "-s",
+                    "localhost",
+                    "-p",
+                    &port,
+                    "-u",
+                    "root",
+                    "-pw",
+                    &self.password,
+                ]
+                .map(String::from),
+            )
+            .chain(args.iter().map(|a| a.to_string()));
+        Ok(words.map(|w| shell_quote(&w)).collect::<Vec<_>>().join(" "))
+    }
+
+    /// `lab status`: one line per host.
+    pub fn status_lines(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "host {}: {} pid {} ssh {} http {} https {} serial {}\n",
+                    h.index,
+                    if pid_alive(h.pid) { "running" } else { "DEAD" },
+                    h.pid,
+                    h.ssh_port,
+                    h.http_port,
+                    h.https_port,
+                    h.serial_log.display()
+                )
+            })
+            .collect()
+    }
+}
+
+/// The labs with a state file in the run directory `base`: the user's
+/// (`lab up`), then those `lab test` and `lab bench migrate` boot in its
+/// subdirectories ([`OWN_LABS`]).
+pub fn labs_in(base: &Path) -> Vec<(PathBuf, LabState)> {
+    std::iter::once(base.to_path_buf())
+        .chain(OWN_LABS.iter().map(|s| base.join(s)))
+        .filter_map(|d| LabState::load_from(&d).ok().map(|st| (d, st)))
+        .collect()
+}
+
+/// [`labs_in`] the user's run directory.
+pub fn labs() -> Vec<(PathBuf, LabState)> {
+    labs_in(&base_run_dir())
 }
 
 /// Runs an ssh invocation up to `max_tries` times while ssh itself failed to
@@ -382,11 +472,9 @@ pub fn boot(
             http_port: free_port()?,
             https_port: free_port()?,
             serial_log: dir.join(format!("host{i}.serial.log")),
+            qemu_argv: vec![],
         };
         let pidfile = dir.join(format!("host{i}.pid"));
-        let _ = std::fs::remove_file(&pidfile);
-        let _ = std::fs::remove_file(dir.join(format!("host{i}.net.sock")));
-        let qemu_log = dir.join(format!("host{i}.qemu.log"));
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-name", &format!("xapi-rs-lab-host{i}")])
             .args(["-accel", &tcg_accel(), "-cpu", &cpu_model()])
@@ -430,21 +518,16 @@ pub fn boot(
             .arg("-pidfile")
             .arg(&pidfile)
             .arg("-daemonize");
-        let out = output_with_timeout(&mut c, Duration::from_secs(60))?;
-        std::fs::write(&qemu_log, [&out.stdout[..], &out.stderr[..]].concat())?;
-        if !out.status.success() {
-            bail!(
-                "step 'boot host {i}': QEMU failed to start ({}); log: {}\n{}",
-                out.status,
-                qemu_log.display(),
-                tail(&qemu_log, 20)
-            );
-        }
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .with_context(|| format!("QEMU wrote no pidfile {}", pidfile.display()))?
-            .trim()
-            .parse()?;
-        state.hosts.push(HostState { pid, ..h });
+        let qemu_argv: Vec<String> = std::iter::once(c.get_program())
+            .chain(c.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let pid = launch_qemu(i, &qemu_argv)?;
+        state.hosts.push(HostState {
+            pid,
+            qemu_argv,
+            ..h
+        });
         state.save()?;
         say(format!(
             "host {i}: QEMU pid {pid}, serial log {}",
@@ -464,6 +547,104 @@ pub fn boot(
         ));
     }
     Ok(state)
+}
+
+/// Starts host `i`'s QEMU from its command line (which daemonizes and
+/// writes `host<i>.pid`); returns its pid.
+fn launch_qemu(i: u32, argv: &[String]) -> Result<u32> {
+    let dir = run_dir();
+    let pidfile = dir.join(format!("host{i}.pid"));
+    let _ = std::fs::remove_file(&pidfile);
+    // QEMU binds its end of the lab network here (left behind by a killed one).
+    let _ = std::fs::remove_file(dir.join(format!("host{i}.net.sock")));
+    let qemu_log = dir.join(format!("host{i}.qemu.log"));
+    let (prog, args) = argv.split_first().context("no QEMU command line")?;
+    let mut c = Command::new(prog);
+    c.args(args);
+    let out = output_with_timeout(&mut c, Duration::from_secs(60))?;
+    std::fs::write(&qemu_log, [&out.stdout[..], &out.stderr[..]].concat())?;
+    if !out.status.success() {
+        bail!(
+            "step 'boot host {i}': QEMU failed to start ({}); log: {}\n{}",
+            out.status,
+            qemu_log.display(),
+            tail(&qemu_log, 20)
+        );
+    }
+    Ok(std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("QEMU wrote no pidfile {}", pidfile.display()))?
+        .trim()
+        .parse()?)
+}
+
+impl LabState {
+    /// Cuts host `n`'s power: SIGKILLs its QEMU, so whatever its dom0 had
+    /// not written to the virtual disk (its page cache) is lost, as in a
+    /// power cut. (The disk is `cache=unsafe`: what QEMU wrote is in the
+    /// build machine's page cache, which survives QEMU.)
+    pub fn power_cut(&self, n: u32) -> Result<()> {
+        let h = self.host(n)?;
+        let _ = Command::new("kill")
+            .args(["-9", &h.pid.to_string()])
+            .status();
+        poll(
+            &format!("host {n}'s QEMU (pid {}) to die", h.pid),
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || Ok((!pid_alive(h.pid)).then_some(())),
+        )?;
+        // The ssh master's connection went with it.
+        let _ = self
+            .ssh_cmd(h)
+            .args(["-O", "exit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(Self::control_path(h));
+        Ok(())
+    }
+
+    /// Boots host `n` again on its disk overlay (after [`power_cut`]),
+    /// with the same ports, and waits until its dom0 is ready; the state
+    /// file is updated with the new pid. The previous serial log is kept
+    /// as `<log>.prev`.
+    ///
+    /// [`power_cut`]: LabState::power_cut
+    pub fn power_on(&mut self, n: u32, timeout: Duration) -> Result<()> {
+        let h = self.host(n)?.clone();
+        if pid_alive(h.pid) {
+            bail!("host {n}'s QEMU (pid {}) is still running", h.pid);
+        }
+        if h.qemu_argv.is_empty() {
+            bail!("host {n} was booted by an older lab without its QEMU command line: run `lab down` and `lab up`");
+        }
+        let _ = std::fs::rename(&h.serial_log, h.serial_log.with_extension("log.prev"));
+        // A killed QEMU's last threads may still hold the disk's lock for a
+        // moment after its pid looks gone.
+        let start = Instant::now();
+        let pid = loop {
+            match launch_qemu(n, &h.qemu_argv) {
+                Err(e)
+                    if format!("{e:#}").contains("Failed to get \"write\" lock")
+                        && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                r => break r?,
+            }
+        };
+        if let Some(x) = self.hosts.iter_mut().find(|x| x.index == n) {
+            x.pid = pid;
+        }
+        self.save()?;
+        let h = self.host(n)?.clone();
+        wait_ready(self, &h, timeout)?;
+        if let Err(e) = self.start_ssh_master(&h) {
+            say(format!("{e:#}; using one connection per command"));
+        }
+        Ok(())
+    }
 }
 
 fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> {
@@ -511,29 +692,53 @@ fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> 
     }
 }
 
-/// Stops every lab process and removes the run directory. Safe to repeat.
+/// The processes of the lab in `dir` (not of the labs in its
+/// subdirectories): pid and command line.
+pub fn lab_processes(dir: &Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let out = Command::new("pgrep")
+        .args(["-a", "-f"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let (pid, cmd) = l.trim().split_once(' ')?;
+            Some((pid.parse().ok()?, cmd.to_string()))
+        })
+        .filter(|(pid, cmd)| *pid != me && belongs_to_lab(cmd, dir))
+        .collect()
+}
+
+/// Stops this process's lab ([`run_dir`]) and removes its files; the labs
+/// of its subdirectories are left alone. Safe to repeat.
 pub fn down() -> Result<()> {
-    let dir = run_dir();
+    down_dir(&run_dir())
+}
+
+/// `lab down`: stops every lab of the user's run directory, its own and
+/// those `lab test` and `lab bench migrate` keep in its subdirectories.
+pub fn down_all() -> Result<()> {
+    let base = base_run_dir();
+    for s in OWN_LABS {
+        down_dir(&base.join(s))?;
+    }
+    down_dir(&base)
+}
+
+fn down_dir(dir: &Path) -> Result<()> {
     let mut pids = vec![];
-    if let Ok(st) = LabState::load() {
+    if let Ok(st) = LabState::load_from(dir) {
         pids.extend(st.hosts.iter().map(|h| h.pid));
         pids.push(st.hub_pid);
     }
     // Anything else started for this run directory (a lost state file).
-    if let Ok(out) = Command::new("pgrep")
-        .args(["-f", &format!("{}/", dir.display())])
-        .output()
-    {
-        let me = std::process::id();
-        pids.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.trim().parse::<u32>().ok())
-                .filter(|p| *p != me),
-        );
-    }
+    pids.extend(lab_processes(dir).into_iter().map(|(p, _)| p));
     pids.sort();
     pids.dedup();
+    // 0 (no process recorded) would be `kill 0`: this whole process group.
+    pids.retain(|p| *p != 0 && *p != std::process::id());
     for p in &pids {
         let _ = Command::new("kill").arg(p.to_string()).status();
     }
@@ -554,8 +759,22 @@ pub fn down() -> Result<()> {
             || Ok(pids.iter().all(|p| !pid_alive(*p)).then_some(())),
         )?;
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    // Everything but the subdirectories' labs.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if OWN_LABS.iter().any(|s| e.file_name() == *s) && p.is_dir() {
+                continue;
+            }
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("removing {}", p.display()))?;
+        }
+        // Gone unless a subdirectory's lab is still there.
+        let _ = std::fs::remove_dir(dir);
     }
     Ok(())
 }
@@ -579,4 +798,123 @@ pub fn http_answers(port: u16) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(password: &str) -> LabState {
+        LabState {
+            hosts: vec![HostState {
+                index: 1,
+                pid: 0,
+                ssh_port: 2201,
+                http_port: 8001,
+                https_port: 4431,
+                serial_log: "/nowhere/host1.serial.log".into(),
+            }],
+            hub_pid: 0,
+            key: "/nowhere/key".into(),
+            password: password.into(),
+        }
+    }
+
+    /// What `sh` makes of `script` then `printf` of `expr`.
+    fn sh(script: &str, expr: &str) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{script}\nprintf '%s|' {expr}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn env_lines_are_quoted_exports() {
+        let pw = "it's $(x) `y` \"z\"";
+        let lines = lab(pw).env_lines().unwrap();
+        for l in lines.lines() {
+            assert!(l.starts_with("export XAPI_"), "{l}");
+        }
+        // Exported, with the values intact, for a child of that shell too.
+        let got = sh(
+            &lines,
+            "\"$(sh -c 'echo $XAPI_PASSWORD')\" \"$XAPI_URL\" \"$XAPI_HTTP\" \"$XAPI_USER\" \"$XAPI_LAB_SSH_PORT\" \"$XAPI_LAB_HOSTS\" \"$XAPI_LAB_RUN\"",
+        );
+        assert_eq!(
+            got,
+            format!(
+                "{pw}|https://127.0.0.1:4431|http://127.0.0.1:8001|root|2201|1|{}|",
+                run_dir().display()
+            )
+        );
+    }
+
+    #[test]
+    fn the_xe_line_names_the_built_xe_and_localhost() {
+        let line = lab("pa ss").xe_line(&["host-list"]).unwrap();
+        let words = sh(&format!("set -- {line}"), "\"$@\"");
+        let words: Vec<&str> = words.trim_end_matches('|').split('|').collect();
+        assert!(
+            words[0].starts_with('/') && words[0].ends_with("/release/xe"),
+            "{line}"
+        );
+        assert_eq!(
+            &words[1..],
+            [
+                "-s",
+                "localhost",
+                "-p",
+                "4431",
+                "-u",
+                "root",
+                "-pw",
+                "pa ss",
+                "host-list"
+            ]
+        );
+    }
+
+    #[test]
+    fn labs_are_found_in_the_run_directory_and_its_own_labs() {
+        let base = std::env::temp_dir().join(format!("lab-labs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let write = |d: &Path, pw: &str| {
+            std::fs::create_dir_all(d).unwrap();
+            let s = serde_json::to_string(&lab(pw)).unwrap();
+            std::fs::write(d.join("state.json"), s).unwrap();
+        };
+        assert!(labs_in(&base).is_empty());
+        write(&base.join("bench"), "b");
+        write(&base, "user");
+        write(&base.join("test"), "t");
+        std::fs::create_dir_all(base.join("elsewhere")).unwrap();
+        let found: Vec<(PathBuf, String)> = labs_in(&base)
+            .into_iter()
+            .map(|(d, st)| (d, st.password))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (base.clone(), "user".to_string()),
+                (base.join("test"), "t".to_string()),
+                (base.join("bench"), "b".to_string()),
+            ]
+        );
+        // Taking down the test's lab leaves the user's and the bench's.
+        down_dir(&base.join("test")).unwrap();
+        assert!(!base.join("test").exists());
+        assert_eq!(labs_in(&base).len(), 2);
+        // Taking down the user's lab leaves the bench's files.
+        down_dir(&base).unwrap();
+        assert_eq!(labs_in(&base).len(), 1);
+        assert!(base.join("bench/state.json").exists());
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }

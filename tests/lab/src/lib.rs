@@ -8,6 +8,7 @@
 //! helpers in [`testing`].
 
 pub mod bench;
+pub mod deb;
 pub mod deps;
 pub mod guestkit;
 pub mod hosts;
@@ -19,9 +20,8 @@ pub mod xen;
 
 use anyhow::{bail, Context, Result};
 use hosts::LabState;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use util::{run_dir, run_step, say, workspace_root};
+use util::{run_dir, say};
 
 pub struct UpOptions {
     pub hosts: u32,
@@ -53,72 +53,64 @@ impl Default for UpOptions {
     }
 }
 
-/// The toolstack binaries installed into dom0: (cargo package, binary, dom0 path).
-const TOOLSTACK: &[(&str, &str, &str)] = &[
-    ("xapi-rs", "xapi-rs", "/usr/local/sbin/xapi-rs"),
-    ("xe", "xe", "/usr/local/bin/xe"),
-    ("xenguest", "xenguest", "/usr/local/lib/xapi-rs/xenguest"),
-];
+/// What `lab up` installs into each dom0.
+pub struct Built {
+    /// The guest kit's initramfs.
+    pub initrd: std::path::PathBuf,
+    /// The toolstack's Debian package ([`deb`]).
+    pub deb: std::path::PathBuf,
+}
 
-const XAPI_UNIT: &str = "[Unit]
-Description=xapi-rs, the XenAPI toolstack
-After=xen.service lab-net.service network.target
-Wants=xen.service
-
-[Service]
-ExecStart=/usr/local/sbin/xapi-rs
-Restart=on-failure
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target
-";
-
-/// Builds the release toolstack and the guest kit (before booting, so the
-/// compiler and the TCG hosts do not compete for the two cores).
-pub fn build_toolstack() -> Result<std::path::PathBuf> {
+/// Builds the toolstack's Debian package and the guest kit (before booting,
+/// so the compiler and the TCG hosts do not compete for the two cores).
+pub fn build_toolstack() -> Result<Built> {
+    let deb = deb::build_release()?;
     let dir = run_dir();
     std::fs::create_dir_all(&dir)?;
-    let log = dir.join("build.log");
-    let mut c = Command::new(env!("CARGO"));
-    c.args(["build", "--release"]);
-    for (pkg, _, _) in TOOLSTACK {
-        c.args(["-p", pkg]);
-    }
-    run_step(
-        "build toolstack (release)",
-        c.current_dir(workspace_root()),
-        &log,
-        Duration::from_secs(3600),
-    )?;
-    guestkit::build(&dir)
+    let initrd = guestkit::build(&dir)?;
+    Ok(Built { initrd, deb })
 }
 
 /// Builds and installs the toolstack into every host, (re)starts xapi-rs
 /// and, when asked, waits until it answers.
 pub fn deploy(state: &LabState, wait_xapi: bool) -> Result<()> {
-    let initrd = build_toolstack()?;
-    install(state, &initrd, wait_xapi)
+    let built = build_toolstack()?;
+    install(state, &built, wait_xapi)
 }
 
-/// Installs the built toolstack and guest kit into every host.
-pub fn install(state: &LabState, initrd: &std::path::Path, wait_xapi: bool) -> Result<()> {
-    let target = guestkit::target_dir().join("release");
+/// Installs the toolstack package and the guest kit into every host. dom0
+/// has no network: apt finds every dependency installed (the image has them).
+pub fn install(state: &LabState, built: &Built, wait_xapi: bool) -> Result<()> {
+    let name = built
+        .deb
+        .file_name()
+        .context("package path has no name")?
+        .to_string_lossy();
+    let remote = format!("{}/{name}", deb::DOM0_DIR);
     for h in &state.hosts {
-        for (_, bin, dest) in TOOLSTACK {
-            state.push(h.index, &target.join(bin), dest)?;
-        }
-        state.push(h.index, initrd, "/opt/lab/guest/initrd.cpio")?;
-        state.push_bytes(
-            h.index,
-            XAPI_UNIT.as_bytes(),
-            "/etc/systemd/system/xapi-rs.service",
-            0o644,
-        )?;
+        state.push(h.index, &built.initrd, "/opt/lab/guest/initrd.cpio")?;
+        // Also what the lab copied in before it installed a package (a
+        // lab booted then and redeployed now): /usr/local would shadow it.
         state.exec_ok(
             h.index,
-            "systemctl daemon-reload && systemctl enable -q xapi-rs && systemctl restart xapi-rs",
-            Duration::from_secs(120),
+            &format!(
+                "rm -rf {} /etc/systemd/system/xapi-rs.service \
+                 /etc/systemd/system/multi-user.target.wants/xapi-rs.service \
+                 /usr/local/sbin/xapi-rs /usr/local/bin/xe /usr/local/lib/xapi-rs",
+                deb::DOM0_DIR
+            ),
+            Duration::from_secs(60),
+        )?;
+        state.push(h.index, &built.deb, &remote)?;
+        // --reinstall: a rebuilt package of the same version replaces the
+        // installed one; the new conffiles win (the lab changes none).
+        state.exec_ok(
+            h.index,
+            &format!(
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall \
+                 -o Dpkg::Options::=--force-confnew {remote}"
+            ),
+            Duration::from_secs(600),
         )?;
     }
     if wait_xapi {
@@ -169,7 +161,7 @@ pub fn up(opts: &UpOptions) -> Result<LabState> {
     let xen = xen::build(&src)?;
     let cred = image::credentials()?;
     let img = image::build(&src.version, &cred)?;
-    let initrd = build_toolstack()?;
+    let built = build_toolstack()?;
     say(format!(
         "booting {} host(s) (Xen {} under QEMU TCG)",
         opts.hosts, src.version
@@ -185,7 +177,7 @@ pub fn up(opts: &UpOptions) -> Result<LabState> {
             return Err(e.context(format!("logs kept in {}", keep.display())));
         }
     };
-    install(&state, &initrd, opts.wait_xapi)?;
+    install(&state, &built, opts.wait_xapi)?;
     say(format!("lab up in {}s", start.elapsed().as_secs()));
     Ok(state)
 }

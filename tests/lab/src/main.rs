@@ -1,56 +1,110 @@
-//! `lab`: the nested-virt lab's command line. See `lab help`.
+//! `lab`: the nested-virt lab's command line. See `lab --help`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 use lab::hosts::{self, LabState};
+use lab::util::{self, shell_quote};
 use lab::{testrun, UpOptions};
+use std::path::PathBuf;
 
-const HELP: &str = "\
-lab: real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0
-
-  lab up [--hosts N] [--cpus C] [--no-xapi]   boot the lab (installs what it needs)
-  lab env                                     shell lines: XAPI_URL, XAPI_HTTP, XAPI_USER, XAPI_PASSWORD
-  lab status                                  the hosts and their ports
-  lab exec [--host N] -- CMD...               run CMD in a dom0, with its exit status
-  lab push [--host N] LOCAL REMOTE            copy a file into a dom0
-  lab down                                    stop every lab process
-  lab test [--keep]                           the whole test suite (unit, then on real Xen)
-  lab build-xen                               build the lab hypervisor, print its path
-  lab bench api [--requests N]                xapi-rs request rate, latency, event wake-up, xe time
-  lab bench migrate [--runs N]                xl migrate vs ours to localhost (3 runs each), ratio line
-";
-
-fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>> {
-    if let Some(i) = args.iter().position(|a| a == flag) {
-        if i + 1 >= args.len() {
-            bail!("{flag} needs a value");
-        }
-        let v = args.remove(i + 1);
-        args.remove(i);
-        return Ok(Some(v));
-    }
-    Ok(None)
+/// Real Xen hosts under QEMU, with the xapi-rs toolstack in each dom0.
+#[derive(Parser, Debug)]
+#[command(
+    name = "lab",
+    arg_required_else_help = true,
+    after_help = "The lab lives in XAPI_LAB_RUN (default /var/tmp/xapi-rs-lab); `lab test` and \
+                  `lab bench migrate` boot their own hosts in its test/ and bench/ \
+                  subdirectories, so a lab brought up by `lab up` keeps running. \
+                  XAPI_LAB_CACHE moves the image cache (default /var/cache/xapi-rs-lab)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
-    if let Some(i) = args.iter().position(|a| a == flag) {
-        args.remove(i);
-        true
-    } else {
-        false
-    }
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Boot the lab (installs what it needs) and print how to reach it
+    Up {
+        #[arg(long, default_value_t = 1)]
+        hosts: u32,
+        /// vCPUs per host [default: XAPI_LAB_CPUS, else 2]
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Do not wait for xapi-rs to answer
+        #[arg(long)]
+        no_xapi: bool,
+    },
+    /// Shell lines for clients: `eval "$(lab env)"` exports XAPI_URL,
+    /// XAPI_HTTP, XAPI_USER, XAPI_PASSWORD, XAPI_LAB_*
+    Env,
+    /// The hosts and their ports (also of a kept test or bench lab)
+    Status,
+    /// Run CMD in a dom0; exits with its status
+    Exec {
+        #[arg(long, default_value_t = 1)]
+        host: u32,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Copy a file into a dom0
+    Push {
+        #[arg(long, default_value_t = 1)]
+        host: u32,
+        local: PathBuf,
+        remote: String,
+    },
+    /// Stop every lab process: the lab and a kept test or bench lab
+    Down,
+    /// The whole test suite (lints, unit tests, then on real Xen), on hosts
+    /// of its own
+    Test {
+        /// Leave the test's last lab up (XAPI_LAB_RUN=<run>/test reaches it;
+        /// `lab down` stops it)
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build the lab hypervisor and print its path
+    BuildXen,
+    /// Benchmarks: the API of the lab that is up, or live migration on a
+    /// host of its own
+    #[command(subcommand)]
+    Bench(Bench),
+    /// Build the toolstack's Debian package (target/debian/xapi-rs_VERSION_amd64.deb), print its path
+    Deb,
+    // New commands go here, with their arm in `run`.
+    /// The lab network's hub (started by `lab up`)
+    #[command(hide = true)]
+    Hub {
+        #[arg(long)]
+        hosts: u32,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
-fn host_arg(args: &mut Vec<String>) -> Result<u32> {
-    Ok(take_value(args, "--host")?
-        .map(|v| v.parse())
-        .transpose()
-        .context("--host takes a number")?
-        .unwrap_or(1))
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// xapi-rs request rate, latency, event wake-up and xe time, on the lab
+    /// that is up
+    Api {
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+    },
+    /// xl migrate against ours to localhost, interleaved, and the ratio
+    /// line; boots a host of its own
+    Migrate {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Leave the bench's host up (XAPI_LAB_RUN=<run>/bench reaches it)
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(args) {
+    // --help prints and exits 0; a bad command line exits 2, as clap does.
+    match run(Cli::parse().cmd) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("lab: error: {e:#}");
@@ -59,129 +113,170 @@ fn main() {
     }
 }
 
-fn run(mut args: Vec<String>) -> Result<i32> {
-    if args.is_empty() {
-        print!("{HELP}");
-        return Ok(2);
-    }
-    let cmd = args.remove(0);
-    match cmd.as_str() {
-        "up" => {
-            let mut o = UpOptions::default();
-            if let Some(n) = take_value(&mut args, "--hosts")? {
-                o.hosts = n.parse().context("--hosts takes a number")?;
-            }
-            if let Some(n) = take_value(&mut args, "--cpus")? {
-                o.cpus = n.parse().context("--cpus takes a number")?;
-            }
-            o.wait_xapi = !take_flag(&mut args, "--no-xapi");
-            let st = lab::up(&o)?;
-            let h = st.host(1)?;
-            println!(
-                "\nThe lab is up: {} host(s). Host 1 is reachable at:\n  XenAPI  https://127.0.0.1:{} (http://127.0.0.1:{})  user root, password {}\n  ssh     cargo run --release -p lab -- exec -- CMD\n  xe      xe -s 127.0.0.1 -p {} -u root -pw {} host-list\n  shell   eval \"$(cargo run -q --release -p lab -- env)\"\n",
-                st.hosts.len(),
-                h.https_port,
-                h.http_port,
-                st.password,
-                h.https_port,
-                st.password
-            );
+fn run(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Up {
+            hosts,
+            cpus,
+            no_xapi,
+        } => {
+            let d = UpOptions::default();
+            let st = lab::up(&UpOptions {
+                hosts,
+                cpus: cpus.unwrap_or(d.cpus),
+                wait_xapi: !no_xapi,
+                ..d
+            })?;
+            print!("{}", up_message(&st)?);
             Ok(0)
         }
-        "env" => {
+        Cmd::Env => {
             print!("{}", LabState::load()?.env_lines()?);
             Ok(0)
         }
-        "status" => {
-            let st = LabState::load()?;
-            for h in &st.hosts {
-                println!(
-                    "host {}: {} pid {} ssh {} http {} https {} serial {}",
-                    h.index,
-                    if lab::util::pid_alive(h.pid) {
-                        "running"
-                    } else {
-                        "DEAD"
-                    },
-                    h.pid,
-                    h.ssh_port,
-                    h.http_port,
-                    h.https_port,
-                    h.serial_log.display()
-                );
+        Cmd::Status => {
+            let labs = hosts::labs();
+            if labs.is_empty() {
+                // The usual message: no lab is up, run `lab up`.
+                LabState::load()?;
+            }
+            for (dir, st) in labs {
+                if dir != util::run_dir() {
+                    println!("{} lab (XAPI_LAB_RUN={}):", lab_name(&dir), dir.display());
+                }
+                print!("{}", st.status_lines());
             }
             Ok(0)
         }
-        "exec" => {
-            let host = host_arg(&mut args)?;
-            if args.first().map(String::as_str) == Some("--") {
-                args.remove(0);
-            }
-            if args.is_empty() {
-                bail!("usage: lab exec [--host N] -- CMD...");
-            }
-            LabState::load()?.exec_interactive(host, &args)
-        }
-        "push" => {
-            let host = host_arg(&mut args)?;
-            let [local, remote] = <[String; 2]>::try_from(args)
-                .map_err(|_| anyhow::anyhow!("usage: lab push [--host N] LOCAL REMOTE"))?;
-            LabState::load()?.push(host, local.as_ref(), &remote)?;
+        Cmd::Exec { host, cmd } => LabState::load()?.exec_interactive(host, &cmd),
+        Cmd::Push {
+            host,
+            local,
+            remote,
+        } => {
+            LabState::load()?.push(host, &local, &remote)?;
             Ok(0)
         }
-        "down" => {
-            hosts::down()?;
-            lab::util::say("lab down");
+        Cmd::Down => {
+            hosts::down_all()?;
+            util::say("lab down");
             Ok(0)
         }
-        "test" => {
-            let keep = take_flag(&mut args, "--keep");
-            testrun::run(keep)
-        }
-        "bench" => {
-            let what = if args.is_empty() {
-                String::new()
-            } else {
-                args.remove(0)
-            };
-            let n = take_value(&mut args, "--requests")?
-                .map(|v| v.parse())
-                .transpose()
-                .context("--requests takes a number")?
-                .unwrap_or(500);
-            let runs = take_value(&mut args, "--runs")?
-                .map(|v| v.parse())
-                .transpose()
-                .context("--runs takes a number")?
-                .unwrap_or(3);
-            match what.as_str() {
-                "api" => lab::bench::api(n)?,
-                "migrate" => lab::bench::migrate(runs)?,
-                _ => bail!("usage: lab bench api [--requests N] | lab bench migrate [--runs N]"),
-            }
+        Cmd::Test { keep } => testrun::run(keep),
+        Cmd::Deb => {
+            println!("{}", lab::deb::build()?.display());
             Ok(0)
         }
-        "build-xen" => {
+        Cmd::BuildXen => {
             let src = lab::deps::ensure()?;
             let xen = lab::xen::build(&src)?;
             println!("{}", xen.with_extension("gz").display());
             Ok(0)
         }
-        "hub" => {
-            let n: u32 = take_value(&mut args, "--hosts")?
-                .context("--hosts")?
-                .parse()?;
-            let dir = take_value(&mut args, "--dir")?.context("--dir")?;
-            hosts::hub(std::path::Path::new(&dir), n)?;
+        Cmd::Bench(Bench::Api { requests }) => {
+            lab::bench::api(requests)?;
             Ok(0)
         }
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
+        Cmd::Bench(Bench::Migrate { runs, keep }) => {
+            lab::bench::migrate(runs, keep)?;
             Ok(0)
         }
-        other => {
-            eprint!("lab: unknown command '{other}'\n\n{HELP}");
-            Ok(2)
+        Cmd::Hub { hosts, dir } => {
+            hosts::hub(&dir, hosts)?;
+            Ok(0)
         }
+    }
+}
+
+/// "test" for `<run>/test`: what a nested lab is for.
+fn lab_name(dir: &std::path::Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What `lab up` prints: how to reach host 1, as lines that work when
+/// pasted into a shell (absolute paths, the run directory when it is not
+/// the default).
+fn up_message(st: &LabState) -> Result<String> {
+    let h = st.host(1)?;
+    let lab = std::env::current_exe()?;
+    let run = std::env::var_os("XAPI_LAB_RUN")
+        .map(|_| {
+            format!(
+                "XAPI_LAB_RUN={} ",
+                shell_quote(&util::run_dir().display().to_string())
+            )
+        })
+        .unwrap_or_default();
+    let lab = format!("{run}{}", shell_quote(&lab.display().to_string()));
+    Ok(format!(
+        "\nThe lab is up: {} host(s). Host 1 is reachable at:\n  \
+         XenAPI  https://127.0.0.1:{} (http://127.0.0.1:{})  user root, password {}\n  \
+         ssh     {lab} exec -- CMD\n  \
+         xe      {}\n  \
+         shell   eval \"$({lab} env)\"\n  \
+         stop    {lab} down\n",
+        st.hosts.len(),
+        h.https_port,
+        h.http_port,
+        st.password,
+        st.xe_line(&["host-list"])?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{error::ErrorKind, CommandFactory};
+
+    fn parse(a: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lab").chain(a.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_flags_are_errors_and_help_is_not() {
+        let kind = |a: &[&str]| parse(a).unwrap_err().kind();
+        assert_eq!(kind(&["up", "--bogus"]), ErrorKind::UnknownArgument);
+        assert_eq!(
+            kind(&["bench", "migrate", "--requests", "3"]),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(kind(&["up", "--hosts", "two"]), ErrorKind::ValueValidation);
+        assert_eq!(kind(&["frobnicate"]), ErrorKind::InvalidSubcommand);
+        assert_eq!(kind(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(kind(&["bench", "--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(parse(&["up", "--bogus"]).unwrap_err().exit_code(), 2);
+        // No command: the help, as an error (exit 2).
+        assert_eq!(
+            kind(&[]),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+    }
+
+    #[test]
+    fn exec_takes_the_command_as_it_is() {
+        let cmd = |a: &[&str]| match parse(a).unwrap().cmd {
+            Cmd::Exec { host, cmd } => (host, cmd),
+            c => panic!("{c:?}"),
+        };
+        assert_eq!(
+            cmd(&["exec", "--", "ls", "-l"]),
+            (1, vec!["ls".into(), "-l".into()])
+        );
+        assert_eq!(
+            cmd(&["exec", "--host", "2", "--", "xl", "list"]),
+            (2, vec!["xl".into(), "list".into()])
+        );
+        assert_eq!(cmd(&["exec", "uname", "-a"]).1, vec!["uname", "-a"]);
+        assert_eq!(
+            parse(&["exec"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 }

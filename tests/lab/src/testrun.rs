@@ -2,7 +2,8 @@
 //! tests, then on real Xen: the test binaries that must run inside dom0 (crates
 //! with `[package.metadata.lab] dom0-tests = true`, their `#[ignore]`d tests)
 //! and the black-box lab tests in `tests/lab/tests/` (likewise `#[ignore]`d),
-//! first on one host, then those named `two_hosts*` on two.
+//! first on one host (those named `fresh_host*` each on a freshly booted
+//! one), then those named `two_hosts*` on two.
 
 use crate::hosts::{self, LabState};
 use crate::util::{say, workspace_root};
@@ -18,6 +19,9 @@ pub struct Tally {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
+    /// Tests that printed `skipped: NAME (reason)`: they count as passed
+    /// in libtest's line too, so they are subtracted from `passed`.
+    pub skipped: u64,
     /// Phases that could not run at all (a build or the lab failed).
     pub broken: Vec<String>,
 }
@@ -25,7 +29,12 @@ pub struct Tally {
 impl Tally {
     /// Adds the `test result:` lines of libtest output.
     pub fn add_output(&mut self, text: &str) {
+        let mut skipped = 0;
         for line in text.lines() {
+            if line.starts_with("skipped: ") {
+                skipped += 1;
+                continue;
+            }
             let Some(rest) = line.trim().strip_prefix("test result: ") else {
                 continue;
             };
@@ -46,6 +55,8 @@ impl Tally {
                 }
             }
         }
+        self.skipped += skipped;
+        self.passed = self.passed.saturating_sub(skipped);
     }
 }
 
@@ -230,14 +241,86 @@ fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
                 "--ignored",
                 "--test-threads=1",
             ])
-            .args(filter),
+            .args(filter)
+            // The tests find the lab through its state file: this run's.
+            .env("XAPI_LAB_RUN", crate::util::run_dir()),
         tally,
     )
 }
 
+/// Black-box tests whose name contains this get a freshly booted host each.
+pub const FRESH_HOST: &str = "fresh_host";
+
+/// The black-box tests named `*fresh_host*` (libtest's `--list`: "NAME: test").
+fn fresh_host_black_box() -> Result<Vec<String>> {
+    let out = cargo()
+        .args(["test", "-p", "lab", "--tests", "--", "--ignored", "--list"])
+        .arg(FRESH_HOST)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("listing the lab's black-box tests failed");
+    }
+    Ok(fresh_host_names(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The `*fresh_host*` test names in libtest `--list` output.
+fn fresh_host_names(list: &str) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        // As libtest's `--skip` matches: anywhere in the name.
+        .filter(|n| n.contains(FRESH_HOST))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Xen's stream verifier (`xenguest/tests/reference_verifier.rs` runs it)
+/// from the cached Xen source: Debian ships it only in the dom0 tools.
+fn reference_verifier(src: &crate::deps::XenSource) -> Result<()> {
+    if std::env::var_os("XENGUEST_VERIFY_STREAM_V2").is_some() {
+        return Ok(());
+    }
+    let tarball = src
+        .orig_tarball()
+        .with_context(|| format!("no .orig.tar.xz beside {}", src.dsc.display()))?;
+    // In the cache, not the run directory: taking a phase's hosts down clears that.
+    let dir = crate::util::cache_dir().join("xen-tools-python");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    crate::util::capture(
+        Command::new("tar")
+            .arg("-xJf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&dir)
+            .args(["--strip-components=3", "--wildcards"])
+            .args([
+                "*/tools/python/scripts/verify-stream-v2",
+                "*/tools/python/xen/__init__.py",
+                "*/tools/python/xen/util.py",
+                "*/tools/python/xen/migration/*",
+            ]),
+    )?;
+    std::env::set_var(
+        "XENGUEST_VERIFY_STREAM_V2",
+        dir.join("scripts/verify-stream-v2"),
+    );
+    std::env::set_var("XENGUEST_VERIFY_PYTHONPATH", &dir);
+    Ok(())
+}
+
 pub fn run(keep: bool) -> Result<i32> {
+    // Hosts of its own, booted and taken down phase by phase: a lab the
+    // user brought up keeps running.
+    let dir = crate::util::use_own_lab("test")?;
+    say(format!("lab test: its hosts run in {}", dir.display()));
     let mut t = Tally::default();
-    crate::deps::ensure().context("installing the build machine's packages")?;
+    // Tests whose prerequisite is missing fail instead of skipping
+    // (xapi-rs/tests/common: `skip`); every child inherits it.
+    std::env::set_var("XAPI_LAB_STRICT", "1");
+    let src = crate::deps::ensure().context("installing the build machine's packages")?;
+    reference_verifier(&src).context("unpacking Xen's verify-stream-v2")?;
     let mut ok = run_echo(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -279,7 +362,30 @@ pub fn run(keep: bool) -> Result<i32> {
         // restore guests, after which this TCG lab's dom0 has been seen to
         // corrupt memory (see README, "known lab problem").
         if up_phase(1, &mut t).is_some() {
-            ok &= black_box("lab tests (1 host)", &["--skip", "two_hosts"], &mut t)?;
+            ok &= black_box(
+                "lab tests (1 host)",
+                &["--skip", "two_hosts", "--skip", FRESH_HOST],
+                &mut t,
+            )?;
+        }
+        // Those that change the host itself (`fresh_host*`), each on a host
+        // of its own, so what they leave cannot affect others.
+        match fresh_host_black_box() {
+            Ok(names) => {
+                for name in names {
+                    if up_phase(1, &mut t).is_some() {
+                        ok &= black_box(
+                            &format!("lab test {name} (fresh host)"),
+                            &[&name, "--exact"],
+                            &mut t,
+                        )?;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("lab: error: {e:#}");
+                t.broken.push("list fresh-host lab tests".into());
+            }
         }
         if let Some(_st2) = up_phase(2, &mut t) {
             ok &= black_box("lab tests (2 hosts)", &["two_hosts"], &mut t)?;
@@ -288,15 +394,10 @@ pub fn run(keep: bool) -> Result<i32> {
     if !keep {
         // `lab down` must leave no process of the lab behind: checked every run.
         let _ = hosts::down();
-        let left = Command::new("pgrep")
-            .args([
-                "-a",
-                "-f",
-                &format!("{}/", crate::util::run_dir().display()),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+        let left: String = hosts::lab_processes(&dir)
+            .iter()
+            .map(|(pid, cmd)| format!("{pid} {cmd}\n"))
+            .collect();
         if left.trim().is_empty() {
             t.passed += 1;
             println!("test lab_down_leaves_no_process_behind ... ok");
@@ -305,14 +406,22 @@ pub fn run(keep: bool) -> Result<i32> {
             println!("test lab_down_leaves_no_process_behind ... FAILED:\n{left}");
         }
     }
+    if keep {
+        say(format!(
+            "the test's last lab is kept: XAPI_LAB_RUN={} lab status|exec|env reach it; \
+             `lab down` (or XAPI_LAB_RUN={0} lab down) stops it",
+            dir.display()
+        ));
+    }
     ok &= t.broken.is_empty() && t.failed == 0;
     for b in &t.broken {
         println!("lab: phase failed to run: {b}");
     }
     println!(
-        "{} passed, {} failed",
+        "{} passed, {} failed, {} skipped",
         t.passed,
-        t.failed + t.broken.len() as u64
+        t.failed + t.broken.len() as u64,
+        t.skipped
     );
     Ok(if ok { 0 } else { 1 })
 }
@@ -329,5 +438,31 @@ mod tests {
              test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\n",
         );
         assert_eq!((t.passed, t.failed, t.ignored), (4, 2, 1));
+    }
+
+    #[test]
+    fn fresh_host_tests_are_found_by_name() {
+        let list = "fresh_host_package_remove_keeps_guests: test\n\
+                    smoke_the_lab_runs: test\n\
+                    tests::fresh_host_in_a_module: test\n\
+                    fresh_host_bench: benchmark\n\n\
+                    2 tests, 1 benchmark\n";
+        assert_eq!(
+            fresh_host_names(list),
+            [
+                "fresh_host_package_remove_keeps_guests",
+                "tests::fresh_host_in_a_module"
+            ]
+        );
+    }
+
+    #[test]
+    fn tally_counts_skipped_lines_apart_from_passes() {
+        let mut t = Tally::default();
+        t.add_output(
+            "running 2 tests\nskipped: https_check (curl unavailable)\ntest a ... ok\ntest b ... ok\n\
+             test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n",
+        );
+        assert_eq!((t.passed, t.failed, t.skipped), (1, 0, 1));
     }
 }

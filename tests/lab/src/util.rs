@@ -190,11 +190,56 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/xapi-rs-lab"))
 }
 
-/// Where a running lab keeps its state, overlays and logs.
-pub fn run_dir() -> PathBuf {
+/// The user's run directory: `XAPI_LAB_RUN`, else /var/tmp/xapi-rs-lab.
+/// `lab up` keeps its lab here; commands that boot hosts of their own keep
+/// them in a subdirectory ([`OWN_LABS`]).
+pub fn base_run_dir() -> PathBuf {
     std::env::var_os("XAPI_LAB_RUN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/xapi-rs-lab"))
+}
+
+/// The subdirectories of the run directory where `lab test` and `lab bench
+/// migrate` keep their own labs (they boot and take down hosts as they go,
+/// and must never take down the lab the user brought up).
+pub const OWN_LABS: &[&str] = &["test", "bench"];
+
+static OWN_RUN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes this process's lab the one in `<base>/<name>` (`name` one of
+/// [`OWN_LABS`]) and returns its directory. Once per process.
+pub fn use_own_lab(name: &str) -> Result<PathBuf> {
+    let dir = own_lab_dir(&base_run_dir(), name)?;
+    OWN_RUN_DIR
+        .set(dir.clone())
+        .map_err(|d| anyhow::anyhow!("this process's lab is already {}", d.display()))?;
+    Ok(dir)
+}
+
+/// The directory of own lab `name` under the run directory `base`.
+pub fn own_lab_dir(base: &Path, name: &str) -> Result<PathBuf> {
+    if !OWN_LABS.contains(&name) {
+        bail!("{name} is not one of the run directory's own labs {OWN_LABS:?}");
+    }
+    Ok(base.join(name))
+}
+
+/// Where this process's lab keeps its state, overlays and logs: the base
+/// run directory unless [`use_own_lab`] chose one of its own.
+pub fn run_dir() -> PathBuf {
+    OWN_RUN_DIR.get().cloned().unwrap_or_else(base_run_dir)
+}
+
+/// Whether a process with command line `cmdline` belongs to the lab in `dir`
+/// (and not to a lab in one of its [`OWN_LABS`] subdirectories): its
+/// arguments name a file in `dir` (QEMU's overlays, sockets and logs, ssh's
+/// control socket) or `dir` itself (the hub's `--dir`).
+pub fn belongs_to_lab(cmdline: &str, dir: &Path) -> bool {
+    let names = |d: &Path| {
+        let d = d.display().to_string();
+        cmdline.contains(&format!("{d}/")) || cmdline.split_whitespace().any(|w| w == d)
+    };
+    names(dir) && !OWN_LABS.iter().any(|s| names(&dir.join(s)))
 }
 
 /// The workspace root: this crate lives in `tests/lab`.
@@ -283,6 +328,44 @@ mod tests {
         .to_string();
         assert!(e.contains("timed out"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn test_and_bench_labs_live_under_the_run_directory() {
+        let base = Path::new("/var/tmp/lab-x");
+        assert_eq!(own_lab_dir(base, "test").unwrap(), base.join("test"));
+        assert_eq!(own_lab_dir(base, "bench").unwrap(), base.join("bench"));
+        assert!(own_lab_dir(base, "").is_err() && own_lab_dir(base, "../x").is_err());
+        // Without a choice of its own, a process's lab is the user's.
+        assert_eq!(run_dir(), base_run_dir());
+    }
+
+    #[test]
+    fn processes_belong_to_their_own_lab_only() {
+        let base = Path::new("/var/tmp/lab-x");
+        let test = base.join("test");
+        let qemu = |d: &Path| {
+            format!(
+                "qemu-system-x86_64 -drive file={}/host1.qcow2,if=virtio -daemonize",
+                d.display()
+            )
+        };
+        let hub = |d: &Path| format!("/w/target/release/lab hub --dir {} --hosts 1", d.display());
+        let ssh = |d: &Path| format!("ssh -o ControlPath={}/ssh-4242.ctl -f -N", d.display());
+        for p in [qemu(base), hub(base), ssh(base)] {
+            assert!(belongs_to_lab(&p, base), "{p}");
+            assert!(!belongs_to_lab(&p, &test), "{p}");
+        }
+        for p in [qemu(&test), hub(&test), ssh(&test)] {
+            assert!(belongs_to_lab(&p, &test), "{p}");
+            assert!(
+                !belongs_to_lab(&p, base),
+                "{p}: the user's lab must not take the test's down"
+            );
+        }
+        // A sibling directory whose name starts like the lab's is another lab.
+        assert!(!belongs_to_lab(&qemu(Path::new("/var/tmp/lab-xy")), base));
+        assert!(!belongs_to_lab(&hub(Path::new("/var/tmp/lab-x2")), base));
     }
 
     #[test]

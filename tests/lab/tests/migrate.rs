@@ -4,12 +4,11 @@
 //! over the lab network, five migrations in a row.
 //! `lab test` runs it in its two-host phase (`two_hosts` in the name).
 
+use dom0_support::XENGUEST;
 use lab::hosts::LabState;
 use lab::testing::{console_lines, lab, sh, wait_console};
 use lab::util::poll;
 use std::time::Duration;
-
-const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
 
 /// How long to wait for a console line: a first boot or a migrated guest's
 /// next verify under TCG.

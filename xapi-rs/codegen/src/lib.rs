@@ -561,6 +561,7 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
 
     // Per-class fields and messages.
     let mut class_entries = String::new();
+    let mut volatile_found = 0;
     for c in &g.classes {
         let cn = s(c, "name");
         let up = consts_name(&cn);
@@ -575,9 +576,13 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
                 q => return Err(format!("unknown qualifier {q}")),
             };
             let def = default_const(&ty, f.get("default").and_then(Value::as_str))?;
+            let volatile = overlay::VOLATILE
+                .iter()
+                .any(|(vc, vf)| *vc == cn && *vf == s(f, "name"));
+            volatile_found += usize::from(volatile);
             writeln!(
                 o,
-                "    Field {{ name: {:?}, ty: {}, qual: {qual}, default: {def}, lifecycle: {}, releases: {} }},",
+                "    Field {{ name: {:?}, ty: {}, qual: {qual}, default: {def}, lifecycle: {}, releases: {}, volatile: {volatile} }},",
                 s(f, "name"),
                 ty_const(&ty),
                 lifecycle_const(&s(f, "lifecycle"))?,
@@ -659,6 +664,9 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
             releases_const(c),
         )
         .unwrap();
+    }
+    if volatile_found != overlay::VOLATILE.len() {
+        return Err("a field of overlay::VOLATILE is not in the definition".into());
     }
     writeln!(o, "pub const CLASSES: &[Class] = &[\n{class_entries}];").unwrap();
     Ok(o)

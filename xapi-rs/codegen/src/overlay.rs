@@ -76,6 +76,7 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("EVENT_FROM_TOKEN_PARSE_FAILURE", &["token"], "The event.from token could not be parsed. Valid values include: '', and a value returned from a previous event.from call."),
     err("REQUEST_TOO_LARGE", &[], ""),
     err("TASK_CANCELLED", &["task"], "The request was asynchronously canceled."),
+    err("TOO_MANY_PENDING_TASKS", &[], "The request was rejected because there are too many pending tasks on the server."),
     err("HOST_IS_SLAVE", &["Master IP address"], "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host."),
 ];
 
@@ -90,3 +91,12 @@ pub const NO_EVENTS: &[&str] = &["session"];
 /// Classes whose custom messages have no `Async.` variant (the reference
 /// declares them without the `Async` flag).
 pub const SYNC_ONLY: &[&str] = &["session", "event"];
+
+/// Fields whose changes are kept in memory only, as (class, field): what
+/// the periodic metrics refresh writes. The reference marks them
+/// non-persistent in its datamodel, but the definition does not carry the
+/// flag.
+pub const VOLATILE: &[(&str, &str)] = &[
+    ("host_cpu", "utilisation"),
+    ("host_metrics", "last_updated"),
+];

@@ -17,7 +17,7 @@ fn require(ctx: &Ctx, c: &Class, r: &str) -> R<Record> {
 
 /// The hidden `get_all_records_where(expr)` / `get_all_where(expr)`.
 pub(super) fn where_call(ctx: &Ctx, c: &'static Class, records: bool, expr: &str) -> R<V> {
-    let expr = crate::expr::parse(expr).map_err(|e| errors::invalid_value("expr", &e))?;
+    let expr = crate::expr::parse(expr).map_err(|e| errors::invalid_value(expr, &e))?;
     let hits = ctx
         .db
         .all(c.name)

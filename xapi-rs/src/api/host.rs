@@ -19,6 +19,8 @@ pub(super) const HANDLERS: &[(Msg, Impl)] = &[
         Msg::HostComputeFreeMemory,
         Impl::Custom(compute_free_memory),
     ),
+    // Read by the HTTP front: plain HTTP from the network is then refused.
+    (Msg::HostSetHttpsOnly, Impl::Custom(set_https_only)),
 ];
 
 fn host(ctx: &Ctx, q: &Req) -> R<Host> {
@@ -53,4 +55,15 @@ fn compute_free_memory(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             .map_err(|e| errors::internal_error(&e.to_string()))?;
         Ok(V::I(free))
     })
+}
+
+fn set_https_only(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Host> = q.get(0);
+    let v: bool = q.get(1);
+    ready(
+        ctx.db
+            .update_typed(&r, |h| h.https_only = v)
+            .map(|_| super::void())
+            .map_err(Into::into),
+    )
 }

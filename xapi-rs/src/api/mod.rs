@@ -60,9 +60,66 @@ struct Registration {
 struct SessionState {
     last_active: Instant,
     registration: Option<Registration>,
-    /// What the session may call (the reference: its subject's roles; the
-    /// local superuser, which is who PAM logs in here, is pool-admin).
-    role: Role,
+    subject: Subject,
+    originator: String,
+}
+
+/// Who a session acts for: what every authority check looks at (roles in
+/// the dispatch, task ownership in [`task`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The name it logged in with (`auth_user_name`).
+    pub user: String,
+    /// Logged in as root, or on the local Unix socket.
+    pub local_superuser: bool,
+    /// What it may call: pool-admin for the local superuser; other local
+    /// accounts (no subject of an external directory here) only read and
+    /// handle their own tasks.
+    pub role: Role,
+}
+
+impl Subject {
+    fn new(user: &str, local_superuser: bool) -> Subject {
+        Subject {
+            user: user.to_string(),
+            local_superuser,
+            role: if local_superuser {
+                Role::PoolAdmin
+            } else {
+                Role::ReadOnly
+            },
+        }
+    }
+}
+
+/// The reference's session limits (`Xapi_globs`): root's sessions are
+/// counted per originator, other users' per user name, 500 each; root's
+/// sessions with no originator share 400 (`max_sessions`). Beyond a limit
+/// the least recently active sessions of the group are destroyed.
+pub const MAX_SESSIONS_PER_GROUP: usize = 500;
+pub const MAX_ANONYMOUS_SESSIONS: usize = 400;
+/// The reference keeps at most 200 tasks (`max_tasks`), deleting the
+/// longest-finished completed ones first, never pending ones.
+pub const MAX_TASKS: usize = 200;
+/// Pending tasks beyond this are refused with TOO_MANY_PENDING_TASKS.
+pub const MAX_PENDING_TASKS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SessionGroup {
+    Anonymous,
+    Originator(String),
+    User(String),
+}
+
+impl SessionState {
+    fn group(&self) -> SessionGroup {
+        let root = self.subject.user.is_empty() || self.subject.user == "root";
+        match (root, self.originator.is_empty()) {
+            (true, true) => SessionGroup::Anonymous,
+            (true, false) => SessionGroup::Originator(self.originator.clone()),
+            (false, _) => SessionGroup::User(self.subject.user.clone()),
+        }
+    }
 }
 
 /// Shared daemon state.
@@ -76,6 +133,11 @@ pub struct Ctx {
     /// PEM of the server certificate (for host.get_server_certificate).
     pub certificate_pem: Mutex<String>,
     sessions: Mutex<HashMap<String, SessionState>>,
+    /// Task -> the user whose session created it (internal in the
+    /// reference too: not in the record).
+    task_owners: Mutex<HashMap<String, String>>,
+    /// Pause before answering a failed login.
+    pub login_failure_delay: Duration,
 }
 
 impl Ctx {
@@ -96,6 +158,47 @@ impl Ctx {
             session_timeout,
             certificate_pem: Mutex::new(String::new()),
             sessions: Mutex::new(HashMap::new()),
+            task_owners: Mutex::new(HashMap::new()),
+            login_failure_delay: Duration::from_secs(5),
+        }
+    }
+
+    /// Who a live session acts for.
+    pub fn session_subject(&self, session: &str) -> Option<Subject> {
+        self.sessions().get(session).map(|st| st.subject.clone())
+    }
+
+    fn task_owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.task_owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Destroys the least recently active sessions of `group` beyond its limit.
+    fn enforce_session_limit(&self, group: &SessionGroup) {
+        let limit = match group {
+            SessionGroup::Anonymous => MAX_ANONYMOUS_SESSIONS,
+            _ => MAX_SESSIONS_PER_GROUP,
+        };
+        let evicted: Vec<String> = {
+            let mut s = self.sessions();
+            let mut members: Vec<(Instant, String)> = s
+                .iter()
+                .filter(|(_, st)| &st.group() == group)
+                .map(|(r, st)| (st.last_active, r.clone()))
+                .collect();
+            if members.len() <= limit {
+                return;
+            }
+            members.sort();
+            let n = members.len() - limit;
+            let out: Vec<String> = members.into_iter().take(n).map(|(_, r)| r).collect();
+            for r in &out {
+                s.remove(r);
+            }
+            out
+        };
+        for r in evicted {
+            tracing::info!("session {r} destroyed: more than {limit} sessions in {group:?}");
+            let _ = self.db.delete("session", &r);
         }
     }
 
@@ -110,7 +213,7 @@ impl Ctx {
         let role = match s.get_mut(&r) {
             Some(st) if st.last_active.elapsed() <= self.session_timeout => {
                 st.last_active = Instant::now();
-                Some(st.role)
+                Some(st.subject.role)
             }
             _ => None,
         };
@@ -380,7 +483,18 @@ async fn run(ctx: &Arc<Ctx>, imp: Impl, req: Req) -> R<V> {
 // ---------------------------------------------------------------------------
 // Tasks
 
-pub fn create_task(ctx: &Ctx, label: &str, description: &str) -> R<Ref<Task>> {
+/// A new pending task owned by `session`'s user; refused beyond
+/// [`MAX_PENDING_TASKS`].
+pub fn create_task(ctx: &Ctx, label: &str, description: &str, session: &str) -> R<Ref<Task>> {
+    let pending = ctx
+        .db
+        .all_typed::<Task>()
+        .into_iter()
+        .filter(|(_, t)| is_pending(t))
+        .count();
+    if pending >= MAX_PENDING_TASKS {
+        return Err(errors::too_many_pending_tasks());
+    }
     let r = Ref::new(new_ref());
     let t = Task {
         uuid: new_uuid(),
@@ -393,7 +507,23 @@ pub fn create_task(ctx: &Ctx, label: &str, description: &str) -> R<Ref<Task>> {
         ..Task::default()
     };
     ctx.db.create_typed(&r, &t)?;
+    if let Some(s) = ctx.session_subject(session) {
+        ctx.task_owners().insert(r.as_str().to_string(), s.user);
+    }
     Ok(r)
+}
+
+fn is_pending(t: &Task) -> bool {
+    matches!(
+        t.status,
+        TaskStatusType::Pending | TaskStatusType::Cancelling
+    )
+}
+
+/// Forgets the owners of tasks that are gone.
+pub fn prune_task_owners(ctx: &Ctx) {
+    let live: HashSet<String> = ctx.db.refs(Task::CLASS).into_iter().collect();
+    ctx.task_owners().retain(|t, _| live.contains(t));
 }
 
 /// Destroy tasks that finished longer than `retention` ago. Compact
@@ -403,13 +533,21 @@ pub fn gc_tasks(db: &Db, retention: Duration) {
         crate::value::now_unix() - retention.as_secs() as i64,
     ));
     for (r, t) in db.all_typed::<Task>() {
-        let done = !matches!(
-            t.status,
-            TaskStatusType::Pending | TaskStatusType::Cancelling
-        );
-        if done && t.finished < cutoff && t.finished != DateTime::default() {
+        if !is_pending(&t) && t.finished < cutoff && t.finished != DateTime::default() {
             let _ = db.delete(Task::CLASS, r.as_str());
         }
+    }
+    // Beyond MAX_TASKS, completed tasks go, longest finished first.
+    let all = db.all_typed::<Task>();
+    if all.len() <= MAX_TASKS {
+        return;
+    }
+    let (pending, mut completed): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|(_, t)| is_pending(t));
+    let keep = MAX_TASKS.saturating_sub(pending.len());
+    completed.sort_by(|(_, a), (_, b)| b.finished.cmp(&a.finished));
+    for (r, _) in completed.into_iter().skip(keep) {
+        let _ = db.delete(Task::CLASS, r.as_str());
     }
 }
 
@@ -437,7 +575,7 @@ fn finish_task(ctx: &Ctx, task: &Ref<Task>, res: R<Option<V>>) {
 }
 
 fn start_task(ctx: &Arc<Ctx>, imp: Impl, req: Req, method: &str) -> R<V> {
-    let task = create_task(ctx, method, "")?;
+    let task = create_task(ctx, method, "", &req.session)?;
     let ctx2 = ctx.clone();
     let t2 = task.clone();
     let has_result = req.msg.result.is_some();
@@ -555,8 +693,7 @@ mod tests {
         let probe: Arc<dyn HostProbe> = Arc::new(crate::probe::FakeProbe);
         let (pool, host) = crate::objects::bootstrap(&db, probe.as_ref()).unwrap();
         let auth = Arc::new(crate::auth::StaticAuth {
-            user: "root".into(),
-            password: "pw".into(),
+            users: vec![("root".into(), "pw".into())],
         });
         let ctx = Arc::new(Ctx::new(
             db,
@@ -588,7 +725,7 @@ mod tests {
         };
         dispatch(&ctx, set()).await.unwrap();
         // A read-only session may read but not write.
-        ctx.sessions().get_mut(&sref).unwrap().role = Role::ReadOnly;
+        ctx.sessions().get_mut(&sref).unwrap().subject.role = Role::ReadOnly;
         let e = dispatch(&ctx, set()).await.unwrap_err();
         assert_eq!(
             e,
@@ -603,7 +740,7 @@ mod tests {
             call("pool.get_name_label", vec![s.clone(), V::str(&pool)]),
         );
         assert_eq!(got.await.unwrap(), V::str("x"));
-        ctx.sessions().get_mut(&sref).unwrap().role = Role::PoolAdmin;
+        ctx.sessions().get_mut(&sref).unwrap().subject.role = Role::PoolAdmin;
         // In the definition, not implemented yet.
         let e = dispatch(
             &ctx,

@@ -1,8 +1,10 @@
 //! `task.*`: created by clients or for `Async.` calls, cancelled, and
-//! progressed by whoever runs them.
+//! progressed by whoever runs them. A task belongs to the user whose
+//! session created it: others need `task.destroy/any` to change it.
 
-use super::{create_task, ready, void, BoxFut, Ctx, Impl, Req};
-use crate::datamodel::Msg;
+use super::{create_task, ready, void, BoxFut, Ctx, Impl, Req, R};
+use crate::datamodel::{Msg, Role};
+use crate::generated::errors;
 use crate::generated::records::{Task, TaskStatusType};
 use crate::typed::{DateTime, Object, Ref, Wire};
 use std::sync::Arc;
@@ -22,27 +24,47 @@ pub(super) const HANDLERS: &[(Msg, Impl)] = &[
 ];
 
 fn create(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    ready(create_task(&ctx, &q.str(0), &q.str(1)).map(|r| r.to_v()))
+    ready(create_task(&ctx, &q.str(0), &q.str(1), &q.session).map(|r| r.to_v()))
+}
+
+/// The reference's `assert_op_valid`: the task exists, and the caller's
+/// user owns it or has `task.destroy/any` (pool-admin, pool-operator).
+fn assert_op_valid(ctx: &Ctx, session: &str, task: &Ref<Task>) -> R<()> {
+    if !ctx.db.exists(Task::CLASS, task.as_str()) {
+        return Err(errors::handle_invalid(Task::CLASS, task.as_str()));
+    }
+    let me = ctx.session_subject(session);
+    let owner = ctx.task_owners().get(task.as_str()).cloned();
+    let own = matches!((&me, &owner), (Some(me), Some(o)) if &me.user == o);
+    let any = me
+        .as_ref()
+        .is_some_and(|s| matches!(s.role, Role::PoolAdmin | Role::PoolOperator));
+    if own || any {
+        return Ok(());
+    }
+    Err(errors::rbac_permission_denied(
+        "task.destroy/any",
+        "No permission in user session. (Roles with this permission: pool-admin, pool-operator)",
+    ))
 }
 
 fn destroy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    let r = q.str(0);
-    ready(
-        ctx.db
-            .delete(Task::CLASS, &r)
-            .map(|_| void())
-            .map_err(Into::into),
-    )
+    let r: Ref<Task> = q.get(0);
+    ready((|| {
+        assert_op_valid(&ctx, &q.session, &r)?;
+        ctx.db.delete(Task::CLASS, r.as_str())?;
+        ctx.task_owners().remove(r.as_str());
+        Ok(void())
+    })())
 }
 
 fn update(ctx: &Ctx, q: &Req, f: impl FnOnce(&mut Task)) -> BoxFut {
     let r: Ref<Task> = q.get(0);
-    ready(
-        ctx.db
-            .update_typed(&r, f)
-            .map(|_| void())
-            .map_err(Into::into),
-    )
+    ready((|| {
+        assert_op_valid(ctx, &q.session, &r)?;
+        ctx.db.update_typed(&r, f)?;
+        Ok(void())
+    })())
 }
 
 fn cancel(ctx: Arc<Ctx>, q: Req) -> BoxFut {

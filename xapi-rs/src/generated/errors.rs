@@ -85,6 +85,7 @@ pub enum ErrorCode {
     SrOperationNotSupported,
     SrUnknownDriver,
     TaskCancelled,
+    TooManyPendingTasks,
     TransportPifNotConfigured,
     UnimplementedInSmBackend,
     UnknownBootloader,
@@ -207,6 +208,7 @@ impl ErrorCode {
             ErrorCode::SrOperationNotSupported => "SR_OPERATION_NOT_SUPPORTED",
             ErrorCode::SrUnknownDriver => "SR_UNKNOWN_DRIVER",
             ErrorCode::TaskCancelled => "TASK_CANCELLED",
+            ErrorCode::TooManyPendingTasks => "TOO_MANY_PENDING_TASKS",
             ErrorCode::TransportPifNotConfigured => "TRANSPORT_PIF_NOT_CONFIGURED",
             ErrorCode::UnimplementedInSmBackend => "UNIMPLEMENTED_IN_SM_BACKEND",
             ErrorCode::UnknownBootloader => "UNKNOWN_BOOTLOADER",
@@ -338,6 +340,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "SR_OPERATION_NOT_SUPPORTED", params: &[], doc: "" },
     ErrorDef { code: "SR_UNKNOWN_DRIVER", params: &[], doc: "" },
     ErrorDef { code: "TASK_CANCELLED", params: &["task"], doc: "The request was asynchronously canceled." },
+    ErrorDef { code: "TOO_MANY_PENDING_TASKS", params: &[], doc: "The request was rejected because there are too many pending tasks on the server." },
     ErrorDef { code: "TRANSPORT_PIF_NOT_CONFIGURED", params: &[], doc: "" },
     ErrorDef { code: "UNIMPLEMENTED_IN_SM_BACKEND", params: &[], doc: "" },
     ErrorDef { code: "UNKNOWN_BOOTLOADER", params: &[], doc: "" },
@@ -483,6 +486,11 @@ pub fn request_too_large() -> ApiError {
 /// `TASK_CANCELLED` [task]
 pub fn task_cancelled(task: &str) -> ApiError {
     ErrorCode::TaskCancelled.with(&[task])
+}
+
+/// `TOO_MANY_PENDING_TASKS` []
+pub fn too_many_pending_tasks() -> ApiError {
+    ErrorCode::TooManyPendingTasks.with(&[])
 }
 
 /// `HOST_IS_SLAVE` [Master IP address]

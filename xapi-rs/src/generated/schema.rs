@@ -4398,6 +4398,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "this_host",
@@ -4406,6 +4407,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "this_user",
@@ -4414,6 +4416,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_active",
@@ -4422,6 +4425,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "pool",
@@ -4430,6 +4434,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -4438,6 +4443,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "is_local_superuser",
@@ -4446,6 +4452,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "subject",
@@ -4454,6 +4461,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "validation_time",
@@ -4462,6 +4470,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "auth_user_sid",
@@ -4470,6 +4479,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "auth_user_name",
@@ -4478,6 +4488,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "rbac_permissions",
@@ -4486,6 +4497,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "tasks",
@@ -4494,6 +4506,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "parent",
@@ -4502,6 +4515,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "originator",
@@ -4510,6 +4524,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater")],
+        volatile: false,
     },
     Field {
         name: "client_certificate",
@@ -4518,6 +4533,7 @@ pub const SESSION_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "21.2.0")],
+        volatile: false,
     },
 ];
 
@@ -5302,6 +5318,7 @@ pub const SUBJECT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "subject_identifier",
@@ -5310,6 +5327,7 @@ pub const SUBJECT_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -5318,6 +5336,7 @@ pub const SUBJECT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "roles",
@@ -5326,6 +5345,7 @@ pub const SUBJECT_FIELDS: &[Field] = &[
         default: Def::Set(&["OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba"]),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
 ];
 
@@ -5634,6 +5654,7 @@ pub const ROLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -5642,6 +5663,7 @@ pub const ROLE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -5650,6 +5672,7 @@ pub const ROLE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "subroles",
@@ -5658,6 +5681,7 @@ pub const ROLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "is_internal",
@@ -5666,6 +5690,7 @@ pub const ROLE_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "22.5.0")],
+        volatile: false,
     },
 ];
 
@@ -6008,6 +6033,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -6016,6 +6042,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -6024,6 +6051,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -6032,6 +6060,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -6040,6 +6069,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "created",
@@ -6048,6 +6078,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "finished",
@@ -6056,6 +6087,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "status",
@@ -6064,6 +6096,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "resident_on",
@@ -6072,6 +6105,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "progress",
@@ -6080,6 +6114,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -6088,6 +6123,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "result",
@@ -6096,6 +6132,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "error_info",
@@ -6104,6 +6141,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -6112,6 +6150,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "subtask_of",
@@ -6120,6 +6159,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "subtasks",
@@ -6128,6 +6168,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "backtrace",
@@ -6136,6 +6177,7 @@ pub const TASK_FIELDS: &[Field] = &[
         default: Def::Str("()"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
 ];
 
@@ -6971,6 +7013,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "id",
@@ -6979,6 +7022,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "timestamp",
@@ -6987,6 +7031,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "boston")],
+        volatile: false,
     },
     Field {
         name: "class",
@@ -6995,6 +7040,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "operation",
@@ -7003,6 +7049,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "ref",
@@ -7011,6 +7058,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "obj_uuid",
@@ -7019,6 +7067,7 @@ pub const EVENT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "boston")],
+        volatile: false,
     },
 ];
 
@@ -7195,6 +7244,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -7203,6 +7253,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -7211,6 +7262,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "master",
@@ -7219,6 +7271,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "default_SR",
@@ -7227,6 +7280,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "suspend_image_SR",
@@ -7235,6 +7289,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "crash_dump_SR",
@@ -7243,6 +7298,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -7251,6 +7307,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "ha_enabled",
@@ -7259,6 +7316,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_configuration",
@@ -7267,6 +7325,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_statefiles",
@@ -7275,6 +7334,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_host_failures_to_tolerate",
@@ -7283,6 +7343,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_plan_exists_for",
@@ -7291,6 +7352,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_allow_overcommit",
@@ -7299,6 +7361,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_overcommitted",
@@ -7307,6 +7370,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "blobs",
@@ -7315,6 +7379,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -7323,6 +7388,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "gui_config",
@@ -7331,6 +7397,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "health_check_config",
@@ -7339,6 +7406,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "wlb_url",
@@ -7347,6 +7415,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "wlb_username",
@@ -7355,6 +7424,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "wlb_enabled",
@@ -7363,6 +7433,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "wlb_verify_cert",
@@ -7371,6 +7442,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "george"), ("deprecated", "1.290.0")],
+        volatile: false,
     },
     Field {
         name: "redo_log_enabled",
@@ -7379,6 +7451,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "redo_log_vdi",
@@ -7387,6 +7460,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "vswitch_controller",
@@ -7395,6 +7469,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "midnight-ride"), ("deprecated", "falcon")],
+        volatile: false,
     },
     Field {
         name: "restrictions",
@@ -7403,6 +7478,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "metadata_VDIs",
@@ -7411,6 +7487,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "ha_cluster_stack",
@@ -7419,6 +7496,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -7427,6 +7505,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -7435,6 +7514,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "guest_agent_config",
@@ -7443,6 +7523,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "cpu_info",
@@ -7451,6 +7532,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "policy_no_vendor_device",
@@ -7459,6 +7541,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "dundee"), ("deprecated", "24.14.0")],
+        volatile: false,
     },
     Field {
         name: "live_patching_disabled",
@@ -7467,6 +7550,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "igmp_snooping_enabled",
@@ -7475,6 +7559,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "uefi_certificates",
@@ -7483,6 +7568,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "quebec"), ("changed", "22.16.0")],
+        volatile: false,
     },
     Field {
         name: "custom_uefi_certificates",
@@ -7491,6 +7577,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.0.0")],
+        volatile: false,
     },
     Field {
         name: "is_psr_pending",
@@ -7499,6 +7586,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm_psr")],
+        volatile: false,
     },
     Field {
         name: "tls_verification_enabled",
@@ -7507,6 +7595,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.290.0")],
+        volatile: false,
     },
     Field {
         name: "repositories",
@@ -7515,6 +7604,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "client_certificate_auth_enabled",
@@ -7523,6 +7613,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.318.0")],
+        volatile: false,
     },
     Field {
         name: "client_certificate_auth_name",
@@ -7531,6 +7622,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.318.0")],
+        volatile: false,
     },
     Field {
         name: "repository_proxy_url",
@@ -7539,6 +7631,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "21.3.0")],
+        volatile: false,
     },
     Field {
         name: "repository_proxy_username",
@@ -7547,6 +7640,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "21.3.0")],
+        volatile: false,
     },
     Field {
         name: "repository_proxy_password",
@@ -7555,6 +7649,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "21.3.0"), ("changed", "23.9.0")],
+        volatile: false,
     },
     Field {
         name: "migration_compression",
@@ -7563,6 +7658,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.33.0")],
+        volatile: false,
     },
     Field {
         name: "coordinator_bias",
@@ -7571,6 +7667,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "22.37.0"), ("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "local_auth_max_threads",
@@ -7579,6 +7676,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(8),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.27.0")],
+        volatile: false,
     },
     Field {
         name: "ext_auth_max_threads",
@@ -7587,6 +7685,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(1),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.27.0")],
+        volatile: false,
     },
     Field {
         name: "ext_auth_cache_enabled",
@@ -7595,6 +7694,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.31.0")],
+        volatile: false,
     },
     Field {
         name: "ext_auth_cache_size",
@@ -7603,6 +7703,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(50),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.31.0")],
+        volatile: false,
     },
     Field {
         name: "ext_auth_cache_expiry",
@@ -7611,6 +7712,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(300),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.31.0")],
+        volatile: false,
     },
     Field {
         name: "telemetry_uuid",
@@ -7619,6 +7721,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.9.0")],
+        volatile: false,
     },
     Field {
         name: "telemetry_frequency",
@@ -7627,6 +7730,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("weekly"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.9.0")],
+        volatile: false,
     },
     Field {
         name: "telemetry_next_collection",
@@ -7635,6 +7739,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.9.0")],
+        volatile: false,
     },
     Field {
         name: "last_update_sync",
@@ -7643,6 +7748,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.18.0")],
+        volatile: false,
     },
     Field {
         name: "update_sync_frequency",
@@ -7651,6 +7757,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Str("weekly"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.18.0")],
+        volatile: false,
     },
     Field {
         name: "update_sync_day",
@@ -7659,6 +7766,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.18.0")],
+        volatile: false,
     },
     Field {
         name: "update_sync_enabled",
@@ -7667,6 +7775,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.18.0")],
+        volatile: false,
     },
     Field {
         name: "recommendations",
@@ -7675,6 +7784,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.19.1")],
+        volatile: false,
     },
     Field {
         name: "license_server",
@@ -7683,6 +7793,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.6.0")],
+        volatile: false,
     },
     Field {
         name: "ha_reboot_vm_on_internal_shutdown",
@@ -7691,6 +7802,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.16.0")],
+        volatile: false,
     },
     Field {
         name: "limit_console_sessions",
@@ -7699,6 +7811,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.1.0")],
+        volatile: false,
     },
     Field {
         name: "vm_console_idle_timeout",
@@ -7707,6 +7820,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.1.0")],
+        volatile: false,
     },
     Field {
         name: "auto_update_vm_secureboot_certificates",
@@ -7715,6 +7829,7 @@ pub const POOL_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.16.1")],
+        volatile: false,
     },
 ];
 
@@ -12205,6 +12320,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -12213,6 +12329,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -12221,6 +12338,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -12229,6 +12347,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "size",
@@ -12237,6 +12356,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "pool_applied",
@@ -12245,6 +12365,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "host_patches",
@@ -12253,6 +12374,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "after_apply_guidance",
@@ -12261,6 +12383,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "pool_update",
@@ -12269,6 +12392,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -12277,6 +12401,7 @@ pub const POOL_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -12870,6 +12995,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -12878,6 +13004,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -12886,6 +13013,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -12894,6 +13022,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "installation_size",
@@ -12902,6 +13031,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "key",
@@ -12910,6 +13040,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "after_apply_guidance",
@@ -12918,6 +13049,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "vdi",
@@ -12926,6 +13058,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "hosts",
@@ -12934,6 +13067,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -12942,6 +13076,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "enforce_homogeneity",
@@ -12950,6 +13085,7 @@ pub const POOL_UPDATE_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -13542,6 +13678,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -13550,6 +13687,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -13558,6 +13696,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -13566,6 +13705,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -13574,6 +13714,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "power_state",
@@ -13582,6 +13723,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("Halted"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "user_version",
@@ -13590,6 +13732,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "is_a_template",
@@ -13598,6 +13741,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "is_default_template",
@@ -13606,6 +13750,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "suspend_VDI",
@@ -13614,6 +13759,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "resident_on",
@@ -13622,6 +13768,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "scheduled_to_be_resident_on",
@@ -13630,6 +13777,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "affinity",
@@ -13638,6 +13786,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_overhead",
@@ -13646,6 +13795,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_target",
@@ -13654,6 +13804,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "memory_static_max",
@@ -13662,6 +13813,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_dynamic_max",
@@ -13670,6 +13822,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_dynamic_min",
@@ -13678,6 +13831,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_static_min",
@@ -13686,6 +13840,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_params",
@@ -13694,6 +13849,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_max",
@@ -13702,6 +13858,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_at_startup",
@@ -13710,6 +13867,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "actions_after_softreboot",
@@ -13718,6 +13876,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("soft_reboot"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.1.0")],
+        volatile: false,
     },
     Field {
         name: "actions_after_shutdown",
@@ -13726,6 +13885,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "actions_after_reboot",
@@ -13734,6 +13894,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "actions_after_crash",
@@ -13742,6 +13903,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "consoles",
@@ -13750,6 +13912,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VIFs",
@@ -13758,6 +13921,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VBDs",
@@ -13766,6 +13930,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VUSBs",
@@ -13774,6 +13939,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "crash_dumps",
@@ -13782,6 +13948,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VTPMs",
@@ -13790,6 +13957,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_bootloader",
@@ -13798,6 +13966,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_kernel",
@@ -13806,6 +13975,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_ramdisk",
@@ -13814,6 +13984,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_args",
@@ -13822,6 +13993,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_bootloader_args",
@@ -13830,6 +14002,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_legacy_args",
@@ -13838,6 +14011,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "HVM_boot_policy",
@@ -13846,6 +14020,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "HVM_boot_params",
@@ -13854,6 +14029,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "HVM_shadow_multiplier",
@@ -13862,6 +14038,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Float(1.0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "platform",
@@ -13870,6 +14047,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PCI_bus",
@@ -13878,6 +14056,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "boston")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -13886,6 +14065,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "domid",
@@ -13894,6 +14074,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "domarch",
@@ -13902,6 +14083,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_boot_CPU_flags",
@@ -13910,6 +14092,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "is_control_domain",
@@ -13918,6 +14101,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "metrics",
@@ -13926,6 +14110,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "guest_metrics",
@@ -13934,6 +14119,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_booted_record",
@@ -13942,6 +14128,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "recommendations",
@@ -13950,6 +14137,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "xenstore_data",
@@ -13958,6 +14146,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "ha_always_run",
@@ -13966,6 +14155,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "orlando"), ("deprecated", "boston")],
+        volatile: false,
     },
     Field {
         name: "ha_restart_priority",
@@ -13974,6 +14164,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "is_a_snapshot",
@@ -13982,6 +14173,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshot_of",
@@ -13990,6 +14182,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshots",
@@ -13998,6 +14191,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshot_time",
@@ -14006,6 +14200,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "transportable_snapshot_id",
@@ -14014,6 +14209,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "blobs",
@@ -14022,6 +14218,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -14030,6 +14227,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "blocked_operations",
@@ -14038,6 +14236,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshot_info",
@@ -14046,6 +14245,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "snapshot_metadata",
@@ -14054,6 +14254,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "parent",
@@ -14062,6 +14263,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "children",
@@ -14070,6 +14272,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "bios_strings",
@@ -14078,6 +14281,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "protection_policy",
@@ -14086,6 +14290,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "cowley"), ("deprecated", "clearwater")],
+        volatile: false,
     },
     Field {
         name: "snapshot_schedule",
@@ -14094,6 +14299,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "is_vmss_snapshot",
@@ -14102,6 +14308,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "appliance",
@@ -14110,6 +14317,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "start_delay",
@@ -14118,6 +14326,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "shutdown_delay",
@@ -14126,6 +14335,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "order",
@@ -14134,6 +14344,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "VGPUs",
@@ -14142,6 +14353,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "attached_PCIs",
@@ -14150,6 +14362,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "suspend_SR",
@@ -14158,6 +14371,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -14166,6 +14380,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "generation_id",
@@ -14174,6 +14389,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("0:0"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater")],
+        volatile: false,
     },
     Field {
         name: "hardware_platform_version",
@@ -14182,6 +14398,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cream")],
+        volatile: false,
     },
     Field {
         name: "has_vendor_device",
@@ -14190,6 +14407,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee"), ("changed", "24.14.0")],
+        volatile: false,
     },
     Field {
         name: "requires_reboot",
@@ -14198,6 +14416,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "reference_label",
@@ -14206,6 +14425,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "domain_type",
@@ -14214,6 +14434,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("unspecified"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "jura"), ("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "NVRAM",
@@ -14222,6 +14443,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "naples")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances",
@@ -14230,6 +14452,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.303.0")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances_recommended",
@@ -14238,6 +14461,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.10.0")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances_full",
@@ -14246,6 +14470,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.10.0")],
+        volatile: false,
     },
     Field {
         name: "groups",
@@ -14254,6 +14479,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.19.1")],
+        volatile: false,
     },
     Field {
         name: "secureboot_certificates_state",
@@ -14262,6 +14488,7 @@ pub const VM_FIELDS: &[Field] = &[
         default: Def::Str("ok"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.14.0")],
+        volatile: false,
     },
 ];
 
@@ -20318,6 +20545,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_actual",
@@ -20326,6 +20554,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_number",
@@ -20334,6 +20563,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_CPU",
@@ -20342,6 +20572,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_params",
@@ -20350,6 +20581,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VCPUs_flags",
@@ -20358,6 +20590,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "state",
@@ -20366,6 +20599,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "start_time",
@@ -20374,6 +20608,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "install_time",
@@ -20382,6 +20617,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -20390,6 +20626,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -20398,6 +20635,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "hvm",
@@ -20406,6 +20644,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "nested_virt",
@@ -20414,6 +20653,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "nomigrate",
@@ -20422,6 +20662,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "current_domain_type",
@@ -20430,6 +20671,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Str("unspecified"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "jura"), ("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "numa_optimised",
@@ -20438,6 +20680,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.2.0")],
+        volatile: false,
     },
     Field {
         name: "numa_nodes",
@@ -20446,6 +20689,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.2.0")],
+        volatile: false,
     },
     Field {
         name: "numa_node_memory",
@@ -20454,6 +20698,7 @@ pub const VM_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.2.0")],
+        volatile: false,
     },
 ];
 
@@ -21077,6 +21322,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "os_version",
@@ -21085,6 +21331,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "netbios_name",
@@ -21093,6 +21340,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.28.0")],
+        volatile: false,
     },
     Field {
         name: "PV_drivers_version",
@@ -21101,6 +21349,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PV_drivers_up_to_date",
@@ -21109,6 +21358,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "dundee")],
+        volatile: false,
     },
     Field {
         name: "networks",
@@ -21117,6 +21367,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other",
@@ -21125,6 +21376,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -21133,6 +21385,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -21141,6 +21394,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "live",
@@ -21149,6 +21403,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "can_use_hotplug_vbd",
@@ -21157,6 +21412,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Str("unspecified"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "can_use_hotplug_vif",
@@ -21165,6 +21421,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Str("unspecified"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "PV_drivers_detected",
@@ -21173,6 +21430,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "services",
@@ -21181,6 +21439,7 @@ pub const VM_GUEST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.15.0")],
+        volatile: false,
     },
 ];
 
@@ -21715,6 +21974,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -21723,6 +21983,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -21731,6 +21992,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -21739,6 +22001,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -21747,6 +22010,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "retained_snapshots",
@@ -21755,6 +22019,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Int(7),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "frequency",
@@ -21763,6 +22028,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "schedule",
@@ -21771,6 +22037,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_run_time",
@@ -21779,6 +22046,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VMs",
@@ -21787,6 +22055,7 @@ pub const VMSS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -22462,6 +22731,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -22470,6 +22740,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -22478,6 +22749,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -22486,6 +22758,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -22494,6 +22767,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VMs",
@@ -22502,6 +22776,7 @@ pub const VM_APPLIANCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -23038,6 +23313,7 @@ pub const DR_TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "introduced_SRs",
@@ -23046,6 +23322,7 @@ pub const DR_TASK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -23244,6 +23521,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -23252,6 +23530,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -23260,6 +23539,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_overhead",
@@ -23268,6 +23548,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -23276,6 +23557,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -23284,6 +23566,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "API_version_major",
@@ -23292,6 +23575,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "API_version_minor",
@@ -23300,6 +23584,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "API_version_vendor",
@@ -23308,6 +23593,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "API_version_vendor_implementation",
@@ -23316,6 +23602,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -23324,6 +23611,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "software_version",
@@ -23332,6 +23620,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -23340,6 +23629,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "capabilities",
@@ -23348,6 +23638,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "cpu_configuration",
@@ -23356,6 +23647,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "sched_policy",
@@ -23364,6 +23656,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "supported_bootloaders",
@@ -23372,6 +23665,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "resident_VMs",
@@ -23380,6 +23674,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "logging",
@@ -23388,6 +23683,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PIFs",
@@ -23396,6 +23692,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "suspend_image_sr",
@@ -23404,6 +23701,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "crash_dump_sr",
@@ -23412,6 +23710,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "crashdumps",
@@ -23420,6 +23719,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "patches",
@@ -23428,6 +23728,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "ely")],
+        volatile: false,
     },
     Field {
         name: "updates",
@@ -23436,6 +23737,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "PBDs",
@@ -23444,6 +23746,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host_CPUs",
@@ -23452,6 +23755,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "cpu_info",
@@ -23460,6 +23764,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "hostname",
@@ -23468,6 +23773,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "address",
@@ -23476,6 +23782,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "metrics",
@@ -23484,6 +23791,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "license_params",
@@ -23492,6 +23800,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "ha_statefiles",
@@ -23500,6 +23809,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "ha_network_peers",
@@ -23508,6 +23818,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "blobs",
@@ -23516,6 +23827,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -23524,6 +23836,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "external_auth_type",
@@ -23532,6 +23845,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "external_auth_service_name",
@@ -23540,6 +23854,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "external_auth_configuration",
@@ -23548,6 +23863,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "edition",
@@ -23556,6 +23872,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "license_server",
@@ -23564,6 +23881,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Map(&[("address", "localhost"), ("port", "27000")]),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "bios_strings",
@@ -23572,6 +23890,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "power_on_mode",
@@ -23580,6 +23899,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "power_on_config",
@@ -23588,6 +23908,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "local_cache_sr",
@@ -23596,6 +23917,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "chipset_info",
@@ -23604,6 +23926,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "PCIs",
@@ -23612,6 +23935,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "PGPUs",
@@ -23620,6 +23944,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "PUSBs",
@@ -23628,6 +23953,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "ssl_legacy",
@@ -23636,6 +23962,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "dundee"), ("deprecated", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "guest_VCPUs_params",
@@ -23644,6 +23971,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "display",
@@ -23652,6 +23980,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("enabled"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cream")],
+        volatile: false,
     },
     Field {
         name: "virtual_hardware_platform_versions",
@@ -23660,6 +23989,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Set(&["0"]),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cream")],
+        volatile: false,
     },
     Field {
         name: "control_domain",
@@ -23668,6 +23998,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "updates_requiring_reboot",
@@ -23676,6 +24007,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "features",
@@ -23684,6 +24016,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "iscsi_iqn",
@@ -23692,6 +24025,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "multipathing",
@@ -23700,6 +24034,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "uefi_certificates",
@@ -23708,6 +24043,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "quebec"), ("deprecated", "22.16.0")],
+        volatile: false,
     },
     Field {
         name: "certificates",
@@ -23716,6 +24052,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "editions",
@@ -23724,6 +24061,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances",
@@ -23732,6 +24070,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.303.0")],
+        volatile: false,
     },
     Field {
         name: "tls_verification_enabled",
@@ -23740,6 +24079,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.313.0")],
+        volatile: false,
     },
     Field {
         name: "last_software_update",
@@ -23748,6 +24088,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.20.0")],
+        volatile: false,
     },
     Field {
         name: "https_only",
@@ -23756,6 +24097,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.27.0")],
+        volatile: false,
     },
     Field {
         name: "latest_synced_updates_applied",
@@ -23764,6 +24106,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("unknown"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.18.0")],
+        volatile: false,
     },
     Field {
         name: "numa_affinity_policy",
@@ -23772,6 +24115,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("default_policy"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.0.0")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances_recommended",
@@ -23780,6 +24124,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.10.0")],
+        volatile: false,
     },
     Field {
         name: "pending_guidances_full",
@@ -23788,6 +24133,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.10.0")],
+        volatile: false,
     },
     Field {
         name: "last_update_hash",
@@ -23796,6 +24142,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.10.0")],
+        volatile: false,
     },
     Field {
         name: "ssh_enabled",
@@ -23804,6 +24151,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.21.0")],
+        volatile: false,
     },
     Field {
         name: "ssh_enabled_timeout",
@@ -23812,6 +24160,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.21.0")],
+        volatile: false,
     },
     Field {
         name: "ssh_expiry",
@@ -23820,6 +24169,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.21.0")],
+        volatile: false,
     },
     Field {
         name: "console_idle_timeout",
@@ -23828,6 +24178,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.21.0")],
+        volatile: false,
     },
     Field {
         name: "ssh_auto_mode",
@@ -23836,6 +24187,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.27.0")],
+        volatile: false,
     },
     Field {
         name: "max_cstate",
@@ -23844,6 +24196,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.0.0")],
+        volatile: false,
     },
     Field {
         name: "secure_boot",
@@ -23852,6 +24205,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.31.0")],
+        volatile: false,
     },
     Field {
         name: "ntp_mode",
@@ -23860,6 +24214,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("Factory"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.0.0")],
+        volatile: false,
     },
     Field {
         name: "ntp_custom_servers",
@@ -23868,6 +24223,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.0.0")],
+        volatile: false,
     },
     Field {
         name: "timezone",
@@ -23876,6 +24232,7 @@ pub const HOST_FIELDS: &[Field] = &[
         default: Def::Str("UTC"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.0.0")],
+        volatile: false,
     },
 ];
 
@@ -28493,6 +28850,7 @@ pub const HOST_CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -28501,6 +28859,7 @@ pub const HOST_CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "timestamp",
@@ -28509,6 +28868,7 @@ pub const HOST_CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "size",
@@ -28517,6 +28877,7 @@ pub const HOST_CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -28525,6 +28886,7 @@ pub const HOST_CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -28878,6 +29240,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -28886,6 +29249,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -28894,6 +29258,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -28902,6 +29267,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -28910,6 +29276,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "applied",
@@ -28918,6 +29285,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "timestamp_applied",
@@ -28926,6 +29294,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "size",
@@ -28934,6 +29303,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "pool_patch",
@@ -28942,6 +29312,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -28950,6 +29321,7 @@ pub const HOST_PATCH_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -29432,6 +29804,7 @@ pub const HOST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "memory_total",
@@ -29440,6 +29813,7 @@ pub const HOST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "live",
@@ -29448,6 +29822,7 @@ pub const HOST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -29456,6 +29831,7 @@ pub const HOST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: true,
     },
     Field {
         name: "other_config",
@@ -29464,6 +29840,7 @@ pub const HOST_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
 ];
 
@@ -29769,6 +30146,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -29777,6 +30155,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "number",
@@ -29785,6 +30164,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "vendor",
@@ -29793,6 +30173,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "speed",
@@ -29801,6 +30182,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "modelname",
@@ -29809,6 +30191,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "family",
@@ -29817,6 +30200,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "model",
@@ -29825,6 +30209,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "stepping",
@@ -29833,6 +30218,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "flags",
@@ -29841,6 +30227,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "features",
@@ -29849,6 +30236,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "utilisation",
@@ -29857,6 +30245,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: true,
     },
     Field {
         name: "other_config",
@@ -29865,6 +30254,7 @@ pub const HOST_CPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
 ];
 
@@ -30359,6 +30749,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -30367,6 +30758,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -30375,6 +30767,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -30383,6 +30776,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -30391,6 +30785,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VIFs",
@@ -30399,6 +30794,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PIFs",
@@ -30407,6 +30803,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MTU",
@@ -30415,6 +30812,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Int(1500),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "midnight-ride")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -30423,6 +30821,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "bridge",
@@ -30431,6 +30830,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "falcon")],
+        volatile: false,
     },
     Field {
         name: "managed",
@@ -30439,6 +30839,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "blobs",
@@ -30447,6 +30848,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -30455,6 +30857,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "default_locking_mode",
@@ -30463,6 +30866,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Str("unlocked"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "assigned_ips",
@@ -30471,6 +30875,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "creedence")],
+        volatile: false,
     },
     Field {
         name: "purpose",
@@ -30479,6 +30884,7 @@ pub const NETWORK_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -31386,6 +31792,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -31394,6 +31801,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -31402,6 +31810,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device",
@@ -31410,6 +31819,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "network",
@@ -31418,6 +31828,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -31426,6 +31837,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MAC",
@@ -31434,6 +31846,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MTU",
@@ -31442,6 +31855,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -31450,6 +31864,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -31458,6 +31873,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "status_code",
@@ -31466,6 +31882,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "status_detail",
@@ -31474,6 +31891,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "runtime_properties",
@@ -31482,6 +31900,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_algorithm_type",
@@ -31490,6 +31909,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_algorithm_params",
@@ -31498,6 +31918,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_supported_algorithms",
@@ -31506,6 +31927,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MAC_autogenerated",
@@ -31514,6 +31936,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "george")],
+        volatile: false,
     },
     Field {
         name: "locking_mode",
@@ -31522,6 +31945,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Str("network_default"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "ipv4_allowed",
@@ -31530,6 +31954,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "ipv6_allowed",
@@ -31538,6 +31963,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "ipv4_configuration_mode",
@@ -31546,6 +31972,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Str("None"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "ipv4_addresses",
@@ -31554,6 +31981,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "ipv4_gateway",
@@ -31562,6 +31990,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "ipv6_configuration_mode",
@@ -31570,6 +31999,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Str("None"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "ipv6_addresses",
@@ -31578,6 +32008,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "ipv6_gateway",
@@ -31586,6 +32017,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "trunks",
@@ -31594,6 +32026,7 @@ pub const VIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
 ];
 
@@ -33020,6 +33453,7 @@ pub const VIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -33028,6 +33462,7 @@ pub const VIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -33036,6 +33471,7 @@ pub const VIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
 ];
 
@@ -33211,6 +33647,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device",
@@ -33219,6 +33656,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "network",
@@ -33227,6 +33665,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -33235,6 +33674,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MAC",
@@ -33243,6 +33683,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "MTU",
@@ -33251,6 +33692,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VLAN",
@@ -33259,6 +33701,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "metrics",
@@ -33267,6 +33710,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "physical",
@@ -33275,6 +33719,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -33283,6 +33728,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "ip_configuration_mode",
@@ -33291,6 +33737,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("None"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "IP",
@@ -33299,6 +33746,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "netmask",
@@ -33307,6 +33755,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "gateway",
@@ -33315,6 +33764,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "DNS",
@@ -33323,6 +33773,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "bond_slave_of",
@@ -33331,6 +33782,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "bond_master_of",
@@ -33339,6 +33791,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "VLAN_master_of",
@@ -33347,6 +33800,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "VLAN_slave_of",
@@ -33355,6 +33809,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "management",
@@ -33363,6 +33818,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -33371,6 +33827,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "disallow_unplug",
@@ -33379,6 +33836,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tunnel_access_PIF_of",
@@ -33387,6 +33845,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "tunnel_transport_PIF_of",
@@ -33395,6 +33854,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "ipv6_configuration_mode",
@@ -33403,6 +33863,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("None"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "IPv6",
@@ -33411,6 +33872,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "ipv6_gateway",
@@ -33419,6 +33881,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "primary_address_type",
@@ -33427,6 +33890,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("IPv4"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "managed",
@@ -33435,6 +33899,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "properties",
@@ -33443,6 +33908,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "creedence")],
+        volatile: false,
     },
     Field {
         name: "capabilities",
@@ -33451,6 +33917,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "igmp_snooping_status",
@@ -33459,6 +33926,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("unknown"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "sriov_physical_PIF_of",
@@ -33467,6 +33935,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "sriov_logical_PIF_of",
@@ -33475,6 +33944,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "PCI",
@@ -33483,6 +33953,7 @@ pub const PIF_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
 ];
 
@@ -34983,6 +35454,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "carrier",
@@ -34991,6 +35463,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "vendor_id",
@@ -34999,6 +35472,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "vendor_name",
@@ -35007,6 +35481,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device_id",
@@ -35015,6 +35490,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device_name",
@@ -35023,6 +35499,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "speed",
@@ -35031,6 +35508,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "duplex",
@@ -35039,6 +35517,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "pci_bus_path",
@@ -35047,6 +35526,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -35055,6 +35535,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -35063,6 +35544,7 @@ pub const PIF_METRICS_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
 ];
 
@@ -35509,6 +35991,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "master",
@@ -35517,6 +36000,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "slaves",
@@ -35525,6 +36009,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -35533,6 +36018,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "primary_slave",
@@ -35541,6 +36027,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "mode",
@@ -35549,6 +36036,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Str("balance-slb"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "properties",
@@ -35557,6 +36045,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "links_up",
@@ -35565,6 +36054,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "auto_update_mac",
@@ -35573,6 +36063,7 @@ pub const BOND_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "quebec")],
+        volatile: false,
     },
 ];
 
@@ -36084,6 +36575,7 @@ pub const VLAN_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "tagged_PIF",
@@ -36092,6 +36584,7 @@ pub const VLAN_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "untagged_PIF",
@@ -36100,6 +36593,7 @@ pub const VLAN_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "tag",
@@ -36108,6 +36602,7 @@ pub const VLAN_FIELDS: &[Field] = &[
         default: Def::Int(-1),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -36116,6 +36611,7 @@ pub const VLAN_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -36466,6 +36962,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -36474,6 +36971,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -36482,6 +36980,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -36490,6 +36989,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "vendor",
@@ -36498,6 +36998,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "copyright",
@@ -36506,6 +37007,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -36514,6 +37016,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "required_api_version",
@@ -36522,6 +37025,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "configuration",
@@ -36530,6 +37034,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "capabilities",
@@ -36538,6 +37043,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "miami"), ("deprecated", "clearwater")],
+        volatile: false,
     },
     Field {
         name: "features",
@@ -36546,6 +37052,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater"), ("changed", "24.37.0")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -36554,6 +37061,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "driver_filename",
@@ -36562,6 +37070,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "required_cluster_stack",
@@ -36570,6 +37079,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "supported_image_formats",
@@ -36578,6 +37088,7 @@ pub const SM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.15.0")],
+        volatile: false,
     },
 ];
 
@@ -37144,6 +37655,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -37152,6 +37664,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -37160,6 +37673,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -37168,6 +37682,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -37176,6 +37691,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VDIs",
@@ -37184,6 +37700,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "PBDs",
@@ -37192,6 +37709,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "virtual_allocation",
@@ -37200,6 +37718,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "physical_utilisation",
@@ -37208,6 +37727,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "physical_size",
@@ -37216,6 +37736,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -37224,6 +37745,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "content_type",
@@ -37232,6 +37754,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "shared",
@@ -37240,6 +37763,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -37248,6 +37772,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -37256,6 +37781,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "sm_config",
@@ -37264,6 +37790,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "blobs",
@@ -37272,6 +37799,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "local_cache_enabled",
@@ -37280,6 +37808,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "introduced_by",
@@ -37288,6 +37817,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "clustered",
@@ -37296,6 +37826,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "is_tools_sr",
@@ -37304,6 +37835,7 @@ pub const SR_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
 ];
 
@@ -38824,6 +39356,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -38836,6 +39369,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -38848,6 +39382,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "free_space",
@@ -38860,6 +39395,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "total_space",
@@ -38872,6 +39408,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "clustered",
@@ -38884,6 +39421,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
     Field {
         name: "health",
@@ -38896,6 +39434,7 @@ pub const SR_STAT_FIELDS: &[Field] = &[
             ("published", "lima"),
             ("extended", "24.17.0"),
         ],
+        volatile: false,
     },
 ];
 
@@ -38909,6 +39448,7 @@ pub const PROBE_RESULT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "complete",
@@ -38917,6 +39457,7 @@ pub const PROBE_RESULT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "sr",
@@ -38925,6 +39466,7 @@ pub const PROBE_RESULT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "extra_info",
@@ -38933,6 +39475,7 @@ pub const PROBE_RESULT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
 ];
 
@@ -38945,6 +39488,7 @@ pub const LVHD_FIELDS: &[Field] = &[Field {
     default: Def::Auto,
     lifecycle: Lifecycle::Published,
     releases: &[("published", "rio")],
+    volatile: false,
 }];
 
 pub const LVHD_MESSAGES: &[Message] = &[
@@ -39065,6 +39609,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -39073,6 +39618,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -39081,6 +39627,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -39089,6 +39636,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -39097,6 +39645,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "SR",
@@ -39105,6 +39654,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VBDs",
@@ -39113,6 +39663,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "crash_dumps",
@@ -39121,6 +39672,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "virtual_size",
@@ -39129,6 +39681,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "physical_utilisation",
@@ -39137,6 +39690,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -39145,6 +39699,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "sharable",
@@ -39153,6 +39708,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "read_only",
@@ -39161,6 +39717,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -39169,6 +39726,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "storage_lock",
@@ -39177,6 +39735,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "location",
@@ -39185,6 +39744,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "managed",
@@ -39193,6 +39753,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "missing",
@@ -39201,6 +39762,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "parent",
@@ -39209,6 +39771,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "rio"), ("deprecated", "ely")],
+        volatile: false,
     },
     Field {
         name: "xenstore_data",
@@ -39217,6 +39780,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "sm_config",
@@ -39225,6 +39789,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "is_a_snapshot",
@@ -39233,6 +39798,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshot_of",
@@ -39241,6 +39807,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshots",
@@ -39249,6 +39816,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "snapshot_time",
@@ -39257,6 +39825,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "tags",
@@ -39265,6 +39834,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
     Field {
         name: "allow_caching",
@@ -39273,6 +39843,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "on_boot",
@@ -39281,6 +39852,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str("persist"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "metadata_of_pool",
@@ -39289,6 +39861,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "metadata_latest",
@@ -39297,6 +39870,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "is_tools_iso",
@@ -39305,6 +39879,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "cbt_enabled",
@@ -39313,6 +39888,7 @@ pub const VDI_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -41315,6 +41891,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -41323,6 +41900,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -41331,6 +41909,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -41339,6 +41918,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VDI",
@@ -41347,6 +41927,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device",
@@ -41355,6 +41936,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "userdevice",
@@ -41363,6 +41945,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "bootable",
@@ -41371,6 +41954,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "mode",
@@ -41379,6 +41963,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -41387,6 +41972,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "unpluggable",
@@ -41395,6 +41981,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
     Field {
         name: "storage_lock",
@@ -41403,6 +41990,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "empty",
@@ -41411,6 +41999,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -41419,6 +42008,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -41427,6 +42017,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio"), ("changed", "1.257.0")],
+        volatile: false,
     },
     Field {
         name: "status_code",
@@ -41435,6 +42026,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "status_detail",
@@ -41443,6 +42035,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "runtime_properties",
@@ -41451,6 +42044,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_algorithm_type",
@@ -41459,6 +42053,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_algorithm_params",
@@ -41467,6 +42062,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "qos_supported_algorithms",
@@ -41475,6 +42071,7 @@ pub const VBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -42603,6 +43200,7 @@ pub const VBD_METRICS_FIELDS: &[Field] = &[Field {
     default: Def::Auto,
     lifecycle: Lifecycle::Published,
     releases: &[("published", "rio")],
+    volatile: false,
 }];
 
 pub const VBD_METRICS_MESSAGES: &[Message] = &[Message {
@@ -42638,6 +43236,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -42646,6 +43245,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "SR",
@@ -42654,6 +43254,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "device_config",
@@ -42662,6 +43263,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -42670,6 +43272,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -42678,6 +43281,7 @@ pub const PBD_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -43101,6 +43705,7 @@ pub const CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -43109,6 +43714,7 @@ pub const CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VDI",
@@ -43117,6 +43723,7 @@ pub const CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -43125,6 +43732,7 @@ pub const CRASHDUMP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "miami")],
+        volatile: false,
     },
 ];
 
@@ -43421,6 +44029,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -43429,6 +44038,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -43437,6 +44047,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -43445,6 +44056,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "backend",
@@ -43453,6 +44065,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "persistence_backend",
@@ -43461,6 +44074,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Str("xapi"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.26.0")],
+        volatile: false,
     },
     Field {
         name: "is_unique",
@@ -43469,6 +44083,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.26.0")],
+        volatile: false,
     },
     Field {
         name: "is_protected",
@@ -43477,6 +44092,7 @@ pub const VTPM_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.26.0")],
+        volatile: false,
     },
 ];
 
@@ -43820,6 +44436,7 @@ pub const CONSOLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "protocol",
@@ -43828,6 +44445,7 @@ pub const CONSOLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "location",
@@ -43836,6 +44454,7 @@ pub const CONSOLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -43844,6 +44463,7 @@ pub const CONSOLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -43852,6 +44472,7 @@ pub const CONSOLE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -44205,6 +44826,7 @@ pub const USER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "short_name",
@@ -44213,6 +44835,7 @@ pub const USER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "fullname",
@@ -44221,6 +44844,7 @@ pub const USER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -44229,6 +44853,7 @@ pub const USER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando")],
+        volatile: false,
     },
 ];
 
@@ -44528,6 +45153,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -44536,6 +45162,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -44544,6 +45171,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "standard",
@@ -44552,6 +45180,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "units",
@@ -44560,6 +45189,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "min",
@@ -44568,6 +45198,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "max",
@@ -44576,6 +45207,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "value",
@@ -44584,6 +45216,7 @@ pub const DATA_SOURCE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -44597,6 +45230,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -44605,6 +45239,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -44613,6 +45248,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "size",
@@ -44621,6 +45257,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "public",
@@ -44629,6 +45266,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "tampa")],
+        volatile: false,
     },
     Field {
         name: "last_updated",
@@ -44637,6 +45275,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "mime_type",
@@ -44645,6 +45284,7 @@ pub const BLOB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -45057,6 +45697,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name",
@@ -45065,6 +45706,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "priority",
@@ -45073,6 +45715,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "cls",
@@ -45081,6 +45724,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "orlando"), ("extended", "1.313.0")],
+        volatile: false,
     },
     Field {
         name: "obj_uuid",
@@ -45089,6 +45733,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "timestamp",
@@ -45097,6 +45742,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "body",
@@ -45105,6 +45751,7 @@ pub const MESSAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -45385,6 +46032,7 @@ pub const SECRET_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "value",
@@ -45393,6 +46041,7 @@ pub const SECRET_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -45401,6 +46050,7 @@ pub const SECRET_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -45680,6 +46330,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "access_PIF",
@@ -45688,6 +46339,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "transport_PIF",
@@ -45696,6 +46348,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "status",
@@ -45704,6 +46357,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Map(&[("active", "false")]),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -45712,6 +46366,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cowley")],
+        volatile: false,
     },
     Field {
         name: "protocol",
@@ -45720,6 +46375,7 @@ pub const TUNNEL_FIELDS: &[Field] = &[
         default: Def::Str("gre"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.250.0")],
+        volatile: false,
     },
 ];
 
@@ -46203,6 +46859,7 @@ pub const NETWORK_SRIOV_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "physical_PIF",
@@ -46211,6 +46868,7 @@ pub const NETWORK_SRIOV_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "logical_PIF",
@@ -46219,6 +46877,7 @@ pub const NETWORK_SRIOV_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "requires_reboot",
@@ -46227,6 +46886,7 @@ pub const NETWORK_SRIOV_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
     Field {
         name: "configuration_mode",
@@ -46235,6 +46895,7 @@ pub const NETWORK_SRIOV_FIELDS: &[Field] = &[
         default: Def::Str("unknown"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
 ];
 
@@ -46527,6 +47188,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "class_id",
@@ -46535,6 +47197,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "class_name",
@@ -46543,6 +47206,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "vendor_id",
@@ -46551,6 +47215,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "vendor_name",
@@ -46559,6 +47224,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "device_id",
@@ -46567,6 +47233,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "device_name",
@@ -46575,6 +47242,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -46583,6 +47251,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "pci_id",
@@ -46591,6 +47260,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "dependencies",
@@ -46599,6 +47269,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -46607,6 +47278,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "subsystem_vendor_id",
@@ -46615,6 +47287,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater-whetstone")],
+        volatile: false,
     },
     Field {
         name: "subsystem_vendor_name",
@@ -46623,6 +47296,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater-whetstone")],
+        volatile: false,
     },
     Field {
         name: "subsystem_device_id",
@@ -46631,6 +47305,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater-whetstone")],
+        volatile: false,
     },
     Field {
         name: "subsystem_device_name",
@@ -46639,6 +47314,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "clearwater-whetstone")],
+        volatile: false,
     },
     Field {
         name: "driver_name",
@@ -46647,6 +47323,7 @@ pub const PCI_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "kolkata")],
+        volatile: false,
     },
 ];
 
@@ -47267,6 +47944,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "PCI",
@@ -47275,6 +47953,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "GPU_group",
@@ -47283,6 +47962,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -47291,6 +47971,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -47299,6 +47980,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "supported_VGPU_types",
@@ -47307,6 +47989,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "enabled_VGPU_types",
@@ -47315,6 +47998,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "resident_VGPUs",
@@ -47323,6 +48007,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "supported_VGPU_max_capacities",
@@ -47331,6 +48016,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "dom0_access",
@@ -47339,6 +48025,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Str("enabled"),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "cream"), ("deprecated", "24.14.0")],
+        volatile: false,
     },
     Field {
         name: "is_system_display_device",
@@ -47347,6 +48034,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "cream")],
+        volatile: false,
     },
     Field {
         name: "compatibility_metadata",
@@ -47355,6 +48043,7 @@ pub const PGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -47992,6 +48681,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -48000,6 +48690,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -48008,6 +48699,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "PGPUs",
@@ -48016,6 +48708,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "VGPUs",
@@ -48024,6 +48717,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "GPU_types",
@@ -48032,6 +48726,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -48040,6 +48735,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "allocation_algorithm",
@@ -48048,6 +48744,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Str("depth_first"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "supported_VGPU_types",
@@ -48056,6 +48753,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "enabled_VGPU_types",
@@ -48064,6 +48762,7 @@ pub const GPU_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
 ];
 
@@ -48664,6 +49363,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -48672,6 +49372,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "GPU_group",
@@ -48680,6 +49381,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "device",
@@ -48688,6 +49390,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str("0"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -48696,6 +49399,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -48704,6 +49408,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "boston")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -48712,6 +49417,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "resident_on",
@@ -48720,6 +49426,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "scheduled_to_be_resident_on",
@@ -48728,6 +49435,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "compatibility_metadata",
@@ -48736,6 +49444,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "extra_args",
@@ -48744,6 +49453,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "quebec")],
+        volatile: false,
     },
     Field {
         name: "PCI",
@@ -48752,6 +49462,7 @@ pub const VGPU_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "quebec")],
+        volatile: false,
     },
 ];
 
@@ -49305,6 +50016,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "vendor_name",
@@ -49313,6 +50025,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "model_name",
@@ -49321,6 +50034,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "framebuffer_size",
@@ -49329,6 +50043,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "max_heads",
@@ -49337,6 +50052,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "max_resolution_x",
@@ -49345,6 +50061,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "max_resolution_y",
@@ -49353,6 +50070,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "supported_on_PGPUs",
@@ -49361,6 +50079,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "enabled_on_PGPUs",
@@ -49369,6 +50088,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "VGPUs",
@@ -49377,6 +50097,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-tech-preview")],
+        volatile: false,
     },
     Field {
         name: "supported_on_GPU_groups",
@@ -49385,6 +50106,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "enabled_on_GPU_groups",
@@ -49393,6 +50115,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "vgpu-productisation")],
+        volatile: false,
     },
     Field {
         name: "implementation",
@@ -49401,6 +50124,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Str("passthrough"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "identifier",
@@ -49409,6 +50133,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "experimental",
@@ -49417,6 +50142,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "dundee")],
+        volatile: false,
     },
     Field {
         name: "compatible_types_in_vm",
@@ -49425,6 +50151,7 @@ pub const VGPU_TYPE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "quebec")],
+        volatile: false,
     },
 ];
 
@@ -49911,6 +50638,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -49919,6 +50647,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -49927,6 +50656,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "PVS_uuid",
@@ -49935,6 +50665,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "cache_storage",
@@ -49943,6 +50674,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "servers",
@@ -49951,6 +50683,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "proxies",
@@ -49959,6 +50692,7 @@ pub const PVS_SITE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
 ];
 
@@ -50379,6 +51113,7 @@ pub const PVS_SERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "addresses",
@@ -50387,6 +51122,7 @@ pub const PVS_SERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "first_port",
@@ -50395,6 +51131,7 @@ pub const PVS_SERVER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "last_port",
@@ -50403,6 +51140,7 @@ pub const PVS_SERVER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "site",
@@ -50411,6 +51149,7 @@ pub const PVS_SERVER_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
 ];
 
@@ -50686,6 +51425,7 @@ pub const PVS_PROXY_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "site",
@@ -50694,6 +51434,7 @@ pub const PVS_PROXY_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "VIF",
@@ -50702,6 +51443,7 @@ pub const PVS_PROXY_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -50710,6 +51452,7 @@ pub const PVS_PROXY_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "status",
@@ -50718,6 +51461,7 @@ pub const PVS_PROXY_FIELDS: &[Field] = &[
         default: Def::Str("stopped"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
 ];
 
@@ -50983,6 +51727,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -50991,6 +51736,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "SR",
@@ -50999,6 +51745,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "site",
@@ -51007,6 +51754,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "size",
@@ -51015,6 +51763,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Int(21474836480),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
     Field {
         name: "VDI",
@@ -51023,6 +51772,7 @@ pub const PVS_CACHE_STORAGE_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "ely")],
+        volatile: false,
     },
 ];
 
@@ -51308,6 +52058,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -51316,6 +52067,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -51324,6 +52076,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -51332,6 +52085,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "experimental",
@@ -51340,6 +52094,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -51348,6 +52103,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Str("1.0"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -51356,6 +52112,7 @@ pub const FEATURE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
 ];
 
@@ -51650,6 +52407,7 @@ pub const SDN_CONTROLLER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "protocol",
@@ -51658,6 +52416,7 @@ pub const SDN_CONTROLLER_FIELDS: &[Field] = &[
         default: Def::Str("ssl"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "address",
@@ -51666,6 +52425,7 @@ pub const SDN_CONTROLLER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
     Field {
         name: "port",
@@ -51674,6 +52434,7 @@ pub const SDN_CONTROLLER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "falcon")],
+        volatile: false,
     },
 ];
 
@@ -51923,6 +52684,7 @@ pub const VDI_NBD_SERVER_INFO_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "address",
@@ -51931,6 +52693,7 @@ pub const VDI_NBD_SERVER_INFO_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "port",
@@ -51939,6 +52702,7 @@ pub const VDI_NBD_SERVER_INFO_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "cert",
@@ -51947,6 +52711,7 @@ pub const VDI_NBD_SERVER_INFO_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "subject",
@@ -51955,6 +52720,7 @@ pub const VDI_NBD_SERVER_INFO_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -51968,6 +52734,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "USB_group",
@@ -51976,6 +52743,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -51984,6 +52752,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "path",
@@ -51992,6 +52761,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "vendor_id",
@@ -52000,6 +52770,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "vendor_desc",
@@ -52008,6 +52779,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "product_id",
@@ -52016,6 +52788,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "product_desc",
@@ -52024,6 +52797,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "serial",
@@ -52032,6 +52806,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -52040,6 +52815,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "description",
@@ -52048,6 +52824,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "passthrough_enabled",
@@ -52056,6 +52833,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -52064,6 +52842,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "speed",
@@ -52072,6 +52851,7 @@ pub const PUSB_FIELDS: &[Field] = &[
         default: Def::Float(-1.0),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
 ];
 
@@ -52633,6 +53413,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -52641,6 +53422,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -52649,6 +53431,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "PUSBs",
@@ -52657,6 +53440,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "VUSBs",
@@ -52665,6 +53449,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -52673,6 +53458,7 @@ pub const USB_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
 ];
 
@@ -53121,6 +53907,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -53129,6 +53916,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -53137,6 +53925,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "VM",
@@ -53145,6 +53934,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "USB_group",
@@ -53153,6 +53943,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -53161,6 +53952,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "inverness")],
+        volatile: false,
     },
     Field {
         name: "currently_attached",
@@ -53169,6 +53961,7 @@ pub const VUSB_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
 ];
 
@@ -53585,6 +54378,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "cluster_hosts",
@@ -53593,6 +54387,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "pending_forget",
@@ -53601,6 +54396,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "cluster_token",
@@ -53609,6 +54405,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "cluster_stack",
@@ -53617,6 +54414,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Str("corosync"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "cluster_stack_version",
@@ -53625,6 +54423,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Int(2),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.15.0")],
+        volatile: false,
     },
     Field {
         name: "is_quorate",
@@ -53633,6 +54432,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.3.0")],
+        volatile: false,
     },
     Field {
         name: "quorum",
@@ -53641,6 +54441,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.3.0")],
+        volatile: false,
     },
     Field {
         name: "live_hosts",
@@ -53649,6 +54450,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.3.0")],
+        volatile: false,
     },
     Field {
         name: "expected_hosts",
@@ -53657,6 +54459,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Int(0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.17.0")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -53665,6 +54468,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -53673,6 +54477,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "pool_auto_join",
@@ -53681,6 +54486,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "token_timeout",
@@ -53693,6 +54499,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
             ("changed", "lima"),
             ("published", "lima"),
         ],
+        volatile: false,
     },
     Field {
         name: "token_timeout_coefficient",
@@ -53705,6 +54512,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
             ("changed", "lima"),
             ("published", "lima"),
         ],
+        volatile: false,
     },
     Field {
         name: "cluster_config",
@@ -53713,6 +54521,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -53721,6 +54530,7 @@ pub const CLUSTER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
 ];
 
@@ -54499,6 +55309,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "cluster",
@@ -54507,6 +55318,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -54515,6 +55327,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -54523,6 +55336,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "PIF",
@@ -54531,6 +55345,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "joined",
@@ -54539,6 +55354,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Bool(true),
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
     Field {
         name: "live",
@@ -54547,6 +55363,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.3.0")],
+        volatile: false,
     },
     Field {
         name: "last_update_live",
@@ -54555,6 +55372,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.3.0")],
+        volatile: false,
     },
     Field {
         name: "allowed_operations",
@@ -54563,6 +55381,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "current_operations",
@@ -54571,6 +55390,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "other_config",
@@ -54579,6 +55399,7 @@ pub const CLUSTER_HOST_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("prototyped", "kolkata"), ("published", "lima")],
+        volatile: false,
     },
 ];
 
@@ -55054,6 +55875,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "name",
@@ -55062,6 +55884,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.294.0")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -55070,6 +55893,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str("host"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.294.0")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -55078,6 +55902,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "not_before",
@@ -55086,6 +55911,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "not_after",
@@ -55094,6 +55920,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "stockholm")],
+        volatile: false,
     },
     Field {
         name: "fingerprint",
@@ -55102,6 +55929,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Deprecated,
         releases: &[("published", "stockholm"), ("deprecated", "24.19.0")],
+        volatile: false,
     },
     Field {
         name: "fingerprint_sha256",
@@ -55110,6 +55938,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.20.0")],
+        volatile: false,
     },
     Field {
         name: "fingerprint_sha1",
@@ -55118,6 +55947,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.20.0")],
+        volatile: false,
     },
     Field {
         name: "purpose",
@@ -55126,6 +55956,7 @@ pub const CERTIFICATE_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.13.0")],
+        volatile: false,
     },
 ];
 
@@ -55468,6 +56299,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -55476,6 +56308,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -55484,6 +56317,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "binary_url",
@@ -55492,6 +56326,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "source_url",
@@ -55500,6 +56335,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "update",
@@ -55508,6 +56344,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "hash",
@@ -55516,6 +56353,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "1.301.0")],
+        volatile: false,
     },
     Field {
         name: "gpgkey_path",
@@ -55524,6 +56362,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "22.12.0")],
+        volatile: false,
     },
     Field {
         name: "origin",
@@ -55532,6 +56371,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str("remote"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.23.0")],
+        volatile: false,
     },
     Field {
         name: "certificate",
@@ -55540,6 +56380,7 @@ pub const REPOSITORY_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.7.0")],
+        volatile: false,
     },
 ];
 
@@ -56104,6 +56945,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -56112,6 +56954,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -56120,6 +56963,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "hosts",
@@ -56128,6 +56972,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
     Field {
         name: "attributes",
@@ -56136,6 +56981,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
     Field {
         name: "endpoints",
@@ -56144,6 +56990,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
     Field {
         name: "components",
@@ -56152,6 +56999,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
     Field {
         name: "enabled",
@@ -56160,6 +57008,7 @@ pub const OBSERVER_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "23.14.0")],
+        volatile: false,
     },
 ];
 
@@ -56689,6 +57538,7 @@ pub const VM_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -56697,6 +57547,7 @@ pub const VM_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -56705,6 +57556,7 @@ pub const VM_GROUP_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Published,
         releases: &[("published", "rio")],
+        volatile: false,
     },
     Field {
         name: "placement",
@@ -56713,6 +57565,7 @@ pub const VM_GROUP_FIELDS: &[Field] = &[
         default: Def::Str("normal"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.19.1")],
+        volatile: false,
     },
     Field {
         name: "VMs",
@@ -56721,6 +57574,7 @@ pub const VM_GROUP_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "24.19.1")],
+        volatile: false,
     },
 ];
 
@@ -57065,6 +57919,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "host",
@@ -57073,6 +57928,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Str("Null"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "name",
@@ -57081,6 +57937,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "friendly_name",
@@ -57089,6 +57946,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "variants",
@@ -57097,6 +57955,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "active_variant",
@@ -57105,6 +57964,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "selected_variant",
@@ -57113,6 +57973,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "type",
@@ -57121,6 +57982,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "description",
@@ -57129,6 +57991,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "info",
@@ -57137,6 +58000,7 @@ pub const HOST_DRIVER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
 ];
 
@@ -57540,6 +58404,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "name",
@@ -57548,6 +58413,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "driver",
@@ -57556,6 +58422,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "version",
@@ -57564,6 +58431,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "hardware_present",
@@ -57572,6 +58440,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "priority",
@@ -57580,6 +58449,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
     Field {
         name: "status",
@@ -57588,6 +58458,7 @@ pub const DRIVER_VARIANT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "25.2.0")],
+        volatile: false,
     },
 ];
 
@@ -57879,6 +58750,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -57887,6 +58759,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -57895,6 +58768,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "user_agent",
@@ -57903,6 +58777,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "client_ip",
@@ -57911,6 +58786,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "last_access",
@@ -57919,6 +58795,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str("19700101T00:00:00Z"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "groups",
@@ -57927,6 +58804,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "rate_limit",
@@ -57935,6 +58813,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Str("OpaqueRef:NULL"),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "auto_registered",
@@ -57943,6 +58822,7 @@ pub const CALLER_FIELDS: &[Field] = &[
         default: Def::Bool(false),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
 ];
 
@@ -58507,6 +59387,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "name_label",
@@ -58515,6 +59396,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "name_description",
@@ -58523,6 +59405,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Str(""),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "callers",
@@ -58531,6 +59414,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Auto,
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "burst_size",
@@ -58539,6 +59423,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Float(0.0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
     Field {
         name: "fill_rate",
@@ -58547,6 +59432,7 @@ pub const RATE_LIMIT_FIELDS: &[Field] = &[
         default: Def::Float(0.0),
         lifecycle: Lifecycle::Prototyped,
         releases: &[("prototyped", "26.17.0")],
+        volatile: false,
     },
 ];
 

@@ -177,7 +177,7 @@ pub fn request<S: Read + Write>(
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading everything: ignore write errors.
+    // The server may answer (500) before reading everything: ignore write errors.
     let _ = s.write_all(body);
     let mut raw = vec![];
     let _ = s.read_to_end(&mut raw);
@@ -199,4 +199,22 @@ pub fn xml_call(method: &str, params: &[&str]) -> String {
     }
     s.push_str("</params>\n</methodCall>\n");
     s
+}
+
+/// Whether a missing prerequisite must fail the test rather than skip it:
+/// under `lab test` (which sets `XAPI_LAB_STRICT=1`) and in CI.
+pub fn strict() -> bool {
+    ["XAPI_LAB_STRICT", "CI"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// A test that cannot run here: fails when [`strict`], else prints a
+/// `skipped: NAME (reason)` line that `lab test` counts. The line goes to
+/// the real stdout, past libtest's capture of passing tests' output.
+pub fn skip(name: &str, reason: &str) {
+    assert!(!strict(), "{name}: prerequisite missing: {reason}");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "skipped: {name} ({})", reason.replace('\n', " "));
+    let _ = out.flush();
 }

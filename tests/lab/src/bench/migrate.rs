@@ -4,7 +4,9 @@
 //! that both see the same machine. It prints figures and asserts only that
 //! each migration worked (the guest verifies its memory afterwards).
 //!
-//! It boots a fresh one-host lab first (taking down a running one).
+//! It boots a fresh one-host lab of its own (in the run directory's
+//! `bench/`, so a lab the user brought up keeps running) and takes it down
+//! at the end unless asked to keep it.
 //!
 //! Figures per run: the pause the guest saw (the largest clock gap its
 //! probe's verify lines report after the migration started), the total
@@ -14,10 +16,10 @@
 use crate::hosts::LabState;
 use crate::util::poll;
 use anyhow::{bail, Context, Result};
+use dom0_support::XENGUEST;
 use std::time::Duration;
 
 const NAME: &str = "bench-mig";
-const XENGUEST: &str = "/usr/local/lib/xapi-rs/xenguest";
 const PORT: u16 = 7790;
 
 /// Stands in for ssh in `xl migrate -s`: drops the host, counts what the
@@ -159,36 +161,55 @@ fn show(who: &str, i: usize, r: &Run) {
     );
 }
 
-/// Runs `runs` migrations with each tool, interleaved, and prints the
-/// figures and the ratio line (ours / xl, medians).
-pub fn migrate(runs: usize) -> Result<()> {
+/// Boots the bench's own host, runs `runs` migrations with each tool,
+/// interleaved, and prints the figures and the ratio line (ours / xl,
+/// medians). The host is taken down afterwards unless `keep`.
+pub fn migrate(runs: usize, keep: bool) -> Result<()> {
     // A freshly booted host: live migrations wear this TCG dom0 out (see
     // README, "known lab problem"), and a fresh one makes runs comparable.
-    crate::util::say("bench migrate: booting a fresh lab host");
+    let dir = crate::util::use_own_lab("bench")?;
+    crate::util::say(format!(
+        "bench migrate: booting a fresh lab host in {}",
+        dir.display()
+    ));
     crate::hosts::down()?;
-    let st = crate::up(&crate::UpOptions {
+    // Whatever fails (the set-up included), the host goes unless `keep`.
+    let r = crate::up(&crate::UpOptions {
         wait_xapi: false,
         ..crate::UpOptions::default()
-    })?;
+    })
+    .and_then(|st| runs_on(&st, runs));
+    if keep {
+        crate::util::say(format!(
+            "bench lab kept: XAPI_LAB_RUN={} lab exec -- CMD reaches it; `lab down` stops it",
+            dir.display()
+        ));
+    } else {
+        crate::hosts::down()?;
+    }
+    r
+}
+
+fn runs_on(st: &LabState, runs: usize) -> Result<()> {
     st.push_bytes(1, COUNTING_SSH.as_bytes(), "/tmp/lab-ssh-count", 0o755)?;
     let _ = st.exec(1, &format!("xl destroy {NAME}"), Duration::from_secs(60));
     sh(
-        &st,
+        st,
         &format!("rm -f /var/log/xen/console/guest-{NAME}*.log; lab-guest {NAME} 256 16"),
     )?;
     poll(
         "the bench guest's first memory verify",
         Duration::from_secs(420),
         Duration::from_secs(2),
-        || Ok((count(&console(&st)?, "probe: verify ok") > 0).then_some(())),
+        || Ok((count(&console(st)?, "probe: verify ok") > 0).then_some(())),
     )?;
     println!("guest: {NAME}, 256 MiB, probe dirtying 16 MiB; migrations to localhost");
     let (mut xl, mut ours) = (vec![], vec![]);
     for i in 1..=runs {
-        let r = xl_run(&st).context("xl migrate")?;
+        let r = xl_run(st).context("xl migrate")?;
         show("xl", i, &r);
         xl.push(r);
-        let r = our_run(&st).context("xenguest migrate-send")?;
+        let r = our_run(st).context("xenguest migrate-send")?;
         show("ours", i, &r);
         ours.push(r);
     }

@@ -1,0 +1,9 @@
+//! libFuzzer target: arbitrary bytes as an XML-RPC request body, checked by
+//! `xapi_rs::fuzzing::check_xml`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    xapi_rs::fuzzing::check_xml(data);
+});
