@@ -11,8 +11,7 @@ use std::time::Duration;
 #[command(
     name = "xapi-rs",
     version,
-    // A flag given again replaces the earlier value (tests append to a
-    // default command line).
+    // A flag given again wins over its earlier value (tests add to a base command line).
     args_override_self = true,
     after_help = "On start, prints one line `READY http=ADDR https=ADDR unix=PATH` to stdout."
 )]
@@ -119,10 +118,10 @@ fn seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("not a number of seconds in [0, 1e9): {s}"))
 }
 
-/// Named so that clap takes one value per flag: an `Option<Vec<_>>` field
-/// would make it parse each element with [`credentials`] (whose result is
-/// the whole list) and panic on the type mismatch.
-type Credentials = Vec<(String, String)>;
+/// `USER:PASSWORD[,USER:PASSWORD...]`, one value (a newtype: clap takes a
+/// bare `Vec` for a flag given several times).
+#[derive(Clone, Debug)]
+struct Credentials(Vec<(String, String)>);
 
 fn credentials(s: &str) -> Result<Credentials, String> {
     s.split(',')
@@ -131,7 +130,8 @@ fn credentials(s: &str) -> Result<Credentials, String> {
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .ok_or_else(|| "expected USER:PASSWORD[,USER:PASSWORD...]".to_string())
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Credentials)
 }
 
 /// `none` (or nothing) turns a listener off.
@@ -148,7 +148,7 @@ impl From<Args> for Config {
             cert: a.cert,
             db: a.db,
             static_auth: (a.no_pam || !cfg!(feature = "pam"))
-                .then(|| a.test_credentials.unwrap_or_default()),
+                .then(|| a.test_credentials.map(|c| c.0).unwrap_or_default()),
             pam_service: a.pam_service,
             fake_probe: a.fake_probe,
             xl: a.xl,

@@ -813,6 +813,7 @@ mod tests {
                 http_port: 8001,
                 https_port: 4431,
                 serial_log: "/nowhere/host1.serial.log".into(),
+                qemu_argv: vec![],
             }],
             hub_pid: 0,
             key: "/nowhere/key".into(),
