@@ -10,7 +10,8 @@
 
 use crate::api::{dispatch, Ctx};
 use crate::clitables::{self, CliClass, Column};
-use crate::datamodel;
+use crate::datamodel::{self, Generic};
+use crate::generated::errors::ErrorCode;
 use crate::value::{Record, V};
 use crate::wire::Call;
 use std::sync::Arc;
@@ -308,7 +309,7 @@ fn ref_convert(ctx: &Ctx, x: &str) -> String {
     if !x.starts_with("OpaqueRef:") {
         return x.to_string();
     }
-    for c in datamodel::CLASSES.iter().filter(|c| c.has_records) {
+    for c in datamodel::CLASSES.iter().filter(|c| c.in_db) {
         if let Some(rec) = ctx.db.get(c.name, x) {
             let uuid = rec.get("uuid").and_then(V::as_str).unwrap_or("");
             return match rec.get("name_label").and_then(V::as_str) {
@@ -345,13 +346,17 @@ fn error_commands(ctx: &Ctx, cl: &CommandLine, e: CliError) -> Vec<Command> {
     match e {
         CliError::Api(v) => {
             let code = v.first().cloned().unwrap_or_default();
-            if code == "SESSION_AUTHENTICATION_FAILED" {
+            if code == ErrorCode::SessionAuthenticationFailed.code() {
                 render::authentication_failed(v.get(1).map_or("", String::as_str))
             } else {
                 server_error(ctx, &code, &v[1.min(v.len())..])
             }
         }
-        CliError::Failure(m) => server_error(ctx, "INTERNAL_ERROR", &[format!("Failure: {m}")]),
+        CliError::Failure(m) => server_error(
+            ctx,
+            ErrorCode::InternalError.code(),
+            &[format!("Failure: {m}")],
+        ),
         CliError::Cli(m) => render::other_error(&m),
         CliError::MissingParam(n) => server_error(ctx, "Missing parameter", &[n]),
         CliError::ParamNotFound(n) => render::param_not_found(&n),
@@ -360,6 +365,14 @@ fn error_commands(ctx: &Ctx, cl: &CommandLine, e: CliError) -> Vec<Command> {
 }
 
 /// One API call with the session.
+/// The API method implementing a generic operation on a CLI class's field.
+fn generic_method(cc: &CliClass, g: Generic) -> CR<String> {
+    datamodel::class(cc.class)
+        .and_then(|c| c.messages.iter().find(|m| m.generic == Some(g)))
+        .map(|m| format!("{}.{}", cc.class, m.name))
+        .ok_or_else(|| CliError::Failure(format!("{} has no {g:?}", cc.class)))
+}
+
 async fn call(ctx: &Arc<Ctx>, method: &str, params: Vec<V>) -> CR<V> {
     dispatch(
         ctx,
@@ -664,7 +677,7 @@ async fn exec(
                     })?;
                     call(
                         ctx,
-                        &format!("{}.add_to_{dm}", cc.class),
+                        &generic_method(cc, Generic::Add(dm))?,
                         vec![sv(sref), sv(&r), sv(key)],
                     )
                     .await?;
@@ -675,7 +688,7 @@ async fn exec(
                     }) {
                         call(
                             ctx,
-                            &format!("{}.add_to_{dm}", cc.class),
+                            &generic_method(cc, Generic::AddTo(dm))?,
                             vec![sv(sref), sv(&r), sv(k), sv(v)],
                         )
                         .await?;
@@ -712,9 +725,14 @@ async fn exec(
                         "Can only remove from parameters of type Set or Map".into(),
                     ));
                 }
+                let g = if col.set_writable() {
+                    Generic::Remove(dm)
+                } else {
+                    Generic::RemoveFrom(dm)
+                };
                 call(
                     ctx,
-                    &format!("{}.remove_from_{dm}", cc.class),
+                    &generic_method(cc, g)?,
                     vec![sv(sref), sv(&r), sv(key)],
                 )
                 .await?;
@@ -743,7 +761,7 @@ async fn param_set_one(
                 clitables::parse_value(&ctx.db, k, &col.field.ty, v).map_err(CliError::Failure)?;
             call(
                 ctx,
-                &format!("{}.set_{dm}", cc.class),
+                &generic_method(cc, Generic::Set(dm))?,
                 vec![sv(sref), sv(r), value],
             )
             .await?;
@@ -783,14 +801,14 @@ async fn param_set_one(
     if present {
         call(
             ctx,
-            &format!("{}.remove_from_{dm}", cc.class),
+            &generic_method(cc, Generic::RemoveFrom(dm))?,
             vec![sv(sref), sv(r), sv(key)],
         )
         .await?;
     }
     call(
         ctx,
-        &format!("{}.add_to_{dm}", cc.class),
+        &generic_method(cc, Generic::AddTo(dm))?,
         vec![sv(sref), sv(r), sv(key), sv(v)],
     )
     .await?;

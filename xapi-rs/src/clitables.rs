@@ -190,7 +190,6 @@ const HOST_LAYOUT: &[Entry] = &[
     e("blobs", "", PLAIN),
     g("memory_overhead"),
     e("metrics.memory_total", "memory-total", 0),
-    e("metrics.memory_free", "memory-free", 0),
     e("metrics.live", "host-metrics-live", 0),
     e("patches", "", DEPRECATED),
     g("updates"),
@@ -367,7 +366,7 @@ pub fn columns(cc: &CliClass) -> Vec<Column> {
                 en.name.to_string()
             };
             let access = match via {
-                Some((_, f)) => access_of(&f.ty, Qual::RO, en.flags),
+                Some((_, f)) => access_of(&f.ty, Qual::DynamicRO, en.flags),
                 None => access_of(&field.ty, field.qual, en.flags),
             };
             Some(Column {
@@ -560,6 +559,7 @@ pub fn parse_value(db: &Db, name: &str, ty: &Ty, s: &str) -> Result<V, String> {
                 .map(V::S)
                 .ok_or_else(|| format!("No {c} with uuid {s}"))
         }
+        Ty::Record(_) | Ty::Option(_) | Ty::Any => Err(format!("Field '{name}' cannot be set")),
         Ty::Set(_) | Ty::Map(..) => Err(format!(
             "Field '{name}' is a map or set. use the 'name:key=value' syntax."
         )),

@@ -6,7 +6,8 @@
 //! write survives `kill -9` and power loss, (b) it builds quickly with no C
 //! toolchain, and (c) our access pattern — whole-table reads served from
 //! memory, small writes keyed by reference — needs no SQL. The schema is
-//! generated from the datamodel: one table per persistent class
+//! generated from the API definition (the tables of
+//! [`crate::generated::schema`]): one table per persistent class
 //! (`obj_<class>`, key = reference, value = JSON of the record plus its
 //! creation/modification generations) and a `meta` table holding the
 //! generation ceiling. On load, records are normalised against the datamodel
@@ -33,7 +34,8 @@
 //! take the published state's read lock, which a writer holds only to
 //! publish, never across a commit: a reader never waits for an fsync.
 //!
-//! **Volatile fields** ([`VOLATILE`]: utilisation and memory figures
+//! **Volatile fields** ([`crate::datamodel::Field::volatile`], from the
+//! codegen overlay: utilisation and metrics timestamps
 //! refreshed every minute) are not worth an fsync: a change that only
 //! touches them is published and emits its event without a redb commit
 //! (the value reaches disk with the object's next persistent change, and
@@ -50,6 +52,7 @@
 //! of silently missing it.
 
 use crate::datamodel::{class, Class, CLASSES};
+use crate::typed::{Object, Ref};
 use crate::value::{default_of, Record, V};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -68,18 +71,8 @@ pub const MAX_TOMBSTONES: usize = 100_000;
 /// Transactions committed together at most (bounds one commit's size).
 const MAX_GROUP: usize = 256;
 
-/// Fields whose changes are kept in memory only: (class, field). The
-/// reference marks such fields non-persistent in its datamodel; its
-/// published API description does not carry the flag, so the list is ours:
-/// what the periodic metrics refresh writes.
-pub const VOLATILE: &[(&str, &str)] = &[
-    ("host_cpu", "utilisation"),
-    ("host_metrics", "memory_free"),
-    ("host_metrics", "last_updated"),
-];
-
-fn is_volatile(class: &str, field: &str) -> bool {
-    VOLATILE.iter().any(|(c, f)| *c == class && *f == field)
+fn is_volatile(c: &Class, field: &str) -> bool {
+    c.field(field).is_some_and(|f| f.volatile)
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -268,7 +261,7 @@ static TABLE_NAMES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
     std::sync::LazyLock::new(|| {
         CLASSES
             .iter()
-            .filter(|c| c.persistent)
+            .filter(|c| c.in_db && c.persistent)
             .map(|c| {
                 let t: &'static str = Box::leak(format!("obj_{}", c.name).into_boxed_str());
                 (c.name, t)
@@ -409,7 +402,7 @@ impl Tx<'_> {
             .filter(|(k, v)| old.rec.get(*k) != Some(v))
             .map(|(k, _)| k)
             .chain(old.rec.keys().filter(|k| !new.rec.contains_key(*k)))
-            .all(|k| is_volatile(c.name, k));
+            .all(|k| is_volatile(c, k));
         self.push(Op {
             class: c,
             reference: reference.to_string(),
@@ -466,7 +459,7 @@ impl Db {
             }
             for c in CLASSES {
                 let mut objs = BTreeMap::new();
-                if c.persistent {
+                if c.in_db && c.persistent {
                     let t = tx.open_table(table_def(c)).map_err(st)?;
                     for item in t.iter().map_err(st)? {
                         let (k, v) = item.map_err(st)?;
@@ -711,6 +704,38 @@ impl Db {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A typed record.
+    pub fn get_typed<T: Object>(&self, r: &Ref<T>) -> Option<T> {
+        self.get(T::CLASS, r.as_str())
+            .map(|rec| T::from_record(&rec))
+    }
+
+    /// Every record of a class, typed.
+    pub fn all_typed<T: Object>(&self) -> Vec<(Ref<T>, T)> {
+        self.all(T::CLASS)
+            .into_iter()
+            .map(|(r, rec)| (Ref::new(r), T::from_record(&rec)))
+            .collect()
+    }
+
+    pub fn create_typed<T: Object>(&self, r: &Ref<T>, rec: &T) -> Result<u64, DbError> {
+        self.create(T::CLASS, r.as_str(), rec.to_record())
+    }
+
+    /// Apply `f` to a typed record; bumps its generation. Returns f's result.
+    pub fn update_typed<T: Object, X: Outcome>(
+        &self,
+        r: &Ref<T>,
+        f: impl FnOnce(&mut T) -> X,
+    ) -> Result<X, DbError> {
+        self.update(T::CLASS, r.as_str(), |rec| {
+            let mut t = T::from_record(rec);
+            let out = f(&mut t);
+            *rec = t.to_record();
+            out
+        })
     }
 
     /// Changes with generation > `since` that `want(class, ref)` selects,

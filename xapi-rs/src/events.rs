@@ -16,6 +16,7 @@
 
 use crate::api::{event_record, ApiError, Ctx};
 use crate::datamodel::CLASSES;
+use crate::generated::errors;
 use crate::value::V;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,60 +74,38 @@ impl Filter {
     fn counted_classes(&self) -> Vec<&'static str> {
         CLASSES
             .iter()
-            .filter(|c| c.has_records && c.gen_events)
+            .filter(|c| c.in_db && c.gen_events)
             .map(|c| c.name)
             .collect()
     }
 }
 
-fn strings(v: Option<&V>) -> Vec<String> {
-    match v {
-        Some(V::A(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        _ => vec![],
-    }
+pub fn get_current_id(ctx: &Ctx) -> V {
+    V::I(ctx.db.generation() as i64)
 }
 
-pub async fn call(ctx: &Arc<Ctx>, name: &str, session: &str, args: &[V]) -> Result<V, ApiError> {
-    match name {
-        "get_current_id" => Ok(V::I(ctx.db.generation() as i64)),
-        "inject" => {
-            let class = args.first().and_then(V::as_str).unwrap_or("");
-            let r = args.get(1).and_then(V::as_str).unwrap_or("");
-            let cls = crate::datamodel::class(class)
-                .filter(|c| c.has_records)
-                .ok_or_else(|| ApiError::new("HANDLE_INVALID", &[class, r]))?;
-            let gen = ctx.db.touch(cls.name, r)?;
-            Ok(V::S(token(gen.saturating_sub(1))))
-        }
-        "register" => {
-            ctx.register(session, &strings(args.first()), true);
-            Ok(V::S(String::new()))
-        }
-        "unregister" => {
-            ctx.register(session, &strings(args.first()), false);
-            Ok(V::S(String::new()))
-        }
-        "next" => next(ctx, session).await,
-        "from" => {
-            let classes = strings(args.first());
-            let tok = args.get(1).and_then(V::as_str).unwrap_or("");
-            let since = parse_token(tok)
-                .ok_or_else(|| ApiError::new("EVENT_FROM_TOKEN_PARSE_FAILURE", &[tok]))?;
-            let timeout = match args.get(2) {
-                Some(V::F(f)) => *f,
-                Some(V::I(i)) => *i as f64,
-                _ => 0.0,
-            };
-            from(ctx, session, &classes, since, timeout).await
-        }
-        _ => Err(ApiError::new(
-            "MESSAGE_METHOD_UNKNOWN",
-            &[&format!("event.{name}")],
-        )),
-    }
+pub fn inject(ctx: &Ctx, class: &str, r: &str) -> Result<V, ApiError> {
+    let cls = crate::datamodel::class(class)
+        .filter(|c| c.in_db)
+        .ok_or_else(|| errors::handle_invalid(class, r))?;
+    let gen = ctx.db.touch(cls.name, r)?;
+    Ok(V::S(token(gen.saturating_sub(1))))
+}
+
+pub fn register(ctx: &Ctx, session: &str, classes: &[String], add: bool) -> V {
+    ctx.register(session, classes, add);
+    V::S(String::new())
+}
+
+pub async fn from_token(
+    ctx: &Arc<Ctx>,
+    session: &str,
+    classes: &[String],
+    tok: &str,
+    timeout: f64,
+) -> Result<V, ApiError> {
+    let since = parse_token(tok).ok_or_else(|| errors::event_from_token_parse_failure(tok))?;
+    from(ctx, session, classes, since, timeout).await
 }
 
 async fn from(
@@ -146,7 +125,7 @@ async fn from(
     let mut rx = ctx.db.subscribe();
     let lost = || {
         if ctx.db.deletions_lost(since) {
-            Err(ApiError::new("EVENTS_LOST", &[]))
+            Err(errors::events_lost())
         } else {
             Ok(())
         }
@@ -170,7 +149,7 @@ async fn from(
         let _ = tokio::time::timeout(wait, rx.changed()).await;
     };
     if !ctx.is_alive(session) {
-        return Err(ApiError::new("SESSION_INVALID", &[session]));
+        return Err(errors::session_invalid(session));
     }
     // Deletions forgotten while we waited would be missing from `changes`.
     lost()?;
@@ -188,16 +167,16 @@ async fn from(
     Ok(V::M(out))
 }
 
-async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
+pub async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
     let mut rx = ctx.db.subscribe();
     loop {
         rx.borrow_and_update();
         let Some((classes, last)) = ctx.registration(session) else {
-            return Err(ApiError::new("SESSION_NOT_REGISTERED", &[session]));
+            return Err(errors::session_not_registered(session));
         };
         if ctx.db.deletions_lost(last) {
             ctx.set_last_id(session, ctx.db.generation());
-            return Err(ApiError::new("EVENTS_LOST", &[]));
+            return Err(errors::events_lost());
         }
         let list: Vec<String> = classes.into_iter().collect();
         let filter = Filter::new(&list);
@@ -207,7 +186,7 @@ async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
             return Ok(V::A(ch.iter().map(|c| event_record(c, true)).collect()));
         }
         if !ctx.is_alive(session) {
-            return Err(ApiError::new("SESSION_INVALID", &[session]));
+            return Err(errors::session_invalid(session));
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
     }

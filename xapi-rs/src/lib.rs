@@ -1,9 +1,12 @@
 //! xapi-rs: a XenAPI toolstack daemon, drop-in for xapi.
 //!
-//! Layout: [`datamodel`] declares the API; [`db`] stores objects; [`api`]
-//! dispatches calls (generic messages from the datamodel plus hand-written
-//! ones); [`wire`] speaks XML-RPC and JSON-RPC; [`server`] serves HTTP over
-//! TCP, TLS and a Unix socket; [`probe`] reads the host's facts.
+//! Layout: [`generated`] is the API (typed records, enums, message and
+//! error tables, roles), generated from the reference's definition by
+//! `xapi-codegen`; [`datamodel`] holds the shapes of those tables; [`db`]
+//! stores objects; [`api`] dispatches calls (generic messages from the
+//! tables plus hand-written handlers); [`wire`] speaks XML-RPC and
+//! JSON-RPC; [`server`] serves HTTP over TCP, TLS and a Unix socket;
+//! [`probe`] reads the host's facts.
 
 pub mod api;
 pub mod args;
@@ -12,13 +15,16 @@ pub mod cli;
 pub mod clitables;
 pub mod datamodel;
 pub mod db;
+pub mod error;
 pub mod events;
 pub mod expr;
 pub mod fuzzing;
+pub mod generated;
 pub mod objects;
 pub mod probe;
 pub mod server;
 pub mod tls;
+pub mod typed;
 pub mod value;
 pub mod wire;
 

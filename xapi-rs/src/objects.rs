@@ -5,24 +5,24 @@
 use crate::api::{new_ref, new_uuid};
 use crate::datamodel::{API_VERSION_MAJOR, API_VERSION_MINOR};
 use crate::db::{Db, DbError};
+use crate::generated::records::{Host, HostAllowedOperations, HostCpu, HostMetrics, Pool};
 use crate::probe::{HostFacts, HostProbe};
-use crate::value::{now_datetime, Record, V};
+use crate::typed::{DateTime, Object, Ref};
+use crate::value::V;
 use std::collections::BTreeMap;
 
 pub const PRODUCT_VERSION: &str = "8.3.0";
 /// The xapi API level this daemon implements, reported as software_version.xapi.
 pub const XAPI_VERSION: &str = "25.6";
 
-fn smap(pairs: &[(&str, String)]) -> V {
-    V::M(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), V::S(v.clone())))
-            .collect::<BTreeMap<_, _>>(),
-    )
+fn smap(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
-pub fn software_version(f: &HostFacts) -> V {
+pub fn software_version(f: &HostFacts) -> BTreeMap<String, String> {
     smap(&[
         ("product_version", PRODUCT_VERSION.into()),
         ("product_version_text", "8.3".into()),
@@ -52,7 +52,7 @@ pub fn software_version(f: &HostFacts) -> V {
     ])
 }
 
-pub fn host_cpu_info(f: &HostFacts) -> V {
+pub fn host_cpu_info(f: &HostFacts) -> BTreeMap<String, String> {
     smap(&[
         ("cpu_count", f.nr_cpus.to_string()),
         ("socket_count", f.socket_count.to_string()),
@@ -72,7 +72,7 @@ pub fn host_cpu_info(f: &HostFacts) -> V {
     ])
 }
 
-pub fn pool_cpu_info(f: &HostFacts) -> V {
+pub fn pool_cpu_info(f: &HostFacts) -> BTreeMap<String, String> {
     smap(&[
         ("cpu_count", f.nr_cpus.to_string()),
         ("socket_count", f.socket_count.to_string()),
@@ -84,40 +84,49 @@ pub fn pool_cpu_info(f: &HostFacts) -> V {
     ])
 }
 
-fn capabilities(f: &HostFacts) -> V {
+fn capabilities(f: &HostFacts) -> Vec<String> {
     let mut caps = vec!["xen-3.0-x86_64", "xen-3.0-x86_32p"];
     if f.virt_caps.iter().any(|c| c == "hvm") {
         caps.extend(["hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64"]);
     }
-    V::A(caps.into_iter().map(V::str).collect())
+    caps.into_iter().map(String::from).collect()
 }
 
-fn first_or_new(db: &Db, class: &str) -> (String, bool) {
-    match db.refs(class).into_iter().next() {
-        Some(r) => (r, false),
-        None => (new_ref(), true),
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The first object of a class, or a new reference (and true).
+fn first_or_new<T: Object>(db: &Db) -> (Ref<T>, bool) {
+    match db.refs(T::CLASS).into_iter().next() {
+        Some(r) => (Ref::new(r), false),
+        None => (Ref::new(new_ref()), true),
     }
 }
 
-fn put(db: &Db, class: &str, r: &str, is_new: bool, fields: Record) -> Result<(), DbError> {
-    if is_new {
-        let mut rec = fields;
-        rec.insert("uuid".into(), V::S(new_uuid()));
-        db.create(class, r, rec)?;
-    } else {
-        let changed = match db.get(class, r) {
-            Some(old) => fields.iter().any(|(k, v)| old.get(k) != Some(v)),
-            None => true,
-        };
-        if changed {
-            db.update(class, r, |rec| rec.extend(fields))?;
+/// Create the object (with a fresh uuid) or apply `f` to it, writing only
+/// if that changed anything.
+fn put<T: Object + PartialEq + Clone + Default>(
+    db: &Db,
+    r: &Ref<T>,
+    is_new: bool,
+    f: impl FnOnce(&mut T),
+) -> Result<(), DbError> {
+    let old = if is_new { None } else { db.get_typed(r) };
+    let mut t = old.clone().unwrap_or_default();
+    f(&mut t);
+    match old {
+        None => {
+            let mut rec = t.to_record();
+            rec.insert("uuid".into(), V::S(new_uuid()));
+            db.create(T::CLASS, r.as_str(), rec)?;
         }
+        Some(old) if old != t => {
+            db.update_typed(r, |x| *x = t)?;
+        }
+        Some(_) => {}
     }
     Ok(())
-}
-
-fn rec(pairs: Vec<(&str, V)>) -> Record {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Create or refresh pool, host, host_metrics and host_cpus. Returns
@@ -125,147 +134,106 @@ fn rec(pairs: Vec<(&str, V)>) -> Record {
 pub fn bootstrap(db: &Db, probe: &dyn HostProbe) -> Result<(String, String), String> {
     let f = probe.host_facts().map_err(|e| e.to_string())?;
     let e = |e: DbError| e.to_string();
-    let (host, host_new) = first_or_new(db, "host");
-    let (pool, pool_new) = first_or_new(db, "pool");
-    let (metrics, metrics_new) = first_or_new(db, "host_metrics");
+    let (host, host_new) = first_or_new::<Host>(db);
+    let (pool, pool_new) = first_or_new::<Pool>(db);
+    let (metrics, metrics_new) = first_or_new::<HostMetrics>(db);
 
-    put(
-        db,
-        "host_metrics",
-        &metrics,
-        metrics_new,
-        rec(vec![
-            ("memory_total", V::I(f.total_memory_bytes)),
-            ("memory_free", V::I(f.free_memory_bytes)),
-            ("live", V::B(true)),
-            ("last_updated", now_datetime()),
-        ]),
-    )
+    put(db, &metrics, metrics_new, |m| {
+        // memory_free is removed from host_metrics in the definition;
+        // host.compute_free_memory answers it.
+        m.memory_total = f.total_memory_bytes;
+        m.live = true;
+        m.last_updated = DateTime::now();
+    })
     .map_err(e)?;
 
     // One host_cpu per physical CPU, keyed by number.
-    let existing: BTreeMap<i64, String> = db
-        .all("host_cpu")
+    let existing: BTreeMap<i64, Ref<HostCpu>> = db
+        .all_typed::<HostCpu>()
         .into_iter()
-        .filter_map(|(r, rc)| match rc.get("number") {
-            Some(V::I(n)) => Some((*n, r)),
-            _ => None,
-        })
+        .map(|(r, c)| (c.number, r))
         .collect();
     let mut cpu_refs = vec![];
     for n in 0..f.nr_cpus {
         let (r, is_new) = match existing.get(&n) {
             Some(r) => (r.clone(), false),
-            None => (new_ref(), true),
+            None => (Ref::new(new_ref()), true),
         };
-        put(
-            db,
-            "host_cpu",
-            &r,
-            is_new,
-            rec(vec![
-                ("host", V::S(host.clone())),
-                ("number", V::I(n)),
-                ("vendor", V::S(f.cpu.vendor.clone())),
-                ("speed", V::I(f.cpu.speed_mhz)),
-                ("modelname", V::S(f.cpu.modelname.clone())),
-                ("family", V::I(f.cpu.family)),
-                ("model", V::I(f.cpu.model)),
-                ("stepping", V::S(f.cpu.stepping.clone())),
-                ("flags", V::S(f.cpu.flags.clone())),
-                ("features", V::S(f.features.clone())),
-            ]),
-        )
+        put(db, &r, is_new, |c| {
+            c.host = host.clone();
+            c.number = n;
+            c.vendor = f.cpu.vendor.clone();
+            c.speed = f.cpu.speed_mhz;
+            c.modelname = f.cpu.modelname.clone();
+            c.family = f.cpu.family;
+            c.model = f.cpu.model;
+            c.stepping = f.cpu.stepping.clone();
+            c.flags = f.cpu.flags.clone();
+            c.features = f.features.clone();
+        })
         .map_err(e)?;
-        cpu_refs.push(V::S(r));
+        cpu_refs.push(r);
     }
     for (n, r) in &existing {
         if *n >= f.nr_cpus {
-            db.delete("host_cpu", r).map_err(e)?;
+            db.delete(HostCpu::CLASS, r.as_str()).map_err(e)?;
         }
     }
 
-    let mut host_fields = rec(vec![
-        ("hostname", V::S(f.hostname.clone())),
-        ("address", V::S(f.address.clone())),
-        ("API_version_major", V::I(API_VERSION_MAJOR)),
-        ("API_version_minor", V::I(API_VERSION_MINOR)),
-        ("API_version_vendor", V::str("XenSource")),
-        ("enabled", V::B(true)),
-        ("software_version", software_version(&f)),
-        ("cpu_info", host_cpu_info(&f)),
-        ("capabilities", capabilities(&f)),
-        ("metrics", V::S(metrics.clone())),
-        ("host_CPUs", V::A(cpu_refs)),
-        (
-            "supported_bootloaders",
-            V::A(vec![V::str("pygrub"), V::str("eliloader")]),
-        ),
-        (
-            "allowed_operations",
-            V::A(
-                [
-                    "provision",
-                    "evacuate",
-                    "shutdown",
-                    "reboot",
-                    "vm_start",
-                    "vm_resume",
-                    "vm_migrate",
-                ]
-                .into_iter()
-                .map(V::str)
-                .collect(),
-            ),
-        ),
-        ("edition", V::str("xcp-ng")),
-        ("editions", V::A(vec![V::str("xcp-ng")])),
-        (
-            "virtual_hardware_platform_versions",
-            V::A(vec![V::I(0), V::I(1), V::I(2)]),
-        ),
-        ("chipset_info", smap(&[("iommu", "false".into())])),
-    ]);
-    if host_new {
-        host_fields.insert("name_label".into(), V::S(f.hostname.clone()));
-        host_fields.insert(
-            "license_server".into(),
-            smap(&[("address", "localhost".into()), ("port", "27000".into())]),
-        );
-    }
-    put(db, "host", &host, host_new, host_fields).map_err(e)?;
+    put(db, &host, host_new, |h| {
+        h.hostname = f.hostname.clone();
+        h.address = f.address.clone();
+        h.API_version_major = API_VERSION_MAJOR;
+        h.API_version_minor = API_VERSION_MINOR;
+        h.API_version_vendor = "XenSource".into();
+        h.enabled = true;
+        h.software_version = software_version(&f);
+        h.cpu_info = host_cpu_info(&f);
+        h.capabilities = capabilities(&f);
+        h.metrics = metrics.clone();
+        h.host_CPUs = cpu_refs;
+        h.supported_bootloaders = strings(&["pygrub", "eliloader"]);
+        h.allowed_operations = vec![
+            HostAllowedOperations::Provision,
+            HostAllowedOperations::Evacuate,
+            HostAllowedOperations::Shutdown,
+            HostAllowedOperations::Reboot,
+            HostAllowedOperations::VmStart,
+            HostAllowedOperations::VmResume,
+            HostAllowedOperations::VmMigrate,
+        ];
+        h.edition = "xcp-ng".into();
+        h.editions = strings(&["xcp-ng"]);
+        h.virtual_hardware_platform_versions = vec![0, 1, 2];
+        h.chipset_info = smap(&[("iommu", "false".into())]);
+        if host_new {
+            h.name_label = f.hostname.clone();
+            h.license_server = smap(&[("address", "localhost".into()), ("port", "27000".into())]);
+        }
+    })
+    .map_err(e)?;
 
-    let mut pool_fields = rec(vec![
-        ("master", V::S(host.clone())),
-        ("cpu_info", pool_cpu_info(&f)),
-    ]);
-    if pool_new {
-        pool_fields.insert("ha_cluster_stack".into(), V::str("xhad"));
-    }
-    put(db, "pool", &pool, pool_new, pool_fields).map_err(e)?;
-    Ok((pool, host))
+    put(db, &pool, pool_new, |p| {
+        p.master = host.clone();
+        p.cpu_info = pool_cpu_info(&f);
+        if pool_new {
+            p.ha_cluster_stack = "xhad".into();
+        }
+    })
+    .map_err(e)?;
+    Ok((pool.as_str().to_string(), host.as_str().to_string()))
 }
 
 /// Periodic refresh of host_metrics and host_cpu utilisation.
 pub fn refresh_metrics(db: &Db, probe: &dyn HostProbe, host: &str) {
-    if let Some(m) = db.get("host", host).and_then(|h| h.get("metrics").cloned()) {
-        if let (Some(m), Ok(free)) = (m.as_str(), probe.free_memory()) {
-            let _ = db.update("host_metrics", m, |r| {
-                r.insert("memory_free".into(), V::I(free));
-                r.insert("last_updated".into(), now_datetime());
-            });
-        }
+    if let Some(h) = db.get_typed(&Ref::<Host>::new(host)) {
+        let _ = db.update_typed(&h.metrics, |m| m.last_updated = DateTime::now());
     }
     if let Ok(util) = probe.cpu_utilisation() {
-        for (r, rc) in db.all("host_cpu") {
-            let Some(V::I(n)) = rc.get("number") else {
-                continue;
-            };
-            if let Some(u) = util.get(*n as usize) {
-                if rc.get("utilisation") != Some(&V::F(*u)) {
-                    let _ = db.update("host_cpu", &r, |x| {
-                        x.insert("utilisation".into(), V::F(*u));
-                    });
+        for (r, c) in db.all_typed::<HostCpu>() {
+            if let Some(u) = util.get(c.number as usize) {
+                if c.utilisation != *u {
+                    let _ = db.update_typed(&r, |x| x.utilisation = *u);
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! all but loopback peers, as the reference's firewall rule does.
 
 use crate::api::{dispatch, Ctx};
+use crate::generated::errors::ErrorCode;
 use crate::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -193,7 +194,7 @@ impl Server {
                     let outcome = dispatch(&self.ctx, jc.call).await;
                     json_response(&outcome, jc.v2, &jc.id)
                 }
-                Err(e) => json_error("JSONRPC_UNMARSHAL_FAILURE", &e.to_string()),
+                Err(e) => json_error(ErrorCode::JsonrpcUnmarshalFailure.code(), &e.to_string()),
             };
             Ok(cors(respond(StatusCode::OK, "application/json", out)))
         } else {
@@ -204,7 +205,7 @@ impl Server {
                     xml_response(&outcome)
                 }
                 Err(e) => xml_response(&Err(vec![
-                    "XMLRPC_UNMARSHAL_FAILURE".into(),
+                    ErrorCode::XmlrpcUnmarshalFailure.code().into(),
                     "methodCall".into(),
                     e.to_string(),
                 ])),

@@ -24,6 +24,13 @@ pub enum V {
 
 pub type Record = BTreeMap<String, V>;
 
+impl Default for V {
+    /// The wire's "nothing": an empty string (what `void` returns).
+    fn default() -> Self {
+        V::S(String::new())
+    }
+}
+
 impl V {
     pub fn str(s: impl Into<String>) -> V {
         V::S(s.into())
@@ -118,6 +125,17 @@ pub fn zero(ty: &Ty) -> V {
         ),
         Ty::Set(_) => V::A(vec![]),
         Ty::Map(..) => V::M(BTreeMap::new()),
+        Ty::Record(c) => V::M(
+            crate::datamodel::class(c)
+                .map(|c| {
+                    c.fields
+                        .iter()
+                        .map(|f| (f.name.to_string(), default_of(f)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        Ty::Option(_) | Ty::Any => V::S(String::new()),
     }
 }
 
@@ -128,6 +146,30 @@ pub fn default_of(field: &Field) -> V {
         Def::Int(i) => V::I(i),
         Def::Float(f) => V::F(f),
         Def::Bool(b) => V::B(b),
+        Def::Set(items) => {
+            let et = match field.ty {
+                Ty::Set(t) => *t,
+                _ => Ty::String,
+            };
+            V::A(
+                items
+                    .iter()
+                    .filter_map(|i| coerce(V::str(*i), &et))
+                    .collect(),
+            )
+        }
+        Def::Map(pairs) => {
+            let vt = match field.ty {
+                Ty::Map(_, t) => *t,
+                _ => Ty::String,
+            };
+            V::M(
+                pairs
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), coerce(V::str(*v), &vt)?)))
+                    .collect(),
+            )
+        }
     }
 }
 
@@ -166,6 +208,20 @@ pub fn coerce(v: V, ty: &Ty) -> Option<V> {
             .map(|(k, x)| coerce(x, vt).map(|x| (k, x)))
             .collect::<Option<BTreeMap<_, _>>>()
             .map(V::M),
+        (Ty::Record(c), V::M(m)) => {
+            let c = crate::datamodel::class(c)?;
+            let mut out = Record::new();
+            for f in c.fields {
+                let v = match m.get(f.name) {
+                    Some(v) => coerce(v.clone(), &f.ty)?,
+                    None => default_of(f),
+                };
+                out.insert(f.name.to_string(), v);
+            }
+            Some(V::M(out))
+        }
+        (Ty::Option(t), v) => coerce(v, t),
+        (Ty::Any, v) => Some(v),
         _ => None,
     }
 }

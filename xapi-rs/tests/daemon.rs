@@ -452,7 +452,8 @@ fn setters_and_maps() {
     );
     d.ok("pool.remove_from_other_config", json!([s, pool, "k"]));
     assert_eq!(d.ok("pool.get_other_config", json!([s, pool])), json!({}));
-    d.ok("pool.add_to_tags", json!([s, pool, "t1"]));
+    // Sets have add_F/remove_F (the definition), maps add_to_F/remove_from_F.
+    d.ok("pool.add_tags", json!([s, pool, "t1"]));
     assert_eq!(d.ok("pool.get_tags", json!([s, pool])), json!(["t1"]));
     d.ok("pool.set_wlb_enabled", json!([s, pool, true]));
     assert_eq!(d.ok("pool.get_wlb_enabled", json!([s, pool])), json!(true));

@@ -322,7 +322,10 @@ const fail = (m) => { console.error(m); process.exit(1) }
 setTimeout(() => fail('TIMEOUT; paths ' + JSON.stringify(paths)), 60000)
 const xapi = createClient({ url, allowUnauthorized: true, auth: { user: 'root', password } })
 await xapi.connect()
-await new Promise((r) => setTimeout(r, 3000))
+// The client is watching once its initial fetch (one get_all_records per
+// class listed by system.listMethods: 72 with the full datamodel, each on a
+// new TLS connection, seconds under TCG) is done; a fixed wait raced it.
+await xapi.objectsFetched
 const seen = new Promise((resolve) =>
   xapi.objects.on('update', (objs) => {
     for (const o of Object.values(objs)) if (o.$type === 'pool' && o.name_label === label) resolve(Date.now())
