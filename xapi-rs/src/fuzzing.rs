@@ -4,8 +4,8 @@
 //! with a result bounded by its input, and what we write back from what was
 //! accepted is well-formed.
 
-use crate::value::{to_xml, V};
-use crate::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
+use crate::model::value::{to_xml, V};
+use crate::rpc::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
 
 /// Depth of a value's nesting.
 fn depth(v: &V) -> usize {
@@ -32,10 +32,14 @@ pub fn check_xml(data: &[u8]) {
         return;
     };
     let mut back = String::from("<methodCall><methodName>");
-    crate::value::xml_escape(&call.method, &mut back);
+    crate::model::value::xml_escape(&call.method, &mut back);
     back.push_str("</methodName><params>");
     for p in &call.params {
-        assert!(depth(p) <= crate::wire::MAX_DEPTH, "depth {}", depth(p));
+        assert!(
+            depth(p) <= crate::rpc::wire::MAX_DEPTH,
+            "depth {}",
+            depth(p)
+        );
         assert!(
             size(p) <= data.len(),
             "{} values from {} bytes",
@@ -78,9 +82,9 @@ pub fn check_json(data: &[u8]) {
 /// trouble.
 pub fn check_expr(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
-    if let Ok(e) = crate::expr::parse(&s) {
-        assert!(s.len() <= crate::expr::MAX_LEN);
-        let mut r = crate::value::Record::new();
+    if let Ok(e) = crate::db::expr::parse(&s) {
+        assert!(s.len() <= crate::db::expr::MAX_LEN);
+        let mut r = crate::model::value::Record::new();
         r.insert("name_label".into(), V::str("x"));
         r.insert("number".into(), V::I(3));
         let _ = e.eval(&r);

@@ -1,32 +1,31 @@
 //! xapi-rs: a XenAPI toolstack daemon, drop-in for xapi.
 //!
-//! Layout: [`generated`] is the API (typed records, enums, message and
-//! error tables, roles), generated from the reference's definition by
-//! `xapi-codegen`; [`datamodel`] holds the shapes of those tables; [`db`]
-//! stores objects; [`api`] dispatches calls (generic messages from the
-//! tables plus hand-written handlers); [`wire`] speaks XML-RPC and
-//! JSON-RPC; [`server`] serves HTTP over TCP, TLS and a Unix socket;
-//! [`probe`] reads the host's facts.
+//! Layers, top to bottom (each uses only those below it):
+//! - [`http`]: listeners (TCP, TLS, Unix socket), routes, the limits that
+//!   bound a client before it logs in; hands `/cli` to [`cli`] and RPC
+//!   bodies to [`rpc`].
+//! - [`cli`]: the server end of `xe`'s protocol, and its field tables.
+//! - [`api`]: the hand-written custom messages, one module per area.
+//! - [`rpc`]: dispatch of every message of the definition (generic ones from
+//!   the generated tables), wire codecs, sessions, roles, tasks, events.
+//! - [`db`]: typed tables, transactions, generations, where-expressions.
+//! - [`xenops`]: the hypervisor side (host facts; domains to come).
+//! - [`model`] and [`generated`]: the API definition, generated from the
+//!   reference's description by `xapi-codegen`, and the types it uses.
+//!
+//! This file wires them together: [`start`] opens the database, creates the
+//! host's objects, hands [`api::handlers`] to the RPC core and listens.
 
 pub mod api;
 pub mod args;
-pub mod auth;
 pub mod cli;
-pub mod clitables;
-pub mod datamodel;
 pub mod db;
-pub mod error;
-pub mod events;
-pub mod expr;
 pub mod fuzzing;
 pub mod generated;
-pub mod objects;
-pub mod probe;
-pub mod server;
-pub mod tls;
-pub mod typed;
-pub mod value;
-pub mod wire;
+pub mod http;
+pub mod model;
+pub mod rpc;
+pub mod xenops;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,16 +88,16 @@ impl std::fmt::Display for Bound {
 
 /// Open the database, create the host objects, bind the listeners and
 /// spawn their loops. Returns once everything listens.
-pub async fn start(cfg: Config) -> Result<(Bound, Arc<api::Ctx>), String> {
-    let probe: Arc<dyn probe::HostProbe> = if cfg.fake_probe {
-        Arc::new(probe::FakeProbe)
+pub async fn start(cfg: Config) -> Result<(Bound, Arc<rpc::Ctx>), String> {
+    let probe: Arc<dyn xenops::probe::HostProbe> = if cfg.fake_probe {
+        Arc::new(xenops::probe::FakeProbe)
     } else {
-        match probe::XenProbe::open() {
+        match xenops::probe::XenProbe::open() {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 // Not on Xen (or no privcmd): dom0's `xl info` and procfs.
                 tracing::warn!("libxenctrl: {e}; falling back to xl info / procfs");
-                Arc::new(probe::DomZeroProbe { xl: cfg.xl.clone() })
+                Arc::new(xenops::probe::DomZeroProbe { xl: cfg.xl.clone() })
             }
         }
     };
@@ -108,33 +107,34 @@ pub async fn start(cfg: Config) -> Result<(Bound, Arc<api::Ctx>), String> {
 /// As [`start`], with an explicit host probe (e.g. one over libxenctrl).
 pub async fn start_with_probe(
     cfg: Config,
-    probe: Arc<dyn probe::HostProbe>,
-) -> Result<(Bound, Arc<api::Ctx>), String> {
+    probe: Arc<dyn xenops::probe::HostProbe>,
+) -> Result<(Bound, Arc<rpc::Ctx>), String> {
     let db = Arc::new(db::Db::open(&cfg.db).map_err(|e| e.to_string())?);
-    let auth: Arc<dyn auth::Authenticator> = match &cfg.static_auth {
-        Some(users) if users.is_empty() => Arc::new(auth::DenyAll),
-        Some(users) => Arc::new(auth::StaticAuth {
+    let auth: Arc<dyn rpc::auth::Authenticator> = match &cfg.static_auth {
+        Some(users) if users.is_empty() => Arc::new(rpc::auth::DenyAll),
+        Some(users) => Arc::new(rpc::auth::StaticAuth {
             users: users.clone(),
         }),
         None => make_pam(&cfg),
     };
     let (pool, host) = {
         let (db, probe) = (db.clone(), probe.clone());
-        tokio::task::spawn_blocking(move || objects::bootstrap(&db, probe.as_ref()))
+        tokio::task::spawn_blocking(move || api::host::bootstrap::bootstrap(&db, probe.as_ref()))
             .await
             .map_err(|e| e.to_string())??
     };
-    let mut ctx = api::Ctx::new(
+    let mut ctx = rpc::Ctx::new(
         db.clone(),
         auth,
         probe.clone(),
         host.clone(),
         pool,
         cfg.session_timeout,
+        api::handlers(),
     );
     ctx.login_failure_delay = cfg.login_failure_delay;
     let ctx = Arc::new(ctx);
-    let server = Arc::new(server::Server::new(ctx.clone(), &cfg));
+    let server = Arc::new(http::Server::new(ctx.clone(), &cfg));
     let mut bound = Bound::default();
     if let Some(a) = &cfg.http {
         let l = tokio::net::TcpListener::bind(a)
@@ -147,12 +147,13 @@ pub async fn start_with_probe(
         let h = db.get("host", &host).unwrap_or_default();
         let get = |k: &str| {
             h.get(k)
-                .and_then(value::V::as_str)
+                .and_then(model::value::V::as_str)
                 .unwrap_or("")
                 .to_string()
         };
-        let (tls_cfg, pem) = tls::load_or_generate(&cfg.cert, &get("hostname"), &get("address"))
-            .map_err(|e| e.to_string())?;
+        let (tls_cfg, pem) =
+            http::tls::load_or_generate(&cfg.cert, &get("hostname"), &get("address"))
+                .map_err(|e| e.to_string())?;
         if let Ok(mut p) = ctx.certificate_pem.lock() {
             *p = pem;
         }
@@ -193,14 +194,14 @@ pub async fn start_with_probe(
             loop {
                 tokio::time::sleep(Duration::from_secs(1).min(interval)).await;
                 ctx.reap_sessions();
-                api::gc_tasks(&ctx.db, TASK_RETENTION);
-                api::prune_task_owners(&ctx);
+                rpc::gc_tasks(&ctx.db, TASK_RETENTION);
+                rpc::prune_task_owners(&ctx);
                 if last_metrics.elapsed() >= interval {
                     last_metrics = tokio::time::Instant::now();
                     let (db, probe, host) =
                         (ctx.db.clone(), ctx.probe.clone(), ctx.host_ref.clone());
                     let _ = tokio::task::spawn_blocking(move || {
-                        objects::refresh_metrics(&db, probe.as_ref(), &host)
+                        api::host::bootstrap::refresh_metrics(&db, probe.as_ref(), &host)
                     })
                     .await;
                 }
@@ -211,16 +212,16 @@ pub async fn start_with_probe(
 }
 
 #[cfg(feature = "pam")]
-fn make_pam(cfg: &Config) -> Arc<dyn auth::Authenticator> {
-    Arc::new(auth::PamAuth {
+fn make_pam(cfg: &Config) -> Arc<dyn rpc::auth::Authenticator> {
+    Arc::new(rpc::auth::PamAuth {
         service: cfg
             .pam_service
             .clone()
-            .unwrap_or_else(|| auth::DEFAULT_PAM_SERVICE.into()),
+            .unwrap_or_else(|| rpc::auth::DEFAULT_PAM_SERVICE.into()),
     })
 }
 
 #[cfg(not(feature = "pam"))]
-fn make_pam(_cfg: &Config) -> Arc<dyn auth::Authenticator> {
-    Arc::new(auth::DenyAll)
+fn make_pam(_cfg: &Config) -> Arc<dyn rpc::auth::Authenticator> {
+    Arc::new(rpc::auth::DenyAll)
 }

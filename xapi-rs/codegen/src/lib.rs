@@ -107,7 +107,7 @@ pub fn parse_ty(s: &str) -> Result<Ty, String> {
     })
 }
 
-/// The type as a `crate::datamodel::Ty` constant expression.
+/// The type as a `crate::model::Ty` constant expression.
 fn ty_const(t: &Ty) -> String {
     match t {
         Ty::String => "Ty::String".into(),
@@ -491,7 +491,7 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
     let mut o = String::new();
     o.push_str(
         "//! The API's classes, fields, messages, enums and roles, as data.\n\n\
-         use crate::datamodel::{Class, Def, EnumDef, Field, Generic, Lifecycle, Message, Param, Qual, Ty};\n\n",
+         use crate::model::{Class, Def, EnumDef, Field, Generic, Lifecycle, Message, Param, Qual, Ty};\n\n",
     );
     // API version from the newest release named anywhere.
     let mut rels = BTreeSet::new();
@@ -679,8 +679,8 @@ fn gen_records(g: &Gen) -> Result<String, String> {
          //! the API's enums and the class markers of typed references.\n\n\
          #![allow(non_snake_case, clippy::all)]\n\n\
          use super::schema;\n\
-         use crate::typed::{field, DateTime, Object, Ref, Wire, WireKey};\n\
-         use crate::value::{Record, V};\n\
+         use crate::model::typed::{field, DateTime, Object, Ref, Wire, WireKey};\n\
+         use crate::model::value::{Record, V};\n\
          use serde::{Deserialize, Serialize};\n\
          use std::collections::BTreeMap;\n\n",
     );
@@ -792,7 +792,7 @@ fn gen_errors(g: &Gen) -> Result<String, String> {
         "//! Error codes: every code the definition's messages name, plus the\n\
          //! protocol-level ones, with parameter names where known (the\n\
          //! definition has none; they come from the codegen overlay).\n\n\
-         use crate::datamodel::ErrorDef;\nuse crate::error::ApiError;\n\n\
+         use crate::model::ErrorDef;\nuse crate::model::error::ApiError;\n\n\
          #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]\npub enum ErrorCode {\n",
     );
     for c in &codes {

@@ -1,11 +1,11 @@
-//! `event.*`, served by [`crate::events`].
+//! `event.*`, served by [`crate::rpc::events`].
 
-use super::{BoxFut, Ctx, Impl, Req};
-use crate::datamodel::Msg;
-use crate::events;
+use crate::model::Msg;
+use crate::rpc::events;
+use crate::rpc::{BoxFut, Ctx, Impl, Req};
 use std::sync::Arc;
 
-pub(super) const HANDLERS: &[(Msg, Impl)] = &[
+pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::EventRegister, Impl::Custom(register)),
     (Msg::EventUnregister, Impl::Custom(unregister)),
     (Msg::EventNext, Impl::Custom(next)),
@@ -15,7 +15,7 @@ pub(super) const HANDLERS: &[(Msg, Impl)] = &[
 ];
 
 fn register(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    super::ready(Ok(events::register(
+    crate::rpc::ready(Ok(events::register(
         &ctx,
         &q.session,
         &q.get::<Vec<String>>(0),
@@ -24,7 +24,7 @@ fn register(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 }
 
 fn unregister(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    super::ready(Ok(events::register(
+    crate::rpc::ready(Ok(events::register(
         &ctx,
         &q.session,
         &q.get::<Vec<String>>(0),
@@ -46,9 +46,9 @@ fn from(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 }
 
 fn get_current_id(ctx: Arc<Ctx>, _q: Req) -> BoxFut {
-    super::ready(Ok(events::get_current_id(&ctx)))
+    crate::rpc::ready(Ok(events::get_current_id(&ctx)))
 }
 
 fn inject(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    super::ready(events::inject(&ctx, &q.str(0), &q.str(1)))
+    crate::rpc::ready(events::inject(&ctx, &q.str(0), &q.str(1)))
 }

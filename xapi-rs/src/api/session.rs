@@ -4,16 +4,15 @@
 //! Sessions are capped per user or originator (oldest evicted); a failed
 //! login is answered after [`Ctx::login_failure_delay`].
 
-use super::{new_ref, new_uuid, ready, BoxFut, Ctx, Impl, Req, SessionState, Subject, R};
-use crate::datamodel::Msg;
 use crate::generated::errors;
 use crate::generated::records::Session;
-use crate::typed::{DateTime, Object, Ref, Wire};
-use crate::value::V;
+use crate::model::typed::{DateTime, Object, Ref, Wire};
+use crate::model::value::V;
+use crate::model::Msg;
+use crate::rpc::{new_ref, new_uuid, ready, BoxFut, Ctx, Impl, Req, Subject, R};
 use std::sync::Arc;
-use std::time::Instant;
 
-pub(super) const HANDLERS: &[(Msg, Impl)] = &[
+pub const HANDLERS: &[(Msg, Impl)] = &[
     (
         Msg::SessionLoginWithPassword,
         Impl::Custom(login_with_password),
@@ -31,9 +30,9 @@ fn login_with_password(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 }
 
 fn logout(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    ctx.sessions().remove(&q.session);
+    ctx.forget_session(&q.session);
     let _ = ctx.db.delete(Session::CLASS, &q.session);
-    ready(Ok(super::void()))
+    ready(Ok(crate::rpc::void()))
 }
 
 fn get_all_subject_identifiers(_ctx: Arc<Ctx>, _q: Req) -> BoxFut {
@@ -43,7 +42,7 @@ fn get_all_subject_identifiers(_ctx: Arc<Ctx>, _q: Req) -> BoxFut {
 async fn login(ctx: &Arc<Ctx>, uname: &str, pwd: &str, originator: &str) -> R<V> {
     // On the local Unix socket the caller is root already (the reference's
     // `preauth`): no credentials are checked.
-    let local = crate::auth::is_local_root();
+    let local = crate::rpc::auth::is_local_root();
     let res = if local {
         Ok(())
     } else {
@@ -72,15 +71,7 @@ async fn login(ctx: &Arc<Ctx>, uname: &str, pwd: &str, originator: &str) -> R<V>
         ..Session::default()
     };
     ctx.db.create_typed(&r, &s)?;
-    let st = SessionState {
-        last_active: Instant::now(),
-        registration: None,
-        subject,
-        originator: originator.to_string(),
-    };
-    let group = st.group();
-    ctx.sessions().insert(r.as_str().to_string(), st);
-    ctx.enforce_session_limit(&group);
+    ctx.admit_session(r.as_str(), subject, originator);
     tracing::info!("session {r} opened for {uname:?}");
     Ok(r.to_v())
 }

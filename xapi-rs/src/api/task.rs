@@ -2,14 +2,14 @@
 //! progressed by whoever runs them. A task belongs to the user whose
 //! session created it: others need `task.destroy/any` to change it.
 
-use super::{create_task, ready, void, BoxFut, Ctx, Impl, Req, R};
-use crate::datamodel::{Msg, Role};
 use crate::generated::errors;
 use crate::generated::records::{Task, TaskStatusType};
-use crate::typed::{DateTime, Object, Ref, Wire};
+use crate::model::typed::{DateTime, Object, Ref, Wire};
+use crate::model::{Msg, Role};
+use crate::rpc::{create_task, ready, void, BoxFut, Ctx, Impl, Req, R};
 use std::sync::Arc;
 
-pub(super) const HANDLERS: &[(Msg, Impl)] = &[
+pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::TaskCreate, Impl::Custom(create)),
     (Msg::TaskDestroy, Impl::Custom(destroy)),
     (Msg::TaskCancel, Impl::Custom(cancel)),
@@ -34,7 +34,7 @@ fn assert_op_valid(ctx: &Ctx, session: &str, task: &Ref<Task>) -> R<()> {
         return Err(errors::handle_invalid(Task::CLASS, task.as_str()));
     }
     let me = ctx.session_subject(session);
-    let owner = ctx.task_owners().get(task.as_str()).cloned();
+    let owner = ctx.task_owner(task.as_str());
     let own = matches!((&me, &owner), (Some(me), Some(o)) if &me.user == o);
     let any = me
         .as_ref()
@@ -53,7 +53,7 @@ fn destroy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     ready((|| {
         assert_op_valid(&ctx, &q.session, &r)?;
         ctx.db.delete(Task::CLASS, r.as_str())?;
-        ctx.task_owners().remove(r.as_str());
+        ctx.forget_task_owner(r.as_str());
         Ok(void())
     })())
 }

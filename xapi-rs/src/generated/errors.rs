@@ -7,8 +7,8 @@
 //! protocol-level ones, with parameter names where known (the
 //! definition has none; they come from the codegen overlay).
 
-use crate::datamodel::ErrorDef;
-use crate::error::ApiError;
+use crate::model::error::ApiError;
+use crate::model::ErrorDef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {

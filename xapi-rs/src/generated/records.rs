@@ -9,8 +9,8 @@
 #![allow(non_snake_case, clippy::all)]
 
 use super::schema;
-use crate::typed::{field, DateTime, Object, Ref, Wire, WireKey};
-use crate::value::{Record, V};
+use crate::model::typed::{field, DateTime, Object, Ref, Wire, WireKey};
+use crate::model::value::{Record, V};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

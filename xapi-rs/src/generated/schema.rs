@@ -5,7 +5,7 @@
 // is current.
 //! The API's classes, fields, messages, enums and roles, as data.
 
-use crate::datamodel::{Class, Def, EnumDef, Field, Generic, Lifecycle, Message, Param, Qual, Ty};
+use crate::model::{Class, Def, EnumDef, Field, Generic, Lifecycle, Message, Param, Qual, Ty};
 
 /// The newest release the definition names.
 pub const NEWEST_RELEASE: &str = "26.17.0";

@@ -3,10 +3,10 @@
 //! updates, constructor and destructor.
 
 use super::{get_arg, new_ref, new_uuid, param_str, void, Ctx, R};
-use crate::datamodel::{Class, Generic, Ty};
 use crate::db;
 use crate::generated::errors;
-use crate::value::{Record, V};
+use crate::model::value::{Record, V};
+use crate::model::{Class, Generic, Ty};
 use std::collections::BTreeMap;
 
 fn require(ctx: &Ctx, c: &Class, r: &str) -> R<Record> {
@@ -17,7 +17,7 @@ fn require(ctx: &Ctx, c: &Class, r: &str) -> R<Record> {
 
 /// The hidden `get_all_records_where(expr)` / `get_all_where(expr)`.
 pub(super) fn where_call(ctx: &Ctx, c: &'static Class, records: bool, expr: &str) -> R<V> {
-    let expr = crate::expr::parse(expr).map_err(|e| errors::invalid_value(expr, &e))?;
+    let expr = crate::db::expr::parse(expr).map_err(|e| errors::invalid_value(expr, &e))?;
     let hits = ctx
         .db
         .all(c.name)

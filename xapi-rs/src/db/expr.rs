@@ -8,7 +8,7 @@
 //! dropping it recurses that deep: the token bound is what keeps it off
 //! the end of a worker's stack.
 
-use crate::value::{Record, V};
+use crate::model::value::{Record, V};
 
 /// Longest expression accepted, in bytes.
 pub const MAX_LEN: usize = 64 * 1024;

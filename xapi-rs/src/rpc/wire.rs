@@ -1,6 +1,6 @@
 //! XML-RPC and JSON-RPC envelopes (see shared/docs/xenapi-wire.md).
 
-use crate::value::{from_json, to_json, to_xml, xml_escape, V};
+use crate::model::value::{from_json, to_json, to_xml, xml_escape, V};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::collections::BTreeMap;

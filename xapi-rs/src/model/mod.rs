@@ -5,6 +5,10 @@
 //! the database tables, default values, wire typing, event snapshots and
 //! the `xe` field tables — is derived from them.
 
+pub mod error;
+pub mod typed;
+pub mod value;
+
 pub use crate::generated::errors::{ErrorCode, ERRORS};
 pub use crate::generated::schema::{
     Msg, Role, API_VERSION_MAJOR, API_VERSION_MINOR, CLASSES, ENUMS, NEWEST_RELEASE,

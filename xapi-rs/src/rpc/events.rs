@@ -14,11 +14,15 @@
 //! database no longer remembers gets `EVENTS_LOST` rather than a reply that
 //! silently misses that deletion; the client then starts again from `""`.
 
-use crate::api::{event_record, ApiError, Ctx};
-use crate::datamodel::CLASSES;
+use super::sessions::Registration;
+use super::{ApiError, Ctx};
+use crate::db::Change;
 use crate::generated::errors;
-use crate::value::V;
+use crate::model::value::now_f64;
+use crate::model::value::V;
+use crate::model::CLASSES;
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +66,7 @@ impl Filter {
         f
     }
     fn wants(&self, class: &str, r: &str) -> bool {
-        if !crate::datamodel::class(class).is_some_and(|c| c.gen_events) {
+        if !crate::model::class(class).is_some_and(|c| c.gen_events) {
             return false;
         }
         let lc = class.to_lowercase();
@@ -85,7 +89,7 @@ pub fn get_current_id(ctx: &Ctx) -> V {
 }
 
 pub fn inject(ctx: &Ctx, class: &str, r: &str) -> Result<V, ApiError> {
-    let cls = crate::datamodel::class(class)
+    let cls = crate::model::class(class)
         .filter(|c| c.in_db)
         .ok_or_else(|| errors::handle_invalid(class, r))?;
     let gen = ctx.db.touch(cls.name, r)?;
@@ -192,12 +196,80 @@ pub async fn next(ctx: &Arc<Ctx>, session: &str) -> Result<V, ApiError> {
     }
 }
 
+// Sessions' event registrations.
+
+impl Ctx {
+    pub(crate) fn register(&self, session: &str, classes: &[String], add: bool) {
+        let current = self.db.generation();
+        let mut s = self.sessions();
+        if let Some(st) = s.get_mut(session) {
+            let reg = st.registration.get_or_insert_with(|| Registration {
+                classes: HashSet::new(),
+                last_id: current,
+            });
+            for c in classes {
+                if add {
+                    reg.classes.insert(c.to_lowercase());
+                } else {
+                    reg.classes.remove(&c.to_lowercase());
+                }
+            }
+        }
+    }
+
+    /// Registered classes and last delivered id, or None if not registered.
+    pub(crate) fn registration(&self, session: &str) -> Option<(HashSet<String>, u64)> {
+        self.sessions()
+            .get(session)
+            .and_then(|st| st.registration.as_ref())
+            .map(|r| (r.classes.clone(), r.last_id))
+    }
+
+    pub(crate) fn set_last_id(&self, session: &str, id: u64) {
+        if let Some(r) = self
+            .sessions()
+            .get_mut(session)
+            .and_then(|st| st.registration.as_mut())
+        {
+            r.last_id = id;
+        }
+    }
+
+    pub(crate) fn is_alive(&self, session: &str) -> bool {
+        self.session_alive(session)
+    }
+}
+
+/// Event record as returned by `event.next` / inside `event.from`.
+pub fn event_record(ch: &Change, with_uuid: bool) -> V {
+    let mut m = BTreeMap::new();
+    // As in the reference, id and timestamp are strings.
+    m.insert("id".to_string(), V::S(ch.gen.to_string()));
+    m.insert("timestamp".to_string(), V::S(format!("{:.6}", now_f64())));
+    m.insert("class".to_string(), V::S(ch.class.to_lowercase()));
+    m.insert("operation".to_string(), V::str(ch.operation));
+    m.insert("ref".to_string(), V::S(ch.reference.clone()));
+    if with_uuid {
+        let uuid = ch
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.get("uuid"))
+            .and_then(V::as_str)
+            .unwrap_or("");
+        m.insert("obj_uuid".to_string(), V::str(uuid));
+    }
+    if let Some(s) = &ch.snapshot {
+        m.insert("snapshot".to_string(), V::M(s.clone()));
+    }
+    V::M(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{dispatch, Ctx};
     use crate::db::Db;
-    use crate::wire::Call;
+    use crate::rpc::wire::Call;
+    use crate::rpc::{dispatch, Ctx};
     use serde_json::json;
 
     #[test]
@@ -218,9 +290,9 @@ mod tests {
         async fn new(max_tombstones: usize) -> T {
             let dir = tempfile::tempdir().unwrap();
             let db = Arc::new(Db::open_with(&dir.path().join("db"), max_tombstones).unwrap());
-            let probe = Arc::new(crate::probe::FakeProbe);
-            let (pool, host) = crate::objects::bootstrap(&db, probe.as_ref()).unwrap();
-            let auth = Arc::new(crate::auth::StaticAuth {
+            let probe = Arc::new(crate::xenops::probe::FakeProbe);
+            let (pool, host) = crate::api::host::bootstrap::bootstrap(&db, probe.as_ref()).unwrap();
+            let auth = Arc::new(crate::rpc::auth::StaticAuth {
                 users: vec![("root".into(), "pw".into())],
             });
             let ctx = Arc::new(Ctx::new(
@@ -230,6 +302,7 @@ mod tests {
                 host,
                 pool,
                 Duration::from_secs(3600),
+                crate::api::handlers(),
             ));
             let mut t = T {
                 ctx,

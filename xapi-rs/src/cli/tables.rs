@@ -14,9 +14,9 @@
 //! generic table. Everything else (types, access, values) still comes from
 //! the datamodel.
 
-use crate::datamodel::{self, Class, Field as DmField, Qual, Ty};
 use crate::db::Db;
-use crate::value::{Record, NULL_REF, V};
+use crate::model::value::{Record, NULL_REF, V};
+use crate::model::{self, Class, Field as DmField, Qual, Ty};
 use xe::render::{Access, Field};
 
 /// Show a set or map as plain text (the reference gives it no
@@ -340,7 +340,7 @@ fn access_of(ty: &Ty, qual: Qual, flags: u8) -> Access {
 
 /// The CLI fields of a class: its layout, or every datamodel field.
 pub fn columns(cc: &CliClass) -> Vec<Column> {
-    let class = datamodel::class(cc.class).expect("CLI class in the datamodel");
+    let class = model::class(cc.class).expect("CLI class in the datamodel");
     let entries: Vec<Entry> = if cc.layout.is_empty() {
         class.fields.iter().map(|f| g(f.name)).collect()
     } else {
@@ -355,7 +355,7 @@ pub fn columns(cc: &CliClass) -> Vec<Column> {
                     let Ty::Ref(target) = field.ty else {
                         return None;
                     };
-                    let tc = datamodel::class(target)?;
+                    let tc = model::class(target)?;
                     (field, Some((tc, tc.field(t)?)))
                 }
                 None => (class.field(en.field)?, None),
@@ -471,14 +471,14 @@ pub fn record_fields(db: &Db, cols: &[Column], rec: &Record) -> Vec<Field> {
                         .and_then(|r| db.get(tc.name, r));
                     let v = target
                         .and_then(|t| t.get(tf.name).cloned())
-                        .unwrap_or_else(|| crate::value::zero(&tf.ty));
+                        .unwrap_or_else(|| crate::model::value::zero(&tf.ty));
                     (tf.ty, v)
                 }
                 None => (
                     col.field.ty,
                     rec.get(col.field.name)
                         .cloned()
-                        .unwrap_or_else(|| crate::value::zero(&col.field.ty)),
+                        .unwrap_or_else(|| crate::model::value::zero(&col.field.ty)),
                 ),
             };
             let mut f = match (&ty, &value) {
@@ -537,7 +537,7 @@ pub fn parse_value(db: &Db, name: &str, ty: &Ty, s: &str) -> Result<V, String> {
         },
         Ty::DateTime => Ok(V::D(s.to_string())),
         Ty::Enum(en) => {
-            let def = datamodel::enum_def(en).ok_or_else(|| format!("enum {en}"))?;
+            let def = model::enum_def(en).ok_or_else(|| format!("enum {en}"))?;
             def.values
                 .iter()
                 .find(|v| v.eq_ignore_ascii_case(s))

@@ -1,6 +1,6 @@
 //! Wire-neutral values, typed by the datamodel, and their XML-RPC / JSON forms.
 
-use crate::datamodel::{enum_def, Def, Field, Ty};
+use crate::model::{enum_def, Def, Field, Ty};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -126,7 +126,7 @@ pub fn zero(ty: &Ty) -> V {
         Ty::Set(_) => V::A(vec![]),
         Ty::Map(..) => V::M(BTreeMap::new()),
         Ty::Record(c) => V::M(
-            crate::datamodel::class(c)
+            crate::model::class(c)
                 .map(|c| {
                     c.fields
                         .iter()
@@ -209,7 +209,7 @@ pub fn coerce(v: V, ty: &Ty) -> Option<V> {
             .collect::<Option<BTreeMap<_, _>>>()
             .map(V::M),
         (Ty::Record(c), V::M(m)) => {
-            let c = crate::datamodel::class(c)?;
+            let c = crate::model::class(c)?;
             let mut out = Record::new();
             for f in c.fields {
                 let v = match m.get(f.name) {

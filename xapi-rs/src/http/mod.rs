@@ -5,9 +5,11 @@
 //! reference's does). With `host.https_only` set, plain HTTP is refused to
 //! all but loopback peers, as the reference's firewall rule does.
 
-use crate::api::{dispatch, Ctx};
+pub mod tls;
+
 use crate::generated::errors::ErrorCode;
-use crate::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
+use crate::rpc::wire::{json_response, parse_json_call, parse_xml_call, xml_response};
+use crate::rpc::{dispatch, Ctx};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -116,7 +118,7 @@ impl Server {
             .db
             .get("host", &self.ctx.host_ref)
             .and_then(|h| h.get("https_only").cloned())
-            == Some(crate::value::V::B(true))
+            == Some(crate::model::value::V::B(true))
     }
 
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
@@ -229,7 +231,7 @@ impl Server {
         };
         tokio::spawn(async move {
             match origin {
-                Origin::LocalSocket => crate::auth::as_local_root(conn).await,
+                Origin::LocalSocket => crate::rpc::auth::as_local_root(conn).await,
                 Origin::Network => conn.await,
             }
         });

@@ -1,14 +1,16 @@
 //! `host.*`: the custom messages about this host.
 
-use super::{ready, BoxFut, Ctx, Impl, Req, R};
-use crate::datamodel::Msg;
+pub mod bootstrap;
+
 use crate::generated::errors;
 use crate::generated::records::Host;
-use crate::typed::{Ref, Wire};
-use crate::value::V;
+use crate::model::typed::{Ref, Wire};
+use crate::model::value::V;
+use crate::model::Msg;
+use crate::rpc::{ready, BoxFut, Ctx, Impl, Req, R};
 use std::sync::Arc;
 
-pub(super) const HANDLERS: &[(Msg, Impl)] = &[
+pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::HostGetServertime, Impl::Custom(get_servertime)),
     (Msg::HostGetServerLocaltime, Impl::Custom(get_servertime)),
     (
@@ -31,7 +33,7 @@ fn host(ctx: &Ctx, q: &Req) -> R<Host> {
 }
 
 fn get_servertime(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    ready(host(&ctx, &q).map(|_| crate::typed::DateTime::now().to_v()))
+    ready(host(&ctx, &q).map(|_| crate::model::typed::DateTime::now().to_v()))
 }
 
 fn get_server_certificate(ctx: Arc<Ctx>, q: Req) -> BoxFut {
@@ -63,7 +65,7 @@ fn set_https_only(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     ready(
         ctx.db
             .update_typed(&r, |h| h.https_only = v)
-            .map(|_| super::void())
+            .map(|_| crate::rpc::void())
             .map_err(Into::into),
     )
 }

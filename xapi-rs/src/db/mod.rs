@@ -34,7 +34,7 @@
 //! take the published state's read lock, which a writer holds only to
 //! publish, never across a commit: a reader never waits for an fsync.
 //!
-//! **Volatile fields** ([`crate::datamodel::Field::volatile`], from the
+//! **Volatile fields** ([`crate::model::Field::volatile`], from the
 //! codegen overlay: utilisation and metrics timestamps
 //! refreshed every minute) are not worth an fsync: a change that only
 //! touches them is published and emits its event without a redb commit
@@ -51,9 +51,11 @@
 //! predates a forgotten deletion is told so ([`Db::deletions_lost`]) instead
 //! of silently missing it.
 
-use crate::datamodel::{class, Class, CLASSES};
-use crate::typed::{Object, Ref};
-use crate::value::{default_of, Record, V};
+pub mod expr;
+
+use crate::model::typed::{Object, Ref};
+use crate::model::value::{default_of, Record, V};
+use crate::model::{class, Class, CLASSES};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -1,8 +1,8 @@
 //! What the generated records are made of: typed references, datetimes,
 //! and the conversions between Rust values and wire [`V`]alues.
 
-use crate::datamodel::Field;
-use crate::value::{default_of, Record, NULL_REF, V};
+use crate::model::value::{default_of, Record, NULL_REF, V};
+use crate::model::Field;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -145,13 +145,15 @@ pub struct DateTime(pub String);
 
 impl Default for DateTime {
     fn default() -> Self {
-        DateTime(crate::value::datetime_from_unix(0))
+        DateTime(crate::model::value::datetime_from_unix(0))
     }
 }
 
 impl DateTime {
     pub fn now() -> Self {
-        DateTime(crate::value::datetime_from_unix(crate::value::now_unix()))
+        DateTime(crate::model::value::datetime_from_unix(
+            crate::model::value::now_unix(),
+        ))
     }
 }
 
@@ -313,7 +315,7 @@ mod tests {
         assert_eq!(rec["number"], V::I(3));
         assert_eq!(rec["host"], V::str("OpaqueRef:h"));
         assert_eq!(HostCpu::from_record(&rec), cpu);
-        let fields: Vec<&str> = crate::datamodel::class("host_cpu")
+        let fields: Vec<&str> = crate::model::class("host_cpu")
             .unwrap()
             .fields
             .iter()

@@ -8,13 +8,15 @@
 //! `username=`/`password=` lines (PAM, as `session.login_with_password`) and
 //! closed afterwards.
 
-use crate::api::{dispatch, Ctx};
-use crate::clitables::{self, CliClass, Column};
-use crate::datamodel::{self, Generic};
+pub mod tables;
+
 use crate::generated::errors::ErrorCode;
-use crate::value::{Record, V};
-use crate::wire::Call;
+use crate::model::value::{Record, V};
+use crate::model::{self, Generic};
+use crate::rpc::wire::Call;
+use crate::rpc::{dispatch, Ctx};
 use std::sync::Arc;
+use tables::{CliClass, Column};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use xe::args::{self, CommandLine};
 use xe::protocol::{self, Command, Message};
@@ -206,10 +208,10 @@ pub fn commands() -> Vec<CmdSpec> {
             standard: false,
         },
     ];
-    for cc in clitables::CLI_CLASSES {
-        let cols: Vec<Column> = clitables::columns(cc)
+    for cc in tables::CLI_CLASSES {
+        let cols: Vec<Column> = tables::columns(cc)
             .into_iter()
-            .filter(|c| c.flags & clitables::HIDDEN == 0)
+            .filter(|c| c.flags & tables::HIDDEN == 0)
             .collect();
         let all: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
         let mut settable: Vec<String> = cols
@@ -309,7 +311,7 @@ fn ref_convert(ctx: &Ctx, x: &str) -> String {
     if !x.starts_with("OpaqueRef:") {
         return x.to_string();
     }
-    for c in datamodel::CLASSES.iter().filter(|c| c.in_db) {
+    for c in model::CLASSES.iter().filter(|c| c.in_db) {
         if let Some(rec) = ctx.db.get(c.name, x) {
             let uuid = rec.get("uuid").and_then(V::as_str).unwrap_or("");
             return match rec.get("name_label").and_then(V::as_str) {
@@ -323,7 +325,7 @@ fn ref_convert(ctx: &Ctx, x: &str) -> String {
 
 fn server_error(ctx: &Ctx, code: &str, params: &[String]) -> Vec<Command> {
     let params: Vec<String> = params.iter().map(|p| ref_convert(ctx, p)).collect();
-    let described = datamodel::error_def(code)
+    let described = model::error_def(code)
         .filter(|d| !d.doc.is_empty())
         .map(|d| {
             let mut lines = Vec::new();
@@ -367,7 +369,7 @@ fn error_commands(ctx: &Ctx, cl: &CommandLine, e: CliError) -> Vec<Command> {
 /// One API call with the session.
 /// The API method implementing a generic operation on a CLI class's field.
 fn generic_method(cc: &CliClass, g: Generic) -> CR<String> {
-    datamodel::class(cc.class)
+    model::class(cc.class)
         .and_then(|c| c.messages.iter().find(|m| m.generic == Some(g)))
         .map(|m| format!("{}.{}", cc.class, m.name))
         .ok_or_else(|| CliError::Failure(format!("{} has no {g:?}", cc.class)))
@@ -602,7 +604,7 @@ async fn exec(
         }
         _ => {}
     }
-    let (cc, op) = clitables::CLI_CLASSES
+    let (cc, op) = tables::CLI_CLASSES
         .iter()
         .filter_map(|cc| {
             name.strip_prefix(cc.cli)
@@ -616,9 +618,9 @@ async fn exec(
             )
         })
         .ok_or_else(|| CliError::Unknown(name.to_string()))?;
-    let cols = clitables::columns(cc);
+    let cols = tables::columns(cc);
     let db = ctx.db.clone();
-    let fields_of = |rec: &Record| clitables::record_fields(&db, &cols, rec);
+    let fields_of = |rec: &Record| tables::record_fields(&db, &cols, rec);
     match op {
         "list" => {
             let recs: Vec<Vec<render::Field>> = all_records(ctx, sref, cc)
@@ -758,7 +760,7 @@ async fn param_set_one(
         let dm = col.field.name;
         if col.settable() && col.via.is_none() {
             let value =
-                clitables::parse_value(&ctx.db, k, &col.field.ty, v).map_err(CliError::Failure)?;
+                tables::parse_value(&ctx.db, k, &col.field.ty, v).map_err(CliError::Failure)?;
             call(
                 ctx,
                 &generic_method(cc, Generic::Set(dm))?,

@@ -2,13 +2,13 @@
 //! master), host, host_metrics and one host_cpu per physical CPU, created
 //! or refreshed at start from the [`HostProbe`].
 
-use crate::api::{new_ref, new_uuid};
-use crate::datamodel::{API_VERSION_MAJOR, API_VERSION_MINOR};
 use crate::db::{Db, DbError};
 use crate::generated::records::{Host, HostAllowedOperations, HostCpu, HostMetrics, Pool};
-use crate::probe::{HostFacts, HostProbe};
-use crate::typed::{DateTime, Object, Ref};
-use crate::value::V;
+use crate::model::typed::{DateTime, Object, Ref};
+use crate::model::value::V;
+use crate::model::{API_VERSION_MAJOR, API_VERSION_MINOR};
+use crate::rpc::{new_ref, new_uuid};
+use crate::xenops::probe::{HostFacts, HostProbe};
 use std::collections::BTreeMap;
 
 pub const PRODUCT_VERSION: &str = "8.3.0";
