@@ -90,6 +90,15 @@ enum Bench {
     Api {
         #[arg(long, default_value_t = 500)]
         requests: usize,
+        /// Instead: create this many VM records and measure the calls over
+        /// them (VM.get_all_records, xe vm-list, single gets, event.from)
+        #[arg(long)]
+        vms: Option<usize>,
+        /// With --vms: run a daemon of our own on the build machine (fake
+        /// probe) instead of using the lab, for figures comparable with the
+        /// reference's published ones
+        #[arg(long, requires = "vms")]
+        native: bool,
     },
     /// xl migrate against ours to localhost, interleaved, and the ratio
     /// line; boots a host of its own
@@ -173,8 +182,15 @@ fn run(cmd: Cmd) -> Result<i32> {
             println!("{}", xen.with_extension("gz").display());
             Ok(0)
         }
-        Cmd::Bench(Bench::Api { requests }) => {
-            lab::bench::api(requests)?;
+        Cmd::Bench(Bench::Api {
+            requests,
+            vms,
+            native,
+        }) => {
+            match vms {
+                Some(n) => lab::bench::api_vms(n, native)?,
+                None => lab::bench::api(requests)?,
+            }
             Ok(0)
         }
         Cmd::Bench(Bench::Migrate { runs, keep }) => {

@@ -26,7 +26,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// After a wake-up, further changes are waited for while they keep coming
+/// at most QUIET apart, for at most BATCH in all.
 const BATCH: Duration = Duration::from_millis(50);
+const QUIET: Duration = Duration::from_millis(2);
+
+/// Waits until changes stop arriving (QUIET without one) or BATCH passes.
+async fn settle(rx: &mut tokio::sync::watch::Receiver<u64>) {
+    let end = tokio::time::Instant::now() + BATCH;
+    while tokio::time::Instant::now() < end {
+        match tokio::time::timeout(QUIET, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => break,
+        }
+    }
+}
 
 pub fn token(gen: u64) -> String {
     format!("{gen:020},{:020}", 0)
@@ -135,12 +149,19 @@ async fn from(
         }
     };
     lost()?;
+    let mut woken = false;
     let (changes, gen) = loop {
         rx.borrow_and_update();
         let (ch, gen) = ctx.db.changes_since(since, |c, r| filter.wants(c, r));
         if !ch.is_empty() {
-            // Batch changes that follow closely.
-            tokio::time::sleep(BATCH).await;
+            if !woken {
+                // Already there when asked: no reason to wait.
+                break (ch, gen);
+            }
+            // Woken by a change: take those that follow it closely in the
+            // same answer (a VM start is several writes), without making a
+            // lone change wait.
+            settle(&mut rx).await;
             break ctx.db.changes_since(since, |c, r| filter.wants(c, r));
         }
         if tokio::time::Instant::now() >= deadline || !ctx.is_alive(session) {
@@ -150,7 +171,7 @@ async fn from(
         let wait = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .min(Duration::from_secs(5));
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        woken = matches!(tokio::time::timeout(wait, rx.changed()).await, Ok(Ok(())));
     };
     if !ctx.is_alive(session) {
         return Err(errors::session_invalid(session));

@@ -352,9 +352,9 @@ async fn run(ctx: &Arc<Ctx>, imp: Impl, req: Req) -> R<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::value::NULL_REF;
     use crate::generated::records::{Task, TaskStatusType};
     use crate::model::typed::{DateTime, Ref};
+    use crate::model::value::NULL_REF;
 
     #[test]
     fn finished_tasks_are_collected() {

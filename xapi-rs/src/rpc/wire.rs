@@ -1,6 +1,6 @@
 //! XML-RPC and JSON-RPC envelopes (see shared/docs/xenapi-wire.md).
 
-use crate::model::value::{from_json, to_json, to_xml, xml_escape, V};
+use crate::model::value::{from_json, to_xml, xml_escape, Json, V};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::collections::BTreeMap;
@@ -240,16 +240,38 @@ pub fn parse_json_call(body: &[u8]) -> Result<JsonCall, WireError> {
 
 pub fn json_response(outcome: &Outcome, v2: bool, id: &serde_json::Value) -> String {
     use serde_json::{json, Value as J};
+    // Results are written straight from the value (no intermediate tree).
+    #[derive(serde::Serialize)]
+    struct Ok2<'a> {
+        jsonrpc: &'static str,
+        result: Json<'a>,
+        id: &'a J,
+    }
+    #[derive(serde::Serialize)]
+    struct Ok1<'a> {
+        result: Json<'a>,
+        error: (),
+        id: &'a J,
+    }
     let body = match (outcome, v2) {
-        (Ok(v), true) => json!({"jsonrpc": "2.0", "result": to_json(v), "id": id}),
+        (Ok(v), true) => serde_json::to_string(&Ok2 {
+            jsonrpc: "2.0",
+            result: Json(v),
+            id,
+        }),
+        (Ok(v), false) => serde_json::to_string(&Ok1 {
+            result: Json(v),
+            error: (),
+            id,
+        }),
         (Err(d), true) => {
             let data: Vec<J> = d.iter().skip(1).map(|s| J::String(s.clone())).collect();
-            json!({"jsonrpc": "2.0", "error": {"code": 1, "message": d.first().cloned().unwrap_or_default(), "data": data}, "id": id})
+            Ok(json!({"jsonrpc": "2.0", "error": {"code": 1, "message": d.first().cloned().unwrap_or_default(), "data": data}, "id": id}).to_string())
         }
-        (Ok(v), false) => json!({"result": to_json(v), "error": J::Null, "id": id}),
-        (Err(d), false) => json!({"result": J::Null, "error": d, "id": id}),
+        (Err(d), false) => Ok(json!({"result": J::Null, "error": d, "id": id}).to_string()),
     };
-    body.to_string()
+    // Serializing our own values cannot fail (string keys, finite numbers).
+    body.unwrap_or_default()
 }
 
 #[cfg(test)]
