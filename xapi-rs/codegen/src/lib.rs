@@ -669,6 +669,32 @@ fn gen_schema(g: &Gen) -> Result<String, String> {
         return Err("a field of overlay::VOLATILE is not in the definition".into());
     }
     writeln!(o, "pub const CLASSES: &[Class] = &[\n{class_entries}];").unwrap();
+    // Relations: checked against the definition, so a typo in the overlay
+    // fails the generator instead of silently keeping a set empty.
+    let field_ty = |cn: &str, fname: &str| -> Option<String> {
+        g.classes.iter().find(|c| s(c, "name") == cn).and_then(|c| {
+            arr(c, "fields")
+                .iter()
+                .find(|f| s(f, "name") == fname)
+                .map(|f| s(f, "type"))
+        })
+    };
+    o.push_str(
+        "\n/// One-to-many relations (class, reference field, other class, set field).\n\
+         pub const RELATIONS: &[(&str, &str, &str, &str)] = &[\n",
+    );
+    for (mc, mf, oc, of) in overlay::RELATIONS {
+        if field_ty(mc, mf).as_deref() != Some(&format!("{oc} ref")) {
+            return Err(format!("relation {mc}.{mf}: not a reference to {oc}"));
+        }
+        if field_ty(oc, of).as_deref() != Some(&format!("{mc} ref set")) {
+            return Err(format!(
+                "relation {oc}.{of}: not a set of references to {mc}"
+            ));
+        }
+        writeln!(o, "    ({mc:?}, {mf:?}, {oc:?}, {of:?}),").unwrap();
+    }
+    o.push_str("];\n");
     Ok(o)
 }
 

@@ -77,7 +77,48 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("REQUEST_TOO_LARGE", &[], ""),
     err("TASK_CANCELLED", &["task"], "The request was asynchronously canceled."),
     err("TOO_MANY_PENDING_TASKS", &[], "The request was rejected because there are too many pending tasks on the server."),
+    // VM lifecycle (api/vm): parameters as the reference raises them; the
+    // descriptions are what `xe` prints for them.
+    err("VM_BAD_POWER_STATE", &["vm", "expected", "actual"], "You attempted an operation on a VM that was not in an appropriate power state at the time; for example, you attempted to start a VM that was already running. The parameters returned are the VM's handle, and the expected and actual VM state at the time of the call."),
+    err("VM_IS_TEMPLATE", &["vm", "operation"], "The operation attempted is not valid for a template VM"),
+    err("VM_CANNOT_DELETE_DEFAULT_TEMPLATE", &["vm"], "You cannot delete the specified default template."),
+    err("OTHER_OPERATION_IN_PROGRESS", &["class", "object", "operation_type", "operation_ref"], "Another operation involving the object is currently in progress"),
+    err("MEMORY_CONSTRAINT_VIOLATION", &["constraint"], "The dynamic memory range does not satisfy the following constraint."),
+    err("MEMORY_CONSTRAINT_VIOLATION_ORDER", &[], "The dynamic memory range violates constraint static_min <= dynamic_min <= dynamic_max <= static_max."),
+    err("MEMORY_CONSTRAINT_VIOLATION_MAXPIN", &["reason"], "The dynamic memory range violates constraint static_min = dynamic_min = dynamic_max = static_max."),
+    err("VALUE_NOT_SUPPORTED", &["field", "value", "reason"], "You attempted to set a value that is not supported by this implementation. The fully-qualified field name and the value that you tried to set are returned. Also returned is a developer-only diagnostic reason."),
+    err("HOST_NOT_ENOUGH_FREE_MEMORY", &["needed", "available"], "Not enough host memory is available to perform this operation."),
+    err("BOOTLOADER_FAILED", &["vm", "msg"], "The bootloader returned an error"),
+    err("VM_SHUTDOWN_TIMEOUT", &["vm", "timeout"], "VM failed to shutdown before the timeout expired"),
+    err("DEVICE_ALREADY_EXISTS", &["device"], "A device with the name given already exists on the selected VM"),
+    err("DEVICE_ALREADY_ATTACHED", &["device"], "The device is already attached to a VM"),
     err("HOST_IS_SLAVE", &["Master IP address"], "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host."),
+];
+
+/// One-to-many relations, as (class, reference field, other class, set
+/// field): the reference's `Datamodel.all_relations`, which the definition
+/// does not carry. The database keeps the set side equal to the objects
+/// whose reference field names it (VM.VBDs is every VBD whose VM is it),
+/// in the same transaction as the change.
+pub const RELATIONS: &[(&str, &str, &str, &str)] = &[
+    ("VBD", "VM", "VM", "VBDs"),
+    ("VIF", "VM", "VM", "VIFs"),
+    ("console", "VM", "VM", "consoles"),
+    ("crashdump", "VM", "VM", "crash_dumps"),
+    ("VM", "resident_on", "host", "resident_VMs"),
+    ("VM", "snapshot_of", "VM", "snapshots"),
+    ("VM", "parent", "VM", "children"),
+    ("VBD", "VDI", "VDI", "VBDs"),
+    ("crashdump", "VDI", "VDI", "crash_dumps"),
+    ("VDI", "SR", "SR", "VDIs"),
+    ("VDI", "snapshot_of", "VDI", "snapshots"),
+    ("PBD", "SR", "SR", "PBDs"),
+    ("PBD", "host", "host", "PBDs"),
+    ("VIF", "network", "network", "VIFs"),
+    ("PIF", "network", "network", "PIFs"),
+    ("PIF", "host", "host", "PIFs"),
+    ("host_cpu", "host", "host", "host_CPUs"),
+    ("task", "subtask_of", "task", "subtasks"),
 ];
 
 /// Classes whose objects live only in memory (the reference's

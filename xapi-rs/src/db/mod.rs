@@ -54,8 +54,8 @@
 pub mod expr;
 
 use crate::model::typed::{Object, Ref};
-use crate::model::value::{default_of, Record, V};
-use crate::model::{class, Class, CLASSES};
+use crate::model::value::{default_of, Record, NULL_REF, V};
+use crate::model::{class, Class, CLASSES, RELATIONS};
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -280,6 +280,38 @@ pub fn normalise(c: &'static Class, rec: &mut Record) {
     }
 }
 
+/// A reference field of a changed object whose target changed.
+struct Link {
+    one_class: &'static str,
+    one_field: &'static str,
+    old: String,
+    new: String,
+}
+
+/// The relations of class `c` whose reference field differs between the
+/// old and new record (None: absent).
+fn links(c: &Class, old: Option<&Record>, new: Option<&Record>) -> Vec<Link> {
+    let get = |r: Option<&Record>, f: &str| {
+        r.and_then(|r| r.get(f))
+            .and_then(V::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    RELATIONS
+        .iter()
+        .filter(|(mc, ..)| *mc == c.name)
+        .filter_map(|(_, mf, oc, of)| {
+            let (o, n) = (get(old, mf), get(new, mf));
+            (o != n).then(|| Link {
+                one_class: oc,
+                one_field: of,
+                old: o,
+                new: n,
+            })
+        })
+        .collect()
+}
+
 fn cls(name: &str) -> Result<&'static Class, DbError> {
     class(name).ok_or_else(|| DbError::UnknownClass(name.to_string()))
 }
@@ -367,6 +399,8 @@ impl Tx<'_> {
     pub fn create(&mut self, cname: &str, reference: &str, mut rec: Record) -> Result<(), DbError> {
         let c = cls(cname)?;
         normalise(c, &mut rec);
+        let old = self.current(c, reference).map(|o| o.rec);
+        let links = links(c, old.as_ref(), Some(&rec));
         self.push(Op {
             class: c,
             reference: reference.to_string(),
@@ -378,6 +412,31 @@ impl Tx<'_> {
             persist: c.persistent,
             create: true,
         });
+        self.relink(reference, links)
+    }
+
+    /// Keeps the set side of each relation in step with a change of `r`'s
+    /// reference fields (see [`RELATIONS`]): `r` leaves the old target's set
+    /// and joins the new one's. Targets that do not exist are left alone.
+    fn relink(&mut self, r: &str, links: Vec<Link>) -> Result<(), DbError> {
+        for l in links {
+            for (target, add) in [(&l.old, false), (&l.new, true)] {
+                if target.is_empty() || target == NULL_REF || !self.exists(l.one_class, target) {
+                    continue;
+                }
+                self.update(l.one_class, target, |rec| {
+                    let mut set = match rec.remove(l.one_field) {
+                        Some(V::A(a)) => a,
+                        _ => vec![],
+                    };
+                    set.retain(|x| x.as_str() != Some(r));
+                    if add {
+                        set.push(V::S(r.to_string()));
+                    }
+                    rec.insert(l.one_field.to_string(), V::A(set));
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -398,6 +457,7 @@ impl Tx<'_> {
         if out.failed() {
             return Ok(out);
         }
+        let links = links(c, Some(&old.rec), Some(&new.rec));
         let only_volatile = new
             .rec
             .iter()
@@ -412,14 +472,16 @@ impl Tx<'_> {
             persist: c.persistent && !only_volatile,
             create: false,
         });
+        self.relink(reference, links)?;
         Ok(out)
     }
 
     pub fn delete(&mut self, cname: &str, reference: &str) -> Result<(), DbError> {
         let c = cls(cname)?;
-        if self.current(c, reference).is_none() {
+        let Some(old) = self.current(c, reference) else {
             return Err(not_found(c, reference));
-        }
+        };
+        let links = links(c, Some(&old.rec), None);
         self.push(Op {
             class: c,
             reference: reference.to_string(),
@@ -427,7 +489,7 @@ impl Tx<'_> {
             persist: c.persistent,
             create: false,
         });
-        Ok(())
+        self.relink(reference, links)
     }
 
     /// Bumps an object's generation without changing it (`event.inject`);
@@ -956,6 +1018,47 @@ mod tests {
 
     fn label(db: &Db, r: &str) -> V {
         db.get("pool", r).unwrap()["name_label"].clone()
+    }
+
+    #[test]
+    fn relations_keep_the_set_side_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let vbds = |vm: &str| db.get("VM", vm).unwrap()["VBDs"].clone();
+        let s = |x: &str| V::S(x.into());
+        db.create("VM", "OpaqueRef:vm1", rec(&[("uuid", s("1"))]))
+            .unwrap();
+        db.create("VM", "OpaqueRef:vm2", rec(&[("uuid", s("2"))]))
+            .unwrap();
+        db.create("VBD", "OpaqueRef:b1", rec(&[("VM", s("OpaqueRef:vm1"))]))
+            .unwrap();
+        db.create("VBD", "OpaqueRef:b2", rec(&[("VM", s("OpaqueRef:vm1"))]))
+            .unwrap();
+        assert_eq!(
+            vbds("OpaqueRef:vm1"),
+            V::A(vec![s("OpaqueRef:b1"), s("OpaqueRef:b2")])
+        );
+        // Moving a VBD moves it between the sets, in one transaction.
+        db.update("VBD", "OpaqueRef:b1", |r| {
+            r.insert("VM".into(), s("OpaqueRef:vm2"));
+        })
+        .unwrap();
+        assert_eq!(vbds("OpaqueRef:vm1"), V::A(vec![s("OpaqueRef:b2")]));
+        assert_eq!(vbds("OpaqueRef:vm2"), V::A(vec![s("OpaqueRef:b1")]));
+        db.delete("VBD", "OpaqueRef:b2").unwrap();
+        assert_eq!(vbds("OpaqueRef:vm1"), V::A(vec![]));
+        // A failed transaction changes neither side.
+        let r: Result<(), DbError> = db.transaction(|tx| {
+            tx.create("VBD", "OpaqueRef:b3", rec(&[("VM", s("OpaqueRef:vm1"))]))?;
+            tx.delete("VBD", "OpaqueRef:nonesuch")
+        });
+        assert!(r.is_err());
+        assert_eq!(vbds("OpaqueRef:vm1"), V::A(vec![]));
+        assert!(!db.exists("VBD", "OpaqueRef:b3"));
+        // A reference to a missing object is kept, and touches nothing.
+        db.create("VBD", "OpaqueRef:b4", rec(&[("VM", s("OpaqueRef:gone"))]))
+            .unwrap();
+        assert!(!db.exists("VM", "OpaqueRef:gone"));
     }
 
     #[test]

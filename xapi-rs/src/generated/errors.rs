@@ -21,7 +21,9 @@ pub enum ErrorCode {
     ClusterForceDestroyFailed,
     ClusterHostIsLast,
     ClusterStackInUse,
+    DeviceAlreadyAttached,
     DeviceAlreadyDetached,
+    DeviceAlreadyExists,
     DeviceDetachRejected,
     EventsLost,
     EventFromTokenParseFailure,
@@ -47,6 +49,8 @@ pub enum ErrorCode {
     LicenseProcessingError,
     MapDuplicateKey,
     MemoryConstraintViolation,
+    MemoryConstraintViolationMaxpin,
+    MemoryConstraintViolationOrder,
     MessageMethodUnknown,
     MessageParameterCountMismatch,
     MessageRemoved,
@@ -107,6 +111,7 @@ pub enum ErrorCode {
     VlanTagInvalid,
     VmBadPowerState,
     VmBiosStringsAlreadySet,
+    VmCannotDeleteDefaultTemplate,
     VmCheckpointResumeFailed,
     VmCheckpointSuspendFailed,
     VmHostIncompatibleVersion,
@@ -121,6 +126,7 @@ pub enum ErrorCode {
     VmRequiresSr,
     VmRequiresVgpu,
     VmRevertFailed,
+    VmShutdownTimeout,
     VmSnapshotWithQuiesceFailed,
     VmSnapshotWithQuiesceNotSupported,
     VmSnapshotWithQuiescePluginDeosNotRespond,
@@ -140,7 +146,9 @@ impl ErrorCode {
             ErrorCode::ClusterForceDestroyFailed => "CLUSTER_FORCE_DESTROY_FAILED",
             ErrorCode::ClusterHostIsLast => "CLUSTER_HOST_IS_LAST",
             ErrorCode::ClusterStackInUse => "CLUSTER_STACK_IN_USE",
+            ErrorCode::DeviceAlreadyAttached => "DEVICE_ALREADY_ATTACHED",
             ErrorCode::DeviceAlreadyDetached => "DEVICE_ALREADY_DETACHED",
+            ErrorCode::DeviceAlreadyExists => "DEVICE_ALREADY_EXISTS",
             ErrorCode::DeviceDetachRejected => "DEVICE_DETACH_REJECTED",
             ErrorCode::EventsLost => "EVENTS_LOST",
             ErrorCode::EventFromTokenParseFailure => "EVENT_FROM_TOKEN_PARSE_FAILURE",
@@ -170,6 +178,8 @@ impl ErrorCode {
             ErrorCode::LicenseProcessingError => "LICENSE_PROCESSING_ERROR",
             ErrorCode::MapDuplicateKey => "MAP_DUPLICATE_KEY",
             ErrorCode::MemoryConstraintViolation => "MEMORY_CONSTRAINT_VIOLATION",
+            ErrorCode::MemoryConstraintViolationMaxpin => "MEMORY_CONSTRAINT_VIOLATION_MAXPIN",
+            ErrorCode::MemoryConstraintViolationOrder => "MEMORY_CONSTRAINT_VIOLATION_ORDER",
             ErrorCode::MessageMethodUnknown => "MESSAGE_METHOD_UNKNOWN",
             ErrorCode::MessageParameterCountMismatch => "MESSAGE_PARAMETER_COUNT_MISMATCH",
             ErrorCode::MessageRemoved => "MESSAGE_REMOVED",
@@ -232,6 +242,7 @@ impl ErrorCode {
             ErrorCode::VlanTagInvalid => "VLAN_TAG_INVALID",
             ErrorCode::VmBadPowerState => "VM_BAD_POWER_STATE",
             ErrorCode::VmBiosStringsAlreadySet => "VM_BIOS_STRINGS_ALREADY_SET",
+            ErrorCode::VmCannotDeleteDefaultTemplate => "VM_CANNOT_DELETE_DEFAULT_TEMPLATE",
             ErrorCode::VmCheckpointResumeFailed => "VM_CHECKPOINT_RESUME_FAILED",
             ErrorCode::VmCheckpointSuspendFailed => "VM_CHECKPOINT_SUSPEND_FAILED",
             ErrorCode::VmHostIncompatibleVersion => "VM_HOST_INCOMPATIBLE_VERSION",
@@ -248,6 +259,7 @@ impl ErrorCode {
             ErrorCode::VmRequiresSr => "VM_REQUIRES_SR",
             ErrorCode::VmRequiresVgpu => "VM_REQUIRES_VGPU",
             ErrorCode::VmRevertFailed => "VM_REVERT_FAILED",
+            ErrorCode::VmShutdownTimeout => "VM_SHUTDOWN_TIMEOUT",
             ErrorCode::VmSnapshotWithQuiesceFailed => "VM_SNAPSHOT_WITH_QUIESCE_FAILED",
             ErrorCode::VmSnapshotWithQuiesceNotSupported => {
                 "VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED"
@@ -267,7 +279,7 @@ impl ErrorCode {
 
 /// Codes with their parameter names and descriptions (empty where unknown).
 pub const ERRORS: &[ErrorDef] = &[
-    ErrorDef { code: "BOOTLOADER_FAILED", params: &[], doc: "" },
+    ErrorDef { code: "BOOTLOADER_FAILED", params: &["vm", "msg"], doc: "The bootloader returned an error" },
     ErrorDef { code: "CANNOT_CONTACT_HOST", params: &[], doc: "" },
     ErrorDef { code: "CANNOT_PLUG_BOND_SLAVE", params: &[], doc: "" },
     ErrorDef { code: "CLUSTERING_DISABLED", params: &[], doc: "" },
@@ -276,7 +288,9 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "CLUSTER_FORCE_DESTROY_FAILED", params: &[], doc: "" },
     ErrorDef { code: "CLUSTER_HOST_IS_LAST", params: &[], doc: "" },
     ErrorDef { code: "CLUSTER_STACK_IN_USE", params: &[], doc: "" },
+    ErrorDef { code: "DEVICE_ALREADY_ATTACHED", params: &["device"], doc: "The device is already attached to a VM" },
     ErrorDef { code: "DEVICE_ALREADY_DETACHED", params: &[], doc: "" },
+    ErrorDef { code: "DEVICE_ALREADY_EXISTS", params: &["device"], doc: "A device with the name given already exists on the selected VM" },
     ErrorDef { code: "DEVICE_DETACH_REJECTED", params: &[], doc: "" },
     ErrorDef { code: "EVENTS_LOST", params: &[], doc: "Some events have been lost from the queue and cannot be retrieved." },
     ErrorDef { code: "EVENT_FROM_TOKEN_PARSE_FAILURE", params: &["token"], doc: "The event.from token could not be parsed. Valid values include: '', and a value returned from a previous event.from call." },
@@ -289,7 +303,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "HOST_DISABLED", params: &[], doc: "" },
     ErrorDef { code: "HOST_IS_SLAVE", params: &["Master IP address"], doc: "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host." },
     ErrorDef { code: "HOST_NAME_INVALID", params: &[], doc: "" },
-    ErrorDef { code: "HOST_NOT_ENOUGH_FREE_MEMORY", params: &[], doc: "" },
+    ErrorDef { code: "HOST_NOT_ENOUGH_FREE_MEMORY", params: &["needed", "available"], doc: "Not enough host memory is available to perform this operation." },
     ErrorDef { code: "HOST_NOT_ENOUGH_PCPUS", params: &[], doc: "" },
     ErrorDef { code: "HOST_NOT_LIVE", params: &[], doc: "" },
     ErrorDef { code: "INTERNAL_ERROR", params: &["message"], doc: "The server failed to handle your request, due to an internal error. The given message may give details useful for debugging the problem." },
@@ -301,7 +315,9 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "LICENCE_RESTRICTION", params: &[], doc: "" },
     ErrorDef { code: "LICENSE_PROCESSING_ERROR", params: &[], doc: "" },
     ErrorDef { code: "MAP_DUPLICATE_KEY", params: &["type", "param_name", "uuid", "key"], doc: "You tried to add a key-value pair to a map, but that key is already there." },
-    ErrorDef { code: "MEMORY_CONSTRAINT_VIOLATION", params: &[], doc: "" },
+    ErrorDef { code: "MEMORY_CONSTRAINT_VIOLATION", params: &["constraint"], doc: "The dynamic memory range does not satisfy the following constraint." },
+    ErrorDef { code: "MEMORY_CONSTRAINT_VIOLATION_MAXPIN", params: &["reason"], doc: "The dynamic memory range violates constraint static_min = dynamic_min = dynamic_max = static_max." },
+    ErrorDef { code: "MEMORY_CONSTRAINT_VIOLATION_ORDER", params: &[], doc: "The dynamic memory range violates constraint static_min <= dynamic_min <= dynamic_max <= static_max." },
     ErrorDef { code: "MESSAGE_METHOD_UNKNOWN", params: &["method"], doc: "You tried to call a method that does not exist. The method name that you used is echoed." },
     ErrorDef { code: "MESSAGE_PARAMETER_COUNT_MISMATCH", params: &["method", "expected", "received"], doc: "You tried to call a method with the incorrect number of parameters. The fully-qualified method name that you used, and the number of received and expected parameters are returned." },
     ErrorDef { code: "MESSAGE_REMOVED", params: &[], doc: "This function is no longer available." },
@@ -314,7 +330,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "OPENVSWITCH_NOT_ACTIVE", params: &[], doc: "" },
     ErrorDef { code: "OPERATION_NOT_ALLOWED", params: &["reason"], doc: "You attempted an operation that was not allowed." },
     ErrorDef { code: "OPERATION_PARTIALLY_FAILED", params: &[], doc: "" },
-    ErrorDef { code: "OTHER_OPERATION_IN_PROGRESS", params: &[], doc: "" },
+    ErrorDef { code: "OTHER_OPERATION_IN_PROGRESS", params: &["class", "object", "operation_type", "operation_ref"], doc: "Another operation involving the object is currently in progress" },
     ErrorDef { code: "PIF_ALLOWS_UNPLUG", params: &[], doc: "" },
     ErrorDef { code: "PIF_DOES_NOT_ALLOW_UNPLUG", params: &[], doc: "" },
     ErrorDef { code: "PIF_HAS_FCOE_SR_IN_USE", params: &[], doc: "" },
@@ -345,7 +361,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "UNIMPLEMENTED_IN_SM_BACKEND", params: &[], doc: "" },
     ErrorDef { code: "UNKNOWN_BOOTLOADER", params: &[], doc: "" },
     ErrorDef { code: "UUID_INVALID", params: &["type", "uuid"], doc: "The uuid you supplied was invalid." },
-    ErrorDef { code: "VALUE_NOT_SUPPORTED", params: &[], doc: "" },
+    ErrorDef { code: "VALUE_NOT_SUPPORTED", params: &["field", "value", "reason"], doc: "You attempted to set a value that is not supported by this implementation. The fully-qualified field name and the value that you tried to set are returned. Also returned is a developer-only diagnostic reason." },
     ErrorDef { code: "VBD_IS_EMPTY", params: &[], doc: "" },
     ErrorDef { code: "VBD_NOT_EMPTY", params: &[], doc: "" },
     ErrorDef { code: "VBD_NOT_REMOVABLE_MEDIA", params: &[], doc: "" },
@@ -360,8 +376,9 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "VDI_TOO_SMALL", params: &[], doc: "" },
     ErrorDef { code: "VIF_IN_USE", params: &[], doc: "" },
     ErrorDef { code: "VLAN_TAG_INVALID", params: &[], doc: "" },
-    ErrorDef { code: "VM_BAD_POWER_STATE", params: &[], doc: "" },
+    ErrorDef { code: "VM_BAD_POWER_STATE", params: &["vm", "expected", "actual"], doc: "You attempted an operation on a VM that was not in an appropriate power state at the time; for example, you attempted to start a VM that was already running. The parameters returned are the VM's handle, and the expected and actual VM state at the time of the call." },
     ErrorDef { code: "VM_BIOS_STRINGS_ALREADY_SET", params: &[], doc: "" },
+    ErrorDef { code: "VM_CANNOT_DELETE_DEFAULT_TEMPLATE", params: &["vm"], doc: "You cannot delete the specified default template." },
     ErrorDef { code: "VM_CHECKPOINT_RESUME_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_CHECKPOINT_SUSPEND_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_HOST_INCOMPATIBLE_VERSION", params: &[], doc: "" },
@@ -369,13 +386,14 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "VM_HVM_REQUIRED", params: &[], doc: "" },
     ErrorDef { code: "VM_INCOMPATIBLE_WITH_THIS_HOST", params: &[], doc: "" },
     ErrorDef { code: "VM_IS_PART_OF_AN_APPLIANCE", params: &[], doc: "" },
-    ErrorDef { code: "VM_IS_TEMPLATE", params: &[], doc: "" },
+    ErrorDef { code: "VM_IS_TEMPLATE", params: &["vm", "operation"], doc: "The operation attempted is not valid for a template VM" },
     ErrorDef { code: "VM_REQUIRES_GPU", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_IOMMU", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_NETWORK", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_SR", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_VGPU", params: &[], doc: "" },
     ErrorDef { code: "VM_REVERT_FAILED", params: &[], doc: "" },
+    ErrorDef { code: "VM_SHUTDOWN_TIMEOUT", params: &["vm", "timeout"], doc: "VM failed to shutdown before the timeout expired" },
     ErrorDef { code: "VM_SNAPSHOT_WITH_QUIESCE_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", params: &[], doc: "" },
     ErrorDef { code: "VM_SNAPSHOT_WITH_QUIESCE_PLUGIN_DEOS_NOT_RESPOND", params: &[], doc: "" },
@@ -491,6 +509,76 @@ pub fn task_cancelled(task: &str) -> ApiError {
 /// `TOO_MANY_PENDING_TASKS` []
 pub fn too_many_pending_tasks() -> ApiError {
     ErrorCode::TooManyPendingTasks.with(&[])
+}
+
+/// `VM_BAD_POWER_STATE` [vm; expected; actual]
+pub fn vm_bad_power_state(vm: &str, expected: &str, actual: &str) -> ApiError {
+    ErrorCode::VmBadPowerState.with(&[vm, expected, actual])
+}
+
+/// `VM_IS_TEMPLATE` [vm; operation]
+pub fn vm_is_template(vm: &str, operation: &str) -> ApiError {
+    ErrorCode::VmIsTemplate.with(&[vm, operation])
+}
+
+/// `VM_CANNOT_DELETE_DEFAULT_TEMPLATE` [vm]
+pub fn vm_cannot_delete_default_template(vm: &str) -> ApiError {
+    ErrorCode::VmCannotDeleteDefaultTemplate.with(&[vm])
+}
+
+/// `OTHER_OPERATION_IN_PROGRESS` [class; object; operation_type; operation_ref]
+pub fn other_operation_in_progress(
+    class: &str,
+    object: &str,
+    operation_type: &str,
+    operation_ref: &str,
+) -> ApiError {
+    ErrorCode::OtherOperationInProgress.with(&[class, object, operation_type, operation_ref])
+}
+
+/// `MEMORY_CONSTRAINT_VIOLATION` [constraint]
+pub fn memory_constraint_violation(constraint: &str) -> ApiError {
+    ErrorCode::MemoryConstraintViolation.with(&[constraint])
+}
+
+/// `MEMORY_CONSTRAINT_VIOLATION_ORDER` []
+pub fn memory_constraint_violation_order() -> ApiError {
+    ErrorCode::MemoryConstraintViolationOrder.with(&[])
+}
+
+/// `MEMORY_CONSTRAINT_VIOLATION_MAXPIN` [reason]
+pub fn memory_constraint_violation_maxpin(reason: &str) -> ApiError {
+    ErrorCode::MemoryConstraintViolationMaxpin.with(&[reason])
+}
+
+/// `VALUE_NOT_SUPPORTED` [field; value; reason]
+pub fn value_not_supported(field: &str, value: &str, reason: &str) -> ApiError {
+    ErrorCode::ValueNotSupported.with(&[field, value, reason])
+}
+
+/// `HOST_NOT_ENOUGH_FREE_MEMORY` [needed; available]
+pub fn host_not_enough_free_memory(needed: &str, available: &str) -> ApiError {
+    ErrorCode::HostNotEnoughFreeMemory.with(&[needed, available])
+}
+
+/// `BOOTLOADER_FAILED` [vm; msg]
+pub fn bootloader_failed(vm: &str, msg: &str) -> ApiError {
+    ErrorCode::BootloaderFailed.with(&[vm, msg])
+}
+
+/// `VM_SHUTDOWN_TIMEOUT` [vm; timeout]
+pub fn vm_shutdown_timeout(vm: &str, timeout: &str) -> ApiError {
+    ErrorCode::VmShutdownTimeout.with(&[vm, timeout])
+}
+
+/// `DEVICE_ALREADY_EXISTS` [device]
+pub fn device_already_exists(device: &str) -> ApiError {
+    ErrorCode::DeviceAlreadyExists.with(&[device])
+}
+
+/// `DEVICE_ALREADY_ATTACHED` [device]
+pub fn device_already_attached(device: &str) -> ApiError {
+    ErrorCode::DeviceAlreadyAttached.with(&[device])
 }
 
 /// `HOST_IS_SLAVE` [Master IP address]

@@ -60691,3 +60691,25 @@ pub const CLASSES: &[Class] = &[
         expose_get_all: true,
     },
 ];
+
+/// One-to-many relations (class, reference field, other class, set field).
+pub const RELATIONS: &[(&str, &str, &str, &str)] = &[
+    ("VBD", "VM", "VM", "VBDs"),
+    ("VIF", "VM", "VM", "VIFs"),
+    ("console", "VM", "VM", "consoles"),
+    ("crashdump", "VM", "VM", "crash_dumps"),
+    ("VM", "resident_on", "host", "resident_VMs"),
+    ("VM", "snapshot_of", "VM", "snapshots"),
+    ("VM", "parent", "VM", "children"),
+    ("VBD", "VDI", "VDI", "VBDs"),
+    ("crashdump", "VDI", "VDI", "crash_dumps"),
+    ("VDI", "SR", "SR", "VDIs"),
+    ("VDI", "snapshot_of", "VDI", "snapshots"),
+    ("PBD", "SR", "SR", "PBDs"),
+    ("PBD", "host", "host", "PBDs"),
+    ("VIF", "network", "network", "VIFs"),
+    ("PIF", "network", "network", "PIFs"),
+    ("PIF", "host", "host", "PIFs"),
+    ("host_cpu", "host", "host", "host_CPUs"),
+    ("task", "subtask_of", "task", "subtasks"),
+];

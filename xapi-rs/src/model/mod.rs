@@ -11,7 +11,7 @@ pub mod value;
 
 pub use crate::generated::errors::{ErrorCode, ERRORS};
 pub use crate::generated::schema::{
-    Msg, Role, API_VERSION_MAJOR, API_VERSION_MINOR, CLASSES, ENUMS, NEWEST_RELEASE,
+    Msg, Role, API_VERSION_MAJOR, API_VERSION_MINOR, CLASSES, ENUMS, NEWEST_RELEASE, RELATIONS,
 };
 
 /// A field or parameter type.
