@@ -7,6 +7,7 @@ pub mod event;
 pub mod host;
 pub mod session;
 pub mod task;
+pub mod vm;
 
 use crate::model::Msg;
 use crate::rpc::{Handlers, Impl};
@@ -19,6 +20,7 @@ pub fn handlers() -> Handlers {
             task::HANDLERS,
             host::HANDLERS,
             event::HANDLERS,
+            vm::HANDLERS,
         ]
         .into_iter()
         .flatten()
@@ -37,6 +39,7 @@ mod tests {
             task::HANDLERS,
             host::HANDLERS,
             event::HANDLERS,
+            vm::HANDLERS,
         ]
         .iter()
         .map(|t| t.len())

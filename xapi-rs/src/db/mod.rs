@@ -302,7 +302,7 @@ fn links(c: &Class, old: Option<&Record>, new: Option<&Record>) -> Vec<Link> {
         .filter(|(mc, ..)| *mc == c.name)
         .filter_map(|(_, mf, oc, of)| {
             let (o, n) = (get(old, mf), get(new, mf));
-            (o != n).then(|| Link {
+            (o != n).then_some(Link {
                 one_class: oc,
                 one_field: of,
                 old: o,

@@ -223,6 +223,16 @@ impl Wire for f64 {
     }
 }
 
+/// A void result: the empty string on the wire, as the reference sends.
+impl Wire for () {
+    fn to_v(&self) -> V {
+        V::S(String::new())
+    }
+    fn from_v(_: &V) -> Option<Self> {
+        Some(())
+    }
+}
+
 impl Wire for bool {
     fn to_v(&self) -> V {
         V::B(*self)

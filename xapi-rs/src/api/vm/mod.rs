@@ -1,0 +1,313 @@
+//! `VM.*`: the custom messages of the VM area that need no running domain:
+//! creation with the reference's checks, destruction with the VM's own
+//! objects, clone and copy of halted VMs and templates, memory and vCPU
+//! limits, free device numbers. (Starting and stopping domains: xenops.)
+
+pub mod checks;
+
+use crate::db::Tx;
+use crate::generated::errors;
+use crate::generated::records::{DomainType, Vbd, Vif, Vm, VmMetrics, VmPowerState};
+use crate::model::typed::{DateTime, Object, Ref, Wire};
+use crate::model::value::V;
+use crate::model::Msg;
+use crate::rpc::{new_ref, new_uuid, BoxFut, Ctx, Impl, Req, R};
+use std::sync::Arc;
+
+pub const HANDLERS: &[(Msg, Impl)] = &[
+    (Msg::VmCreate, Impl::Custom(create)),
+    (Msg::VmDestroy, Impl::Custom(destroy)),
+    (Msg::VmClone, Impl::Custom(clone)),
+    (Msg::VmCopy, Impl::Custom(copy)),
+    (Msg::VmSetMemoryLimits, Impl::Custom(set_memory_limits)),
+    (Msg::VmSetVCPUsMax, Impl::Custom(set_vcpus_max)),
+    (Msg::VmSetVCPUsAtStartup, Impl::Custom(set_vcpus_at_startup)),
+    (
+        Msg::VmGetAllowedVbdDevices,
+        Impl::Custom(allowed_vbd_devices),
+    ),
+    (
+        Msg::VmGetAllowedVifDevices,
+        Impl::Custom(allowed_vif_devices),
+    ),
+];
+
+/// Runs a handler's body as one database transaction off the runtime's
+/// worker threads' critical path (the commit is awaited, not blocked on).
+fn in_tx<T: Wire + Send + 'static>(
+    ctx: Arc<Ctx>,
+    f: impl FnOnce(&mut Tx) -> R<T> + Send + 'static,
+) -> BoxFut {
+    Box::pin(async move { ctx.db.transaction_async(f).await.map(|t| t.to_v()) })
+}
+
+fn get_vm(tx: &Tx, r: &Ref<Vm>) -> R<Vm> {
+    tx.get("VM", r.as_str())
+        .map(|rec| Vm::from_record(&rec))
+        .ok_or_else(|| errors::handle_invalid("VM", r.as_str()))
+}
+
+fn put_vm(tx: &mut Tx, r: &Ref<Vm>, vm: &mut Vm) -> R<()> {
+    vm.allowed_operations = checks::allowed_operations(vm);
+    tx.create("VM", r.as_str(), vm.to_record())?;
+    Ok(())
+}
+
+/// In one of `want` power states, else `VM_BAD_POWER_STATE`.
+fn power_state_in(r: &Ref<Vm>, vm: &Vm, want: &[VmPowerState]) -> R<()> {
+    if want.contains(&vm.power_state) {
+        return Ok(());
+    }
+    Err(errors::vm_bad_power_state(
+        r.as_str(),
+        checks::power_state_name(want[0]),
+        checks::power_state_name(vm.power_state),
+    ))
+}
+
+/// A fresh VM_metrics object for a new VM.
+fn new_metrics(tx: &mut Tx) -> R<Ref<VmMetrics>> {
+    let r = Ref::<VmMetrics>::new(new_ref());
+    let m = VmMetrics {
+        uuid: new_uuid(),
+        last_updated: DateTime::now(),
+        ..VmMetrics::default()
+    };
+    tx.create("VM_metrics", r.as_str(), m.to_record())?;
+    Ok(r)
+}
+
+fn create(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let rec = match q.args.first() {
+        Some(V::M(m)) => m.clone(),
+        _ => Default::default(),
+    };
+    in_tx(ctx, move |tx| {
+        let mut vm = Vm::from_record(&rec);
+        checks::memory_order(&vm)?;
+        checks::vcpus(&vm)?;
+        let r = Ref::<Vm>::new(new_ref());
+        vm.uuid = new_uuid();
+        // As the reference: a new VM is halted and on no host, whatever
+        // the caller's record says.
+        vm.power_state = VmPowerState::Halted;
+        vm.resident_on = Ref::null();
+        vm.VBDs.clear();
+        vm.VIFs.clear();
+        vm.consoles.clear();
+        vm.is_control_domain = false;
+        if vm.domain_type == DomainType::Unspecified {
+            vm.domain_type = if vm.HVM_boot_policy.is_empty() {
+                DomainType::Pv
+            } else {
+                DomainType::Hvm
+            };
+        }
+        vm.metrics = new_metrics(tx)?;
+        put_vm(tx, &r, &mut vm)?;
+        Ok(r)
+    })
+}
+
+fn destroy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    in_tx(ctx, move |tx| {
+        let vm = get_vm(tx, &r)?;
+        if vm.is_control_domain {
+            return Err(errors::operation_not_allowed(
+                "the control domain cannot be destroyed",
+            ));
+        }
+        if vm.is_default_template {
+            return Err(errors::vm_cannot_delete_default_template(r.as_str()));
+        }
+        power_state_in(&r, &vm, &[VmPowerState::Halted, VmPowerState::Suspended])?;
+        // The VM's own objects go with it; its disks (VDIs) stay, as in
+        // the reference (vm-uninstall is what deletes those).
+        for b in &vm.VBDs {
+            tx.delete("VBD", b.as_str())?;
+        }
+        for v in &vm.VIFs {
+            tx.delete("VIF", v.as_str())?;
+        }
+        for c in &vm.consoles {
+            tx.delete("console", c.as_str())?;
+        }
+        for m in [vm.metrics.as_str(), vm.guest_metrics.as_str()] {
+            if tx.exists("VM_metrics", m) {
+                tx.delete("VM_metrics", m)?;
+            } else if tx.exists("VM_guest_metrics", m) {
+                tx.delete("VM_guest_metrics", m)?;
+            }
+        }
+        tx.delete("VM", r.as_str())?;
+        Ok(())
+    })
+}
+
+fn clone(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let (r, name): (Ref<Vm>, String) = (q.get(0), q.get(1));
+    in_tx(ctx, move |tx| duplicate(tx, &r, &name, "clone"))
+}
+
+fn copy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let (r, name): (Ref<Vm>, String) = (q.get(0), q.get(1));
+    in_tx(ctx, move |tx| duplicate(tx, &r, &name, "copy"))
+}
+
+/// VM.clone / VM.copy of a halted VM or a template: a new VM with the
+/// same configuration, its own metrics, VIFs (new MACs where the old ones
+/// were generated) and CD drives. Disk VBDs need their VDIs cloned or
+/// copied by the SR's driver, which the storage layer will do: until
+/// then such a VM is refused, leaving nothing behind.
+fn duplicate(tx: &mut Tx, r: &Ref<Vm>, name: &str, op: &str) -> R<Ref<Vm>> {
+    let src = get_vm(tx, r)?;
+    if !src.is_a_template {
+        power_state_in(r, &src, &[VmPowerState::Halted])?;
+    }
+    if src.is_control_domain {
+        return Err(errors::operation_not_allowed(
+            "the control domain cannot be cloned",
+        ));
+    }
+    let vbds: Vec<(Ref<Vbd>, Vbd)> = src
+        .VBDs
+        .iter()
+        .filter_map(|b| {
+            tx.get("VBD", b.as_str())
+                .map(|x| (b.clone(), Vbd::from_record(&x)))
+        })
+        .collect();
+    if vbds.iter().any(|(_, b)| !b.VDI.is_null() && !b.empty) {
+        return Err(errors::operation_not_allowed(&format!(
+            "VM.{op} of a VM with disks needs the SR driver's VDI {op}, which is not implemented yet"
+        )));
+    }
+    let new = Ref::<Vm>::new(new_ref());
+    let mut vm = src.clone();
+    vm.uuid = new_uuid();
+    vm.name_label = name.to_string();
+    vm.is_default_template = false;
+    // Xen Orchestra refuses to destroy a VM that still says it is a
+    // default template; the reference drops the key from copies.
+    vm.other_config.remove("default_template");
+    vm.VBDs.clear();
+    vm.VIFs.clear();
+    vm.consoles.clear();
+    vm.snapshots.clear();
+    vm.children.clear();
+    vm.resident_on = Ref::null();
+    vm.guest_metrics = Ref::null();
+    vm.metrics = new_metrics(tx)?;
+    vm.current_operations.clear();
+    put_vm(tx, &new, &mut vm)?;
+    for (_, b) in vbds {
+        let b = Vbd {
+            uuid: new_uuid(),
+            VM: new.clone(),
+            device: String::new(),
+            currently_attached: false,
+            ..b
+        };
+        tx.create("VBD", &new_ref(), b.to_record())?;
+    }
+    for v in &src.VIFs {
+        let Some(rec) = tx.get("VIF", v.as_str()) else {
+            continue;
+        };
+        let mut vif = Vif::from_record(&rec);
+        vif.uuid = new_uuid();
+        vif.VM = new.clone();
+        vif.currently_attached = false;
+        if vif.MAC_autogenerated {
+            vif.MAC = random_mac();
+        }
+        tx.create("VIF", &new_ref(), vif.to_record())?;
+    }
+    Ok(new)
+}
+
+/// A locally administered unicast MAC, as the reference generates them
+/// when a VIF's MAC is left empty.
+pub fn random_mac() -> String {
+    let b = *uuid::Uuid::new_v4().as_bytes();
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        (b[0] & 0xfe) | 0x02,
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5]
+    )
+}
+
+fn set_memory_limits(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    let (smin, smax, dmin, dmax): (i64, i64, i64, i64) = (q.get(1), q.get(2), q.get(3), q.get(4));
+    in_tx(ctx, move |tx| {
+        let mut vm = get_vm(tx, &r)?;
+        power_state_in(&r, &vm, &[VmPowerState::Halted])?;
+        vm.memory_static_min = smin;
+        vm.memory_static_max = smax;
+        vm.memory_dynamic_min = dmin;
+        vm.memory_dynamic_max = dmax;
+        checks::memory_order(&vm)?;
+        put_vm(tx, &r, &mut vm)
+    })
+}
+
+fn set_vcpus_max(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let (r, n): (Ref<Vm>, i64) = (q.get(0), q.get(1));
+    in_tx(ctx, move |tx| {
+        let mut vm = get_vm(tx, &r)?;
+        power_state_in(&r, &vm, &[VmPowerState::Halted])?;
+        vm.VCPUs_max = n;
+        checks::vcpus(&vm)?;
+        put_vm(tx, &r, &mut vm)
+    })
+}
+
+fn set_vcpus_at_startup(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let (r, n): (Ref<Vm>, i64) = (q.get(0), q.get(1));
+    in_tx(ctx, move |tx| {
+        let mut vm = get_vm(tx, &r)?;
+        vm.VCPUs_at_startup = n;
+        checks::vcpus(&vm)?;
+        put_vm(tx, &r, &mut vm)
+    })
+}
+
+fn used_userdevices(tx: &Tx, class: &str, refs: &[String]) -> Vec<String> {
+    refs.iter()
+        .filter_map(|x| tx.get(class, x))
+        .filter_map(|rec| {
+            let key = if class == "VIF" {
+                "device"
+            } else {
+                "userdevice"
+            };
+            rec.get(key).and_then(V::as_str).map(str::to_string)
+        })
+        .collect()
+}
+
+fn allowed_vbd_devices(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    in_tx(ctx, move |tx| {
+        let vm = get_vm(tx, &r)?;
+        let refs: Vec<String> = vm.VBDs.iter().map(|b| b.as_str().to_string()).collect();
+        let used = used_userdevices(tx, "VBD", &refs);
+        Ok(checks::free_devices(vm.is_control_domain, false, &used))
+    })
+}
+
+fn allowed_vif_devices(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    in_tx(ctx, move |tx| {
+        let vm = get_vm(tx, &r)?;
+        let refs: Vec<String> = vm.VIFs.iter().map(|b| b.as_str().to_string()).collect();
+        let used = used_userdevices(tx, "VIF", &refs);
+        Ok(checks::free_devices(vm.is_control_domain, true, &used))
+    })
+}

@@ -1,0 +1,136 @@
+//! The VM area's record-level messages, as a client sees them: creation
+//! with the reference's checks, VBDs and VIFs joining their VM's sets,
+//! clone (dropping `default_template`), destroy taking the VM's own objects
+//! with it, and the errors bad input gets. No domain runs here (the fake
+//! host probe); starting guests is proven in the lab.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn vm_args(name: &str) -> Value {
+    json!({
+        "name_label": name,
+        "memory_static_min": "134217728",
+        "memory_dynamic_min": "268435456",
+        "memory_dynamic_max": "268435456",
+        "memory_static_max": "268435456",
+        "VCPUs_max": "2",
+        "VCPUs_at_startup": "1",
+        "PV_kernel": "/boot/vmlinuz",
+        "other_config": {"default_template": "true", "keep": "me"},
+    })
+}
+
+#[test]
+fn vm_lifecycle_records_follow_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), &[]);
+    let s = d.login();
+    let vm = d.ok("VM.create", json!([s, vm_args("one")]));
+    let rec = d.ok("VM.get_record", json!([s, vm]));
+    assert_eq!(rec["power_state"], "Halted");
+    assert_eq!(rec["domain_type"], "pv");
+    assert_eq!(rec["resident_on"], "OpaqueRef:NULL");
+    assert!(rec["allowed_operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "start"));
+    // A metrics object of its own.
+    let m = rec["metrics"].as_str().unwrap().to_string();
+    assert!(
+        d.ok("VM_metrics.get_uuid", json!([s, m]))
+            .as_str()
+            .unwrap()
+            .len()
+            == 36
+    );
+
+    // Bad input: the reference's codes and parameters, nothing created.
+    let before = d.ok("VM.get_all", json!([s])).as_array().unwrap().len();
+    let mut bad = vm_args("bad");
+    bad["memory_dynamic_min"] = json!("536870912");
+    assert_eq!(
+        d.fail("VM.create", json!([s, bad])),
+        ["MEMORY_CONSTRAINT_VIOLATION_ORDER"]
+    );
+    let mut bad = vm_args("bad");
+    bad["VCPUs_at_startup"] = json!("3");
+    assert_eq!(
+        d.fail("VM.create", json!([s, bad]))[..3],
+        ["VALUE_NOT_SUPPORTED", "VCPUs_at_startup", "3"]
+    );
+    let mut bad = vm_args("bad");
+    bad["VCPUs_max"] = json!("0");
+    bad["VCPUs_at_startup"] = json!("0");
+    assert_eq!(
+        d.fail("VM.create", json!([s, bad])),
+        ["INVALID_VALUE", "VCPUs_max", "0"]
+    );
+    assert_eq!(
+        d.ok("VM.get_all", json!([s])).as_array().unwrap().len(),
+        before
+    );
+    assert_eq!(
+        d.fail("VM.set_memory_limits", json!([s, vm, "2", "1", "1", "1"])),
+        ["MEMORY_CONSTRAINT_VIOLATION_ORDER"]
+    );
+
+    // Devices: a VIF and a CD VBD join the VM's sets; free device numbers
+    // skip them.
+    let net = d.ok(
+        "network.create",
+        json!([s, {"name_label": "n", "bridge": "xenbr0"}]),
+    );
+    let vif = d.ok(
+        "VIF.create",
+        json!([s, {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500"}]),
+    );
+    let vbd = d.ok(
+        "VBD.create",
+        json!([s, {"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "3", "bootable": false,
+                   "mode": "RO", "type": "CD", "empty": true}]),
+    );
+    let rec = d.ok("VM.get_record", json!([s, vm]));
+    assert_eq!(rec["VIFs"], json!([vif]));
+    assert_eq!(rec["VBDs"], json!([vbd]));
+    assert_eq!(d.ok("network.get_VIFs", json!([s, net])), json!([vif]));
+    let free = d.ok("VM.get_allowed_VIF_devices", json!([s, vm]));
+    assert_eq!(free, json!(["1", "2", "3", "4", "5", "6"]));
+    let free = d.ok("VM.get_allowed_VBD_devices", json!([s, vm]));
+    assert!(!free.as_array().unwrap().iter().any(|x| x == "3"));
+    assert_eq!(free.as_array().unwrap().len(), 254);
+
+    // Clone: same configuration, its own devices, no default_template.
+    let c = d.ok("VM.clone", json!([s, vm, "two"]));
+    let crec = d.ok("VM.get_record", json!([s, c]));
+    assert_eq!(crec["name_label"], "two");
+    assert_eq!(crec["PV_kernel"], "/boot/vmlinuz");
+    assert_eq!(crec["other_config"], json!({"keep": "me"}));
+    assert_ne!(crec["uuid"], rec["uuid"]);
+    assert_ne!(crec["metrics"], rec["metrics"]);
+    assert_eq!(crec["VIFs"].as_array().unwrap().len(), 1);
+    assert_ne!(crec["VIFs"], rec["VIFs"]);
+    assert_eq!(crec["VBDs"].as_array().unwrap().len(), 1);
+
+    // Destroy takes the VM's VBDs, VIFs and metrics with it.
+    d.ok("VM.destroy", json!([s, vm]));
+    assert_eq!(d.fail("VM.get_record", json!([s, vm]))[0], "HANDLE_INVALID");
+    assert_eq!(
+        d.fail("VIF.get_record", json!([s, vif]))[0],
+        "HANDLE_INVALID"
+    );
+    assert_eq!(
+        d.fail("VBD.get_record", json!([s, vbd]))[0],
+        "HANDLE_INVALID"
+    );
+    assert_eq!(
+        d.fail("VM_metrics.get_record", json!([s, m]))[0],
+        "HANDLE_INVALID"
+    );
+    // The network no longer lists the destroyed VM's VIF, only the clone's.
+    assert_eq!(d.ok("network.get_VIFs", json!([s, net])), crec["VIFs"]);
+    assert_eq!(d.fail("VM.destroy", json!([s, vm]))[0], "HANDLE_INVALID");
+}
