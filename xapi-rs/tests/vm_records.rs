@@ -134,3 +134,66 @@ fn vm_lifecycle_records_follow_the_reference() {
     assert_eq!(d.ok("network.get_VIFs", json!([s, net])), crec["VIFs"]);
     assert_eq!(d.fail("VM.destroy", json!([s, vm]))[0], "HANDLE_INVALID");
 }
+
+#[test]
+fn dom0_and_templates_are_there_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), &[]);
+    let s = d.login();
+    let all = d.ok("VM.get_all_records", json!([s]));
+    let all = all.as_object().unwrap();
+    let dom0: Vec<&Value> = all
+        .values()
+        .filter(|v| v["is_control_domain"] == true)
+        .collect();
+    assert_eq!(dom0.len(), 1, "one control domain");
+    assert_eq!(dom0[0]["power_state"], "Running");
+    assert_eq!(dom0[0]["domid"], 0);
+    let host = d.ok("host.get_all", json!([s]))[0].clone();
+    assert_eq!(dom0[0]["resident_on"], host);
+    assert_eq!(
+        d.ok("host.get_resident_VMs", json!([s, host]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (tref, t) = all
+        .iter()
+        .find(|(_, v)| v["name_label"] == "Debian Bookworm 12 (PV, pygrub)")
+        .expect("the pygrub template");
+    assert_eq!(t["is_a_template"], true);
+    assert_eq!(t["PV_bootloader"], "pygrub");
+    assert!(t["other_config"]["disks"]
+        .as_str()
+        .unwrap()
+        .contains("<provision>"));
+    // A default template cannot be destroyed; a clone of it is an
+    // ordinary (destroyable) template without default_template.
+    assert_eq!(
+        d.fail("VM.destroy", json!([s, tref])),
+        ["VM_CANNOT_DELETE_DEFAULT_TEMPLATE", tref.as_str()]
+    );
+    let c = d.ok("VM.clone", json!([s, tref, "mine"]));
+    let crec = d.ok("VM.get_record", json!([s, c]));
+    assert_eq!(crec["is_a_template"], true);
+    assert_eq!(crec["is_default_template"], false);
+    assert!(crec["other_config"].get("default_template").is_none());
+    d.ok("VM.destroy", json!([s, c]));
+    // Dom0 cannot be destroyed or cloned.
+    let dref = all
+        .iter()
+        .find(|(_, v)| v["is_control_domain"] == true)
+        .unwrap()
+        .0;
+    assert_eq!(
+        d.fail("VM.destroy", json!([s, dref]))[0],
+        "OPERATION_NOT_ALLOWED"
+    );
+    // Restarting keeps one dom0 and one of each template.
+    drop(d);
+    let d = Daemon::start_in(dir.path(), &[]);
+    let s = d.login();
+    let n = d.ok("VM.get_all", json!([s])).as_array().unwrap().len();
+    assert_eq!(n, all.len());
+}

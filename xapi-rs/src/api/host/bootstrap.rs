@@ -3,7 +3,10 @@
 //! or refreshed at start from the [`HostProbe`].
 
 use crate::db::{Db, DbError};
-use crate::generated::records::{Host, HostAllowedOperations, HostCpu, HostMetrics, Pool};
+use crate::generated::records::{
+    DomainType, Host, HostAllowedOperations, HostCpu, HostMetrics, OnCrashBehaviour, OnNormalExit,
+    Pool, Vm, VmMetrics, VmPowerState,
+};
 use crate::model::typed::{DateTime, Object, Ref};
 use crate::model::value::V;
 use crate::model::{API_VERSION_MAJOR, API_VERSION_MINOR};
@@ -221,7 +224,103 @@ pub fn bootstrap(db: &Db, probe: &dyn HostProbe) -> Result<(String, String), Str
         }
     })
     .map_err(e)?;
+    control_domain(db, &host, &f).map_err(e)?;
+    templates(db).map_err(e)?;
     Ok((pool.as_str().to_string(), host.as_str().to_string()))
+}
+
+/// The VM record of this host's control domain (dom0), as the reference
+/// keeps one: `xe vm-list` shows it, clients find the host's dom0 by it.
+fn control_domain(db: &Db, host: &Ref<Host>, f: &HostFacts) -> Result<(), DbError> {
+    let existing = db
+        .all_typed::<Vm>()
+        .into_iter()
+        .find(|(_, v)| v.is_control_domain && v.resident_on == *host);
+    let (r, is_new) = match existing {
+        Some((r, _)) => (r, false),
+        None => (Ref::new(new_ref()), true),
+    };
+    let metrics = match db.get_typed(&r).map(|v: Vm| v.metrics) {
+        Some(m) if !m.is_null() => m,
+        _ => {
+            let m = Ref::<VmMetrics>::new(new_ref());
+            put(db, &m, true, |x| x.VCPUs_number = f.nr_cpus)?;
+            m
+        }
+    };
+    put(db, &r, is_new, |v| {
+        v.name_label = format!("Control domain on host: {}", f.hostname);
+        v.name_description =
+            "The domain which manages physical devices and manages other domains".into();
+        v.is_control_domain = true;
+        v.power_state = VmPowerState::Running;
+        v.resident_on = host.clone();
+        v.domid = 0;
+        v.domain_type = DomainType::Pv;
+        v.metrics = metrics.clone();
+        v.user_version = 1;
+    })
+}
+
+/// The templates this daemon installs (as the reference installs its own
+/// from guest-templates-json): PV Linux by direct kernel boot (set
+/// `PV_kernel`, `PV_ramdisk`, `PV_args` on the VM) and by pygrub from the
+/// first disk. Created once; a user's changes to them are kept.
+fn templates(db: &Db) -> Result<(), DbError> {
+    let have: Vec<String> = db
+        .all_typed::<Vm>()
+        .into_iter()
+        .filter(|(_, v)| v.is_default_template)
+        .map(|(_, v)| {
+            v.other_config
+                .get("xapi-rs-template")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let mib = 1024 * 1024;
+    for (key, name, bootloader, disks) in [
+        ("linux-pv-kernel", "Linux PV (direct kernel boot)", "", ""),
+        (
+            "debian-12-pv",
+            "Debian Bookworm 12 (PV, pygrub)",
+            "pygrub",
+            r#"<provision><disk device="0" size="8589934592" sr="" bootable="true" type="system"/></provision>"#,
+        ),
+    ] {
+        if have.iter().any(|h| h == key) {
+            continue;
+        }
+        let r = Ref::<Vm>::new(new_ref());
+        put(db, &r, true, |v| {
+            v.name_label = name.into();
+            v.name_description = "Installed by xapi-rs".into();
+            v.is_a_template = true;
+            v.is_default_template = true;
+            v.power_state = VmPowerState::Halted;
+            v.domain_type = DomainType::Pv;
+            v.memory_static_min = 128 * mib;
+            v.memory_dynamic_min = 256 * mib;
+            v.memory_dynamic_max = 256 * mib;
+            v.memory_static_max = 256 * mib;
+            v.VCPUs_max = 1;
+            v.VCPUs_at_startup = 1;
+            v.actions_after_shutdown = OnNormalExit::Destroy;
+            v.actions_after_reboot = OnNormalExit::Restart;
+            v.actions_after_crash = OnCrashBehaviour::Restart;
+            v.PV_bootloader = bootloader.into();
+            v.user_version = 1;
+            v.other_config = smap(&[
+                ("default_template", "true".into()),
+                ("xapi-rs-template", key.into()),
+            ]);
+            if !disks.is_empty() {
+                v.other_config.insert("disks".into(), disks.into());
+            }
+            v.allowed_operations = crate::api::vm::checks::allowed_operations(v);
+        })?;
+    }
+    Ok(())
 }
 
 /// Periodic refresh of host_metrics and host_cpu utilisation.
