@@ -27,6 +27,7 @@ pub mod tls;
 pub mod typed;
 pub mod value;
 pub mod wire;
+pub mod xenops;
 
 use std::path::PathBuf;
 use std::sync::Arc;

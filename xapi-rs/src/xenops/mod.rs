@@ -1,0 +1,29 @@
+//! The hypervisor side of VM lifecycle: build, run, track and destroy
+//! domains on Xen, from a plain [`DomainSpec`]. It knows nothing of the
+//! API's wire types; the VM handlers translate records into specs.
+//!
+//! - [`Hypervisor`]: the narrow, blocking domain operations (create,
+//!   build, pause/unpause, destroy, info), with [`XenHypervisor`] over
+//!   libxenctrl/libxenguest behind it.
+//! - [`Xenops`]: the async orchestration on top: runs the blocking calls
+//!   off the tokio runtime, writes and removes the domain's xenstore tree
+//!   ([`tree`]), introduces it to xenstored (and so to xenconsoled),
+//!   requests clean shutdowns, destroys, and lists domains for adoption.
+//! - [`Tracker`]: turns `@releaseDomain` into [`DomainEvent`]s (shutdown
+//!   with its reason, or gone) for our domains.
+
+mod error;
+mod hypervisor;
+mod service;
+mod spec;
+mod tracker;
+pub mod tree;
+mod xen;
+
+pub use error::{Result, XenopsError};
+pub use hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
+pub use service::{DomainListing, Ownership, ShutdownRequest, Xenops};
+pub use spec::{DomainSpec, MemorySpec, PvBoot, VcpuSpec};
+pub use tracker::{DomainEvent, Tracker};
+pub use xen::XenHypervisor;
+pub use xenctrl::{DomId, ShutdownReason};
