@@ -9,7 +9,7 @@ use dom0_support::{run, run_any, wait_for_or, xl_domains, xl_list, Guest, GUEST_
 use uuid::Uuid;
 use xapi_rs::xenops::{
     DomainEvent, DomainSpec, MemorySpec, Ownership, PvBoot, ShutdownReason, ShutdownRequest,
-    Tracker, VcpuSpec, XenopsError, Xenops,
+    Tracker, VcpuSpec, Xenops, XenopsError,
 };
 
 const RAMDISK: &str = "/opt/lab/guest/initrd.cpio";
@@ -71,11 +71,20 @@ fn xl_list_v(name: &str) -> Option<(u32, String, String)> {
 }
 
 /// The next tracker event about `domid`, within `limit`.
-fn next_event(rt: &tokio::runtime::Runtime, t: &mut Tracker, domid: u32, limit: Duration) -> DomainEvent {
+fn next_event(
+    rt: &tokio::runtime::Runtime,
+    t: &mut Tracker,
+    domid: u32,
+    limit: Duration,
+) -> DomainEvent {
     rt.block_on(async {
         tokio::time::timeout(limit, async {
             loop {
-                let ev = t.next().await.expect("tracker ended").expect("tracker scan");
+                let ev = t
+                    .next()
+                    .await
+                    .expect("tracker ended")
+                    .expect("tracker scan");
                 match ev {
                     DomainEvent::Shutdown { domid: d, .. } | DomainEvent::Gone { domid: d, .. }
                         if d == domid =>
@@ -96,7 +105,9 @@ fn next_event(rt: &tokio::runtime::Runtime, t: &mut Tracker, domid: u32, limit: 
 fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing() {
     const NAME: &str = "xenops-probe";
     let rt = runtime();
-    let xo = rt.block_on(Xenops::connect()).expect("open Xen and xenstore");
+    let xo = rt
+        .block_on(Xenops::connect())
+        .expect("open Xen and xenstore");
     // Guest's Drop runs `xl destroy NAME`: a safety net if an assert fails.
     let guest = Guest { name: NAME.into() };
     let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{NAME}.log"));
@@ -106,8 +117,8 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
     let domid = rt.block_on(xo.start(&s)).expect("build and start");
 
     // xl sees it under our name and uuid, not paused.
-    let (xl_domid, state, xl_uuid) =
-        xl_list_v(NAME).unwrap_or_else(|| panic!("{NAME} not in xl list -v:\n{}", run("xl", &["list", "-v"])));
+    let (xl_domid, state, xl_uuid) = xl_list_v(NAME)
+        .unwrap_or_else(|| panic!("{NAME} not in xl list -v:\n{}", run("xl", &["list", "-v"])));
     assert_eq!(xl_domid, domid);
     assert_eq!(xl_uuid, s.uuid.to_string());
     assert!(!state.contains('p'), "state {state}");
@@ -115,10 +126,16 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
     // The tree a user (and the guest) reads.
     let rd = |p: String| run("xenstore-read", &[&p]).trim().to_string();
     assert_eq!(rd(format!("/local/domain/{domid}/name")), NAME);
-    assert_eq!(rd(format!("/local/domain/{domid}/vm")), format!("/vm/{}", s.uuid));
+    assert_eq!(
+        rd(format!("/local/domain/{domid}/vm")),
+        format!("/vm/{}", s.uuid)
+    );
     assert_eq!(rd(format!("/vm/{}/uuid", s.uuid)), s.uuid.to_string());
     assert_eq!(rd(format!("/local/domain/{domid}/memory/target")), "262144");
-    assert_eq!(rd(format!("/local/domain/{domid}/cpu/0/availability")), "online");
+    assert_eq!(
+        rd(format!("/local/domain/{domid}/cpu/0/availability")),
+        "online"
+    );
     let perms = run("xenstore-ls", &["-p", &format!("/local/domain/{domid}")]);
     let perm_of = |key: &str| {
         perms
@@ -127,7 +144,10 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
             .unwrap_or_else(|| panic!("{key} not in:\n{perms}"))
             .to_string()
     };
-    assert!(perm_of("control").contains(&format!("(n0,r{domid})")), "{perms}");
+    assert!(
+        perm_of("control").contains(&format!("(n0,r{domid})")),
+        "{perms}"
+    );
     assert!(perm_of("data").contains(&format!("(n{domid})")), "{perms}");
 
     // xenconsoled attached (it writes its pty) and the guest's console
@@ -136,8 +156,13 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
     wait_for_or(
         "xenconsoled to write console/tty",
         Duration::from_secs(60),
-        || run_any("xenstore-read", &[&tty_path]).1.trim().starts_with("/dev/pts/"),
-        || xenstore_dump(),
+        || {
+            run_any("xenstore-read", &[&tty_path])
+                .1
+                .trim()
+                .starts_with("/dev/pts/")
+        },
+        xenstore_dump,
     );
     wait_for_or(
         "the guest's first probe verify on its console",
@@ -145,7 +170,11 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
         || guest.verified() > 0,
         || guest.diagnostics(),
     );
-    assert!(guest.log().contains("lab-guest: init up"), "{}", guest.log());
+    assert!(
+        guest.log().contains("lab-guest: init up"),
+        "{}",
+        guest.log()
+    );
 
     // Adoption: ours and started; dom0 and an xl-created guest foreign.
     let (foreign, foreign_domid) = Guest::launch("xenops-foreign", 128, 8);
@@ -158,12 +187,22 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
         })
     );
     assert_eq!(owner(0), Some(Ownership::Foreign));
-    assert_eq!(owner(foreign_domid), Some(Ownership::Foreign), "{listing:?}");
+    assert_eq!(
+        owner(foreign_domid),
+        Some(Ownership::Foreign),
+        "{listing:?}"
+    );
     let ours = listing.iter().find(|l| l.state.domid == domid).unwrap();
-    assert_eq!((ours.name.as_deref(), ours.state.handle), (Some(NAME), s.uuid));
+    assert_eq!(
+        (ours.name.as_deref(), ours.state.handle),
+        (Some(NAME), s.uuid)
+    );
     // Refused on a domain that is not ours.
     let e = rt.block_on(xo.destroy(foreign_domid)).unwrap_err();
-    assert!(matches!(e, XenopsError::NotOurs(d) if d == foreign_domid), "{e}");
+    assert!(
+        matches!(e, XenopsError::NotOurs(d) if d == foreign_domid),
+        "{e}"
+    );
     drop(foreign);
 
     // Clean shutdown: the guest acks control/shutdown and powers off; the
@@ -192,7 +231,11 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
             uuid: s.uuid
         }
     );
-    assert!(xl_list().iter().all(|(n, d, _)| n != NAME && *d != domid), "{:?}", xl_list());
+    assert!(
+        xl_list().iter().all(|(n, d, _)| n != NAME && *d != domid),
+        "{:?}",
+        xl_list()
+    );
     for p in [
         format!("/local/domain/{domid}"),
         format!("/vm/{}", s.uuid),
@@ -201,20 +244,28 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
         assert!(!xenstore_exists(&p), "{p} left behind");
     }
     let dump = xenstore_dump();
-    assert!(!dump.contains(&s.uuid.to_string()) && !dump.contains(NAME), "{dump}");
+    assert!(
+        !dump.contains(&s.uuid.to_string()) && !dump.contains(NAME),
+        "{dump}"
+    );
 }
 
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn a_bad_kernel_fails_clearly_and_leaves_no_domain() {
     let rt = runtime();
-    let xo = rt.block_on(Xenops::connect()).expect("open Xen and xenstore");
+    let xo = rt
+        .block_on(Xenops::connect())
+        .expect("open Xen and xenstore");
     let before = xl_domains();
 
     // A path that does not exist: refused before any domain is created.
     let s = spec("xenops-nokernel", "/boot/no-such-kernel");
     let e = rt.block_on(xo.start(&s)).unwrap_err();
-    assert!(matches!(e, XenopsError::BootFile { what: "kernel", .. }), "{e:?}");
+    assert!(
+        matches!(e, XenopsError::BootFile { what: "kernel", .. }),
+        "{e:?}"
+    );
     assert_eq!(
         e.to_string(),
         "kernel /boot/no-such-kernel: No such file or directory (os error 2)"
@@ -227,13 +278,32 @@ fn a_bad_kernel_fails_clearly_and_leaves_no_domain() {
     let s = spec("xenops-junk", junk.to_str().unwrap());
     let e = rt.block_on(xo.start(&s)).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, XenopsError::Xen { step: "build the PV image", .. }), "{e:?}");
-    assert!(msg.contains("xc_dom_parse_image") && msg.contains(junk.to_str().unwrap()), "{msg}");
+    assert!(
+        matches!(
+            e,
+            XenopsError::Xen {
+                step: "build the PV image",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("xc_dom_parse_image") && msg.contains(junk.to_str().unwrap()),
+        "{msg}"
+    );
     let _ = std::fs::remove_file(&junk);
 
     assert_eq!(xl_domains(), before, "a domain was left behind");
     let dump = xenstore_dump();
-    for needle in [s.uuid.to_string(), "xenops-junk".into(), "/xapi-rs/domain/".into()] {
-        assert!(!dump.contains(&needle), "{needle} left in xenstore:\n{dump}");
+    for needle in [
+        s.uuid.to_string(),
+        "xenops-junk".into(),
+        "/xapi-rs/domain/".into(),
+    ] {
+        assert!(
+            !dump.contains(&needle),
+            "{needle} left in xenstore:\n{dump}"
+        );
     }
 }

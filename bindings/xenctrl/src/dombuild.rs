@@ -260,11 +260,11 @@ unsafe fn p2m(d: *mut sys::xc_dom_image, pfn: sys::xen_pfn_t) -> u64 {
     // SAFETY: per the function's contract.
     unsafe {
         if sys::xc_dom_translated(d) {
-            return pfn as u64;
+            return pfn;
         }
         if pfn >= (*d).total_pages || (*d).pv_p2m.is_null() {
             return INVALID_MFN;
         }
-        *(*d).pv_p2m.add(pfn as usize) as u64
+        *(*d).pv_p2m.add(pfn as usize)
     }
 }

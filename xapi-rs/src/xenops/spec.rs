@@ -60,7 +60,10 @@ impl DomainSpec {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(XenopsError::InvalidSpec(m));
         if self.name.is_empty() || self.name.contains(['/', '\0']) {
-            return bad(format!("name {:?} must be non-empty, without '/' or NUL", self.name));
+            return bad(format!(
+                "name {:?} must be non-empty, without '/' or NUL",
+                self.name
+            ));
         }
         let m = self.memory;
         if m.target_kib > m.static_max_kib {
@@ -129,6 +132,10 @@ mod tests {
         assert!(s.validate().is_err());
         let mut s = spec();
         s.memory.target_kib = 1024;
-        assert!(s.validate().unwrap_err().to_string().contains("below the minimum"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("below the minimum"));
     }
 }

@@ -50,15 +50,18 @@ impl Tracker {
 
     /// Sets the watch, takes the first scan as the baseline (a domain
     /// already shut down is reported once), then reports changes.
-    pub(crate) async fn start<H: Hypervisor>(hv: Arc<H>, xs: xenstore::Xenstore) -> Result<Tracker> {
-        let mut watch = xs
-            .watch("@releaseDomain")
-            .await
-            .map_err(|source| XenopsError::Xenstore {
-                step: "watch @releaseDomain",
-                domid: 0,
-                source,
-            })?;
+    pub(crate) async fn start<H: Hypervisor>(
+        hv: Arc<H>,
+        xs: xenstore::Xenstore,
+    ) -> Result<Tracker> {
+        let mut watch =
+            xs.watch("@releaseDomain")
+                .await
+                .map_err(|source| XenopsError::Xenstore {
+                    step: "watch @releaseDomain",
+                    domid: 0,
+                    source,
+                })?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             // domid -> (uuid, last power); only domains with our marker.

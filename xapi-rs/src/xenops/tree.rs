@@ -126,7 +126,10 @@ pub fn created(domid: DomId, spec: &DomainSpec) -> Vec<Node> {
             format!("{d}/control/platform-feature-multiprocessor-suspend"),
             "1",
         ),
-        node(format!("{d}/control/platform-feature-xs_reset_watches"), "1"),
+        node(
+            format!("{d}/control/platform-feature-xs_reset_watches"),
+            "1",
+        ),
         with(vm.clone(), "", guest_reads(domid)),
         node(format!("{vm}/uuid"), spec.uuid.to_string()),
         node(format!("{vm}/name"), spec.name.clone()),
@@ -298,7 +301,10 @@ mod tests {
         assert_eq!(perms("/local/domain/7/console/ring-ref").await, "n0 r7");
         assert_eq!(perms("/local/domain/7/control/shutdown").await, "n7");
         assert_eq!(perms("/local/domain/7/data").await, "n7");
-        assert_eq!(perms(Box::leak(vm_path(&s.uuid).into_boxed_str())).await, "n0 r7");
+        assert_eq!(
+            perms(Box::leak(vm_path(&s.uuid).into_boxed_str())).await,
+            "n0 r7"
+        );
         assert_eq!(perms("/xapi-rs/domain/7").await, "n0");
 
         remove(&xs, 7, &s.uuid).await.unwrap();
