@@ -307,3 +307,41 @@ fn a_bad_kernel_fails_clearly_and_leaves_no_domain() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs a Xen dom0: run by lab test"]
+fn tracker_reports_reboot_and_crash_codes_of_a_built_domain() {
+    let rt = runtime();
+    let xo = rt
+        .block_on(Xenops::connect())
+        .expect("open Xen and xenstore");
+    let xc = xenctrl::XenCtrl::open().expect("libxenctrl");
+    let mut tracker = rt.block_on(xo.track()).expect("track @releaseDomain");
+    for reason in [ShutdownReason::Reboot, ShutdownReason::Crash] {
+        let name = format!("xenops-{reason:?}").to_lowercase();
+        let s = spec(&name, &dom0_kernel());
+        // Built and introduced but left paused: no boot needed to have Xen
+        // record a shutdown code, as the guest's own SCHEDOP_shutdown would.
+        let domid = rt.block_on(xo.build(&s)).expect("build");
+        let (_, state, _) = xl_list_v(&name).expect("listed");
+        assert!(state.contains('p'), "built, not started: {state}");
+        xc.shutdown_domain(domid, reason).expect("shutdown");
+        assert_eq!(
+            next_event(&rt, &mut tracker, domid, Duration::from_secs(60)),
+            DomainEvent::Shutdown {
+                domid,
+                uuid: s.uuid,
+                reason
+            }
+        );
+        rt.block_on(xo.destroy(domid)).expect("destroy");
+        assert_eq!(
+            next_event(&rt, &mut tracker, domid, Duration::from_secs(60)),
+            DomainEvent::Gone {
+                domid,
+                uuid: s.uuid
+            }
+        );
+        assert!(xl_list_v(&name).is_none());
+    }
+}
