@@ -9,10 +9,12 @@
 //!   off the tokio runtime, writes and removes the domain's xenstore tree
 //!   ([`tree`]), introduces it to xenstored (and so to xenconsoled),
 //!   requests clean shutdowns, destroys, and lists domains for adoption.
+//! - [`fake::FakeHypervisor`]: the same trait in memory, for tests.
 //! - [`Tracker`]: turns `@releaseDomain` into [`DomainEvent`]s (shutdown
 //!   with its reason, or gone) for our domains.
 
 mod error;
+pub mod fake;
 mod hypervisor;
 mod service;
 mod spec;

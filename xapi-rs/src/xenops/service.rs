@@ -101,6 +101,11 @@ impl<H: Hypervisor> Xenops<H> {
         }
     }
 
+    /// The hypervisor (tests reach their fake through it).
+    pub fn hypervisor(&self) -> &H {
+        &self.hv
+    }
+
     /// The xenstore connection (shared).
     pub fn xenstore(&self) -> &xenstore::Xenstore {
         &self.xs
@@ -394,4 +399,198 @@ async fn check_boot_file(what: &'static str, path: &std::path::Path) -> Result<(
     }
     tokio::fs::File::open(path).await.map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xenops::fake::FakeHypervisor;
+    use crate::xenops::spec::{MemorySpec, PvBoot, VcpuSpec};
+    use crate::xenops::tracker::DomainEvent;
+    use xenstore::fake::FakeXenstored;
+
+    struct World {
+        _kernel: tempfile::NamedTempFile,
+        fake_xs: FakeXenstored,
+        xo: Xenops<FakeHypervisor>,
+        spec: DomainSpec,
+    }
+
+    fn world() -> World {
+        let kernel = tempfile::NamedTempFile::new().unwrap();
+        let fake_xs = FakeXenstored::new();
+        let xo = Xenops::new(FakeHypervisor::new(), fake_xs.connect());
+        let spec = DomainSpec {
+            uuid: Uuid::new_v4(),
+            name: "vm1".into(),
+            memory: MemorySpec {
+                static_max_kib: 131_072,
+                target_kib: 131_072,
+            },
+            vcpus: VcpuSpec {
+                max: 1,
+                at_startup: 1,
+            },
+            boot: PvBoot {
+                kernel: kernel.path().to_path_buf(),
+                ramdisk: None,
+                cmdline: String::new(),
+            },
+        };
+        World {
+            _kernel: kernel,
+            fake_xs,
+            xo,
+            spec,
+        }
+    }
+
+    async fn exists(xs: &xenstore::Xenstore, p: &str) -> bool {
+        xs.try_read(p).await.unwrap().is_some()
+    }
+
+    async fn left_behind(w: &World, domid: DomId) -> Vec<String> {
+        let mut v = vec![];
+        for r in tree::roots(domid, &w.spec.uuid) {
+            if exists(w.xo.xenstore(), &r).await {
+                v.push(r);
+            }
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn start_builds_introduces_unpauses_and_lists_as_ours() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let xs = w.xo.xenstore();
+        assert_eq!(
+            w.xo.domain(domid)
+                .await
+                .unwrap()
+                .map(|d| (d.power, d.handle)),
+            Some((Power::Running, w.spec.uuid))
+        );
+        assert!(xs.is_domain_introduced(domid).await.unwrap());
+        let ring = xs
+            .read_string(&format!("/local/domain/{domid}/store/ring-ref"))
+            .await
+            .unwrap();
+        assert_eq!(ring, (0x1000 + domid).to_string());
+        let l = w.xo.list().await.unwrap();
+        let owner = |d| l.iter().find(|x| x.state.domid == d).map(|x| x.owner);
+        assert_eq!(
+            owner(domid),
+            Some(Ownership::Ours {
+                stage: Stage::Started
+            })
+        );
+        assert_eq!(owner(0), Some(Ownership::Foreign));
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_destroys_the_domain_and_its_nodes() {
+        let w = world();
+        w.xo.hypervisor().fail_builds(true);
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                XenopsError::Xen {
+                    step: "build the PV image",
+                    domid: Some(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "build the PV image (domid 1): xc_dom_parse_image(domid 1, kernel: no loader \
+             found): Invalid argument (errno 22)"
+        );
+        assert_eq!(w.xo.domain(1).await.unwrap(), None);
+        assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn missing_kernel_is_refused_before_creating() {
+        let mut w = world();
+        w.spec.boot.kernel = "/nonexistent/vmlinuz".into();
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kernel /nonexistent/vmlinuz: No such file or directory (os error 2)"
+        );
+        assert_eq!(w.xo.list().await.unwrap().len(), 1, "only dom0");
+    }
+
+    #[tokio::test]
+    async fn clean_shutdown_waits_for_the_ack_then_the_reason() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let mut tracker = w.xo.track().await.unwrap();
+        // The guest: acks control/shutdown (a node it owns) and powers off;
+        // xenstored then fires @releaseDomain (here: the release does).
+        let guest = w.fake_xs.connect_as(domid);
+        let dom0 = w.fake_xs.connect();
+        let path = xenstore::control_shutdown_path(domid);
+        let hv = w.xo.hv.clone();
+        let g = tokio::spawn(async move {
+            let mut watch = guest.watch(&path).await.unwrap();
+            while watch.next().await.is_some() {
+                if guest.read_string(&path).await.unwrap() == "poweroff" {
+                    guest.write(&path, "").await.unwrap();
+                    hv.guest_shutdown(domid, ShutdownReason::Poweroff);
+                    dom0.release_domain(domid).await.unwrap();
+                    return;
+                }
+            }
+        });
+        let r =
+            w.xo.clean_shutdown(domid, ShutdownRequest::Poweroff, Duration::from_secs(10))
+                .await
+                .unwrap();
+        assert_eq!(r, ShutdownReason::Poweroff);
+        g.await.unwrap();
+        assert_eq!(
+            tracker.next().await.unwrap().unwrap(),
+            DomainEvent::Shutdown {
+                domid,
+                uuid: w.spec.uuid,
+                reason: ShutdownReason::Poweroff
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_does_not_ack_fails_the_clean_shutdown() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let e =
+            w.xo.clean_shutdown(domid, ShutdownRequest::Reboot, Duration::from_millis(300))
+                .await
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("domid {domid} did not acknowledge control/shutdown=reboot within 300ms")
+        );
+        assert_eq!(
+            w.xo.domain(domid).await.unwrap().map(|d| d.power),
+            Some(Power::Running)
+        );
+    }
+
+    #[tokio::test]
+    async fn destroy_removes_ours_and_refuses_others() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let e = w.xo.destroy(0).await.unwrap_err();
+        assert!(matches!(e, XenopsError::NotOurs(0)), "{e:?}");
+        let e = w.xo.destroy(99).await.unwrap_err();
+        assert_eq!(e.to_string(), "domid 99 does not exist");
+        w.xo.destroy(domid).await.unwrap();
+        assert_eq!(w.xo.domain(domid).await.unwrap(), None);
+        assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
+    }
 }
