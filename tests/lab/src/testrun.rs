@@ -110,11 +110,20 @@ fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
     let mut pkgs = vec![];
     let mut manifests = vec![];
     let mut fresh: Vec<String> = vec![];
+    // (manifest, targets) of packages that list their dom0 test targets in
+    // `dom0-targets`: only those are pushed (a crate with many other test
+    // binaries need not send them all to dom0 to run none of them).
+    let mut only: Vec<(String, Vec<String>)> = vec![];
     for p in meta["packages"].as_array().into_iter().flatten() {
         let lab = &p["metadata"]["lab"];
         if lab["dom0-tests"].as_bool() == Some(true) {
             pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
-            manifests.push(p["manifest_path"].as_str().unwrap_or_default().to_string());
+            let manifest = p["manifest_path"].as_str().unwrap_or_default().to_string();
+            if let Some(targets) = lab["dom0-targets"].as_array() {
+                let t = targets.iter().filter_map(|t| t.as_str().map(String::from));
+                only.push((manifest.clone(), t.collect()));
+            }
+            manifests.push(manifest);
             fresh.extend(
                 lab["fresh-host"]
                     .as_array()
@@ -151,10 +160,12 @@ fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
                     "{target} ({})",
                     v["manifest_path"].as_str().unwrap_or_default()
                 );
-                if manifests
+                let manifest = v["manifest_path"].as_str();
+                let selected = only
                     .iter()
-                    .any(|m| v["manifest_path"].as_str() == Some(m))
-                {
+                    .find(|(m, _)| manifest == Some(m))
+                    .is_none_or(|(_, t)| t.iter().any(|t| t == target));
+                if selected && manifests.iter().any(|m| manifest == Some(m)) {
                     bins.push(Dom0Tests {
                         name,
                         exe: PathBuf::from(exe),
