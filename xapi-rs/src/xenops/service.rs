@@ -582,6 +582,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dropping_the_tracker_removes_its_watch() {
+        let w = world();
+        let t = w.xo.track().await.unwrap();
+        assert_eq!(w.fake_xs.watch_count(), 1);
+        drop(t);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.fake_xs.watch_count() != 0 {
+            assert!(Instant::now() < deadline, "watch still set");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn destroy_removes_ours_and_refuses_others() {
         let w = world();
         let domid = w.xo.start(&w.spec).await.unwrap();

@@ -66,7 +66,15 @@ impl Tracker {
         tokio::spawn(async move {
             // domid -> (uuid, last power); only domains with our marker.
             let mut known: HashMap<DomId, (Uuid, Power)> = HashMap::new();
-            while watch.next().await.is_some() {
+            loop {
+                let fired = tokio::select! {
+                    ev = watch.next() => ev.is_some(),
+                    // The Tracker was dropped: stop (and unwatch) now.
+                    () = tx.closed() => false,
+                };
+                if !fired {
+                    return;
+                }
                 let events = match scan(&hv, &xs, &mut known).await {
                     Ok(ev) => ev,
                     Err(e) => vec![Err(e)],
