@@ -13,9 +13,13 @@
 //! (ext context, xsave, MSRs), the CPU policy, [`SharedInfo`], grant-table
 //! seeding and [`XenCtrl::wait_for_shutdown`].
 //!
+//! For building PV guests: [`XenCtrl::build_pv`] (libxenguest's `xc_dom_*`
+//! sequence) and [`XenCtrl::apply_default_cpu_policy`].
+//!
 //! Not yet wrapped (planned): HVM context and params, grant-table mapping.
 
 mod ctrl;
+mod dombuild;
 mod error;
 mod evtchn;
 mod foreign;
@@ -30,6 +34,7 @@ mod vcpu;
 #[cfg(target_arch = "x86_64")]
 pub use ctrl::host_cpuid;
 pub use ctrl::{decode_cpuid, DirtyBitmap, VcpuContext, XenCtrl};
+pub use dombuild::{PvBuildSpec, PvBuilt};
 pub use error::{Errno, Error, Result};
 pub use evtchn::EventChannels;
 pub use foreign::{BatchMapping, ForeignMemory, Mapping, Prot, PAGE_SIZE};

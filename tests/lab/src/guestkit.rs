@@ -22,6 +22,11 @@ echo "lab-guest: init up"
 exec /probe --workset-mb "${ws:-16}" --gap-ms "${gap:-300}" </dev/hvc0 >/dev/hvc0 2>&1
 "#;
 
+/// The kernel answers a toolstack's `control/shutdown=poweroff` by running
+/// `/sbin/poweroff`, and does nothing if that fails. The probe is pid 1 and
+/// handles no signals, so the applet must power off directly (-f).
+const POWEROFF: &str = "#!/bin/sh\nexec /bin/busybox poweroff -f\n";
+
 /// A newc ("070701") cpio archive, which the kernel unpacks as initramfs.
 /// Written here so device nodes need no privileges and no tool is needed.
 #[derive(Default)]
@@ -121,12 +126,13 @@ pub fn build(out_dir: &Path) -> Result<PathBuf> {
     let busybox = std::fs::read("/bin/busybox")
         .context("/bin/busybox missing: the busybox-static package provides it")?;
     let mut c = Cpio::default();
-    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+    for d in ["bin", "dev", "proc", "sbin", "sys", "tmp"] {
         c.dir(d);
     }
     c.char_dev("dev/console", 5, 1);
     c.file("bin/busybox", 0o755, &busybox);
     c.file("init", 0o755, INIT.as_bytes());
+    c.file("sbin/poweroff", 0o755, POWEROFF.as_bytes());
     c.file(
         "probe",
         0o755,

@@ -110,11 +110,20 @@ fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
     let mut pkgs = vec![];
     let mut manifests = vec![];
     let mut fresh: Vec<String> = vec![];
+    // (manifest, targets) of packages that list their dom0 test targets in
+    // `dom0-targets`: only those are pushed (a crate with many other test
+    // binaries need not send them all to dom0 to run none of them).
+    let mut only: Vec<(String, Vec<String>)> = vec![];
     for p in meta["packages"].as_array().into_iter().flatten() {
         let lab = &p["metadata"]["lab"];
         if lab["dom0-tests"].as_bool() == Some(true) {
             pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
-            manifests.push(p["manifest_path"].as_str().unwrap_or_default().to_string());
+            let manifest = p["manifest_path"].as_str().unwrap_or_default().to_string();
+            if let Some(targets) = lab["dom0-targets"].as_array() {
+                let t = targets.iter().filter_map(|t| t.as_str().map(String::from));
+                only.push((manifest.clone(), t.collect()));
+            }
+            manifests.push(manifest);
             fresh.extend(
                 lab["fresh-host"]
                     .as_array()
@@ -151,10 +160,8 @@ fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
                     "{target} ({})",
                     v["manifest_path"].as_str().unwrap_or_default()
                 );
-                if manifests
-                    .iter()
-                    .any(|m| v["manifest_path"].as_str() == Some(m))
-                {
+                let manifest = v["manifest_path"].as_str().unwrap_or_default();
+                if manifests.iter().any(|m| m == manifest) && selected(&only, manifest, target) {
                     bins.push(Dom0Tests {
                         name,
                         exe: PathBuf::from(exe),
@@ -165,6 +172,14 @@ fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
         }
     }
     Ok(bins)
+}
+
+/// Whether a test target of the crate at `manifest` goes to dom0: all of
+/// them unless the crate lists its `dom0-targets` (in `only`).
+fn selected(only: &[(String, Vec<String>)], manifest: &str, target: &str) -> bool {
+    only.iter()
+        .find(|(m, _)| m == manifest)
+        .is_none_or(|(_, t)| t.iter().any(|t| t == target))
 }
 
 /// A copy of a test binary without debug info: a tenth of the size to push.
@@ -429,6 +444,20 @@ pub fn run(keep: bool) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dom0_targets_limit_only_their_crate() {
+        let only = vec![(
+            "/w/xapi-rs/Cargo.toml".to_string(),
+            vec!["dom0_xenops".to_string()],
+        )];
+        assert!(selected(&only, "/w/xapi-rs/Cargo.toml", "dom0_xenops"));
+        assert!(!selected(&only, "/w/xapi-rs/Cargo.toml", "daemon"));
+        assert!(!selected(&only, "/w/xapi-rs/Cargo.toml", "xapi_rs"));
+        // Crates without the list send every test binary, as before.
+        assert!(selected(&only, "/w/xenguest/Cargo.toml", "dom0_save"));
+        assert!(selected(&[], "/w/xenctrl/Cargo.toml", "dom0"));
+    }
 
     #[test]
     fn tally_sums_libtest_result_lines() {

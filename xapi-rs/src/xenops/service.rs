@@ -1,0 +1,609 @@
+//! [`Xenops`]: the async lifecycle operations over a [`Hypervisor`] and
+//! xenstore. Blocking hypervisor calls run on tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+use xenctrl::{DomId, ShutdownReason};
+
+use super::error::{Result, XenopsError};
+use super::hypervisor::{Daemons, DomainState, Hypervisor, Power};
+use super::spec::DomainSpec;
+use super::tracker::{self, Tracker};
+use super::tree::{self, Stage};
+use super::xen::XenHypervisor;
+
+/// How long a guest has to clear `control/shutdown` (xenopsd: 60 s).
+pub const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a destroyed domain may linger as dying.
+pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a clean shutdown asks the guest for (`control/shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    /// Halt.
+    Poweroff,
+    /// Restart.
+    Reboot,
+}
+
+impl ShutdownRequest {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShutdownRequest::Poweroff => "poweroff",
+            ShutdownRequest::Reboot => "reboot",
+        }
+    }
+}
+
+/// Whose a running domain is, for adoption after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Built by us; `stage` says whether the build completed.
+    Ours {
+        /// How far the build got.
+        stage: Stage,
+    },
+    /// dom0, or a domain started by another toolstack (`xl create`).
+    Foreign,
+}
+
+/// One domain as adoption sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainListing {
+    /// Xen's view.
+    pub state: DomainState,
+    /// `/local/domain/D/name`, if set.
+    pub name: Option<String>,
+    /// Ours or not.
+    pub owner: Ownership,
+}
+
+/// The lifecycle service.
+pub struct Xenops<H: Hypervisor> {
+    hv: Arc<H>,
+    xs: xenstore::Xenstore,
+}
+
+impl Xenops<XenHypervisor> {
+    /// Real Xen and xenstored (dom0, root).
+    pub async fn connect() -> Result<Self> {
+        let hv = tokio::task::spawn_blocking(XenHypervisor::open)
+            .await
+            .map_err(|e| XenopsError::Join {
+                step: "open libxenctrl",
+                reason: e.to_string(),
+            })?
+            .map_err(|source| XenopsError::Xen {
+                step: "open libxenctrl",
+                domid: None,
+                source,
+            })?;
+        let xs = xenstore::Xenstore::connect()
+            .await
+            .map_err(|source| XenopsError::Xenstore {
+                step: "connect to xenstored",
+                domid: 0,
+                source,
+            })?;
+        Ok(Xenops::new(hv, xs))
+    }
+}
+
+impl<H: Hypervisor> Xenops<H> {
+    /// Over any hypervisor and xenstore connection.
+    pub fn new(hv: H, xs: xenstore::Xenstore) -> Self {
+        Xenops {
+            hv: Arc::new(hv),
+            xs,
+        }
+    }
+
+    /// The hypervisor (tests reach their fake through it).
+    pub fn hypervisor(&self) -> &H {
+        &self.hv
+    }
+
+    /// The xenstore connection (shared).
+    pub fn xenstore(&self) -> &xenstore::Xenstore {
+        &self.xs
+    }
+
+    /// Runs a blocking hypervisor call off the runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        step: &'static str,
+        domid: Option<DomId>,
+        f: impl FnOnce(&H) -> xenctrl::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let hv = self.hv.clone();
+        tokio::task::spawn_blocking(move || f(&hv))
+            .await
+            .map_err(|e| XenopsError::Join {
+                step,
+                reason: e.to_string(),
+            })?
+            .map_err(|source| XenopsError::Xen {
+                step,
+                domid,
+                source,
+            })
+    }
+
+    fn xs_err(step: &'static str, domid: DomId) -> impl FnOnce(xenstore::Error) -> XenopsError {
+        move |source| XenopsError::Xenstore {
+            step,
+            domid,
+            source,
+        }
+    }
+
+    /// Where xenstored and xenconsoled run (`/tool/*/domid`, else dom0).
+    async fn daemons(&self) -> Result<Daemons> {
+        let read = |p: &'static str| async move {
+            match self.xs.try_read(p).await {
+                Ok(v) => Ok(v
+                    .and_then(|v| String::from_utf8_lossy(&v).trim().parse().ok())
+                    .unwrap_or(0)),
+                Err(e) => Err(Self::xs_err("read daemon domids", 0)(e)),
+            }
+        };
+        Ok(Daemons {
+            store_domid: read("/tool/xenstored/domid").await?,
+            console_domid: read("/tool/xenconsoled/domid").await?,
+        })
+    }
+
+    /// Builds the domain and leaves it paused: checks the spec and boot
+    /// files, creates, writes the xenstore tree, builds the image,
+    /// introduces it to xenstored (which xenconsoled follows). Any failure
+    /// after creation destroys the domain and removes its nodes again.
+    pub async fn build(&self, spec: &DomainSpec) -> Result<DomId> {
+        spec.validate()?;
+        check_boot_file("kernel", &spec.boot.kernel).await?;
+        if let Some(r) = &spec.boot.ramdisk {
+            check_boot_file("ramdisk", r).await?;
+        }
+        let daemons = self.daemons().await?;
+        let s = spec.clone();
+        let domid = self
+            .blocking("create domain", None, move |h| h.create(&s))
+            .await?;
+        tracing::info!(domid, uuid = %spec.uuid, name = %spec.name, "domain created");
+        match self.build_created(domid, spec, daemons).await {
+            Ok(()) => Ok(domid),
+            Err(e) => {
+                tracing::warn!(domid, error = %e, "build failed; destroying the domain");
+                if let Err(c) = self.teardown(domid, &spec.uuid).await {
+                    tracing::error!(domid, error = %c, "cleanup after a failed build");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_created(&self, domid: DomId, spec: &DomainSpec, daemons: Daemons) -> Result<()> {
+        tree::write(&self.xs, &tree::created(domid, spec))
+            .await
+            .map_err(Self::xs_err("write the domain's xenstore tree", domid))?;
+        let s = spec.clone();
+        let rings = self
+            .blocking("build the PV image", Some(domid), move |h| {
+                h.build(domid, &s, daemons)
+            })
+            .await?;
+        tree::write(&self.xs, &tree::built(domid, spec, &rings))
+            .await
+            .map_err(Self::xs_err("write the built domain's nodes", domid))?;
+        self.xs
+            .introduce_domain(domid, rings.store_mfn, rings.store_port)
+            .await
+            .map_err(Self::xs_err("introduce the domain to xenstored", domid))?;
+        Ok(())
+    }
+
+    /// Builds and unpauses; returns the domid.
+    pub async fn start(&self, spec: &DomainSpec) -> Result<DomId> {
+        let domid = self.build(spec).await?;
+        if let Err(e) = self.unpause(domid).await {
+            let _ = self.teardown(domid, &spec.uuid).await;
+            return Err(e);
+        }
+        Ok(domid)
+    }
+
+    /// Unpauses a domain we built, marking its build complete.
+    pub async fn unpause(&self, domid: DomId) -> Result<()> {
+        tree::write(&self.xs, &[tree::stage_node(domid, Stage::Started)])
+            .await
+            .map_err(Self::xs_err("mark the domain started", domid))?;
+        self.blocking("unpause", Some(domid), move |h| h.unpause(domid))
+            .await
+    }
+
+    /// Pauses a domain.
+    pub async fn pause(&self, domid: DomId) -> Result<()> {
+        self.blocking("pause", Some(domid), move |h| h.pause(domid))
+            .await
+    }
+
+    /// One domain's state, `None` if it does not exist.
+    pub async fn domain(&self, domid: DomId) -> Result<Option<DomainState>> {
+        self.blocking("domain info", Some(domid), move |h| h.domain(domid))
+            .await
+    }
+
+    /// Follows `@releaseDomain` for our domains.
+    pub async fn track(&self) -> Result<Tracker> {
+        Tracker::start(self.hv.clone(), self.xs.clone()).await
+    }
+
+    /// Asks the guest to shut down through `control/shutdown` and waits
+    /// for its acknowledgement (the guest clears the node), then for the
+    /// domain to shut down, for at most `timeout` in all. Returns the
+    /// reason Xen recorded. The domain stays (shut down) until
+    /// [`Xenops::destroy`].
+    pub async fn clean_shutdown(
+        &self,
+        domid: DomId,
+        request: ShutdownRequest,
+        timeout: Duration,
+    ) -> Result<ShutdownReason> {
+        let deadline = Instant::now() + timeout;
+        self.ensure_ours(domid).await?;
+        // Set before asking, so the shutdown's event cannot be missed.
+        let mut released = self
+            .xs
+            .watch("@releaseDomain")
+            .await
+            .map_err(Self::xs_err("watch @releaseDomain", domid))?;
+        self.xs
+            .request_shutdown(domid, request.as_str())
+            .await
+            .map_err(Self::xs_err("write control/shutdown", domid))?;
+        let ack = SHUTDOWN_ACK_TIMEOUT.min(timeout);
+        let acked = self
+            .xs
+            .wait_shutdown_acked(domid, ack)
+            .await
+            .map_err(Self::xs_err("wait for the shutdown acknowledgement", domid))?;
+        if !acked {
+            return Err(XenopsError::ShutdownNotAcknowledged {
+                domid,
+                request: request.as_str(),
+                timeout: ack,
+            });
+        }
+        loop {
+            match self.domain(domid).await? {
+                None => return Err(XenopsError::NoSuchDomain(domid)),
+                Some(DomainState {
+                    power: Power::Shutdown(r),
+                    ..
+                }) => return Ok(r),
+                Some(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, released.next()).await {
+                Err(_) => return Err(XenopsError::ShutdownTimeout { domid, timeout }),
+                Ok(None) => {
+                    return Err(XenopsError::Xenstore {
+                        step: "wait for @releaseDomain",
+                        domid,
+                        source: xenstore::Error::Closed,
+                    })
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Hard shutdown: pauses, destroys, removes every xenstore node we
+    /// wrote, and waits until Xen no longer lists the domain.
+    pub async fn destroy(&self, domid: DomId) -> Result<()> {
+        let uuid = self.ensure_ours(domid).await?;
+        self.teardown(domid, &uuid).await
+    }
+
+    /// The domain's VM uuid if it is ours; else why not.
+    async fn ensure_ours(&self, domid: DomId) -> Result<Uuid> {
+        let d = self
+            .domain(domid)
+            .await?
+            .ok_or(XenopsError::NoSuchDomain(domid))?;
+        tracker::ours(&self.xs, &d)
+            .await
+            .ok_or(XenopsError::NotOurs(domid))
+    }
+
+    async fn teardown(&self, domid: DomId, uuid: &Uuid) -> Result<()> {
+        let mut released = self
+            .xs
+            .watch("@releaseDomain")
+            .await
+            .map_err(Self::xs_err("watch @releaseDomain", domid))?;
+        // Paused first so the guest does nothing more while it goes.
+        let _ = self.pause(domid).await;
+        let destroyed = self
+            .blocking("destroy", Some(domid), move |h| h.destroy(domid))
+            .await;
+        tree::remove(&self.xs, domid, uuid)
+            .await
+            .map_err(Self::xs_err("remove the domain's xenstore tree", domid))?;
+        destroyed?;
+        let deadline = Instant::now() + DESTROY_TIMEOUT;
+        // xenstored fires @releaseDomain only for introduced domains, so
+        // also look again every second.
+        while self.domain(domid).await?.is_some() {
+            let wake = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            if Instant::now() >= deadline {
+                return Err(XenopsError::DestroyTimeout {
+                    domid,
+                    timeout: DESTROY_TIMEOUT,
+                });
+            }
+            let _ = tokio::time::timeout_at(wake, released.next()).await;
+        }
+        tracing::info!(domid, %uuid, "domain destroyed");
+        Ok(())
+    }
+
+    /// Every domain with its owner, for adoption: ours carry the marker
+    /// whose uuid matches their handle.
+    pub async fn list(&self) -> Result<Vec<DomainListing>> {
+        let all = self.blocking("list domains", None, |h| h.domains()).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for state in all {
+            let name = self
+                .xs
+                .try_read(&format!("{}/name", tree::dom_path(state.domid)))
+                .await
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            let owner = match tracker::ours(&self.xs, &state).await {
+                Some(_) if state.domid != 0 => {
+                    let stage = self
+                        .xs
+                        .try_read(&format!("{}/stage", tree::marker_path(state.domid)))
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| Stage::parse(&String::from_utf8_lossy(&v)))
+                        .unwrap_or(Stage::Building);
+                    Ownership::Ours { stage }
+                }
+                _ => Ownership::Foreign,
+            };
+            out.push(DomainListing { state, name, owner });
+        }
+        Ok(out)
+    }
+}
+
+/// Fails early, with the path and the OS's reason, on a boot file that
+/// cannot be opened or is not a regular file.
+async fn check_boot_file(what: &'static str, path: &std::path::Path) -> Result<()> {
+    let err = |source| XenopsError::BootFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = tokio::fs::metadata(path).await.map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    tokio::fs::File::open(path).await.map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xenops::fake::FakeHypervisor;
+    use crate::xenops::spec::{MemorySpec, PvBoot, VcpuSpec};
+    use crate::xenops::tracker::DomainEvent;
+    use xenstore::fake::FakeXenstored;
+
+    struct World {
+        _kernel: tempfile::NamedTempFile,
+        fake_xs: FakeXenstored,
+        xo: Xenops<FakeHypervisor>,
+        spec: DomainSpec,
+    }
+
+    fn world() -> World {
+        let kernel = tempfile::NamedTempFile::new().unwrap();
+        let fake_xs = FakeXenstored::new();
+        let xo = Xenops::new(FakeHypervisor::new(), fake_xs.connect());
+        let spec = DomainSpec {
+            uuid: Uuid::new_v4(),
+            name: "vm1".into(),
+            memory: MemorySpec {
+                static_max_kib: 131_072,
+                target_kib: 131_072,
+            },
+            vcpus: VcpuSpec {
+                max: 1,
+                at_startup: 1,
+            },
+            boot: PvBoot {
+                kernel: kernel.path().to_path_buf(),
+                ramdisk: None,
+                cmdline: String::new(),
+            },
+        };
+        World {
+            _kernel: kernel,
+            fake_xs,
+            xo,
+            spec,
+        }
+    }
+
+    async fn exists(xs: &xenstore::Xenstore, p: &str) -> bool {
+        xs.try_read(p).await.unwrap().is_some()
+    }
+
+    async fn left_behind(w: &World, domid: DomId) -> Vec<String> {
+        let mut v = vec![];
+        for r in tree::roots(domid, &w.spec.uuid) {
+            if exists(w.xo.xenstore(), &r).await {
+                v.push(r);
+            }
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn start_builds_introduces_unpauses_and_lists_as_ours() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let xs = w.xo.xenstore();
+        assert_eq!(
+            w.xo.domain(domid)
+                .await
+                .unwrap()
+                .map(|d| (d.power, d.handle)),
+            Some((Power::Running, w.spec.uuid))
+        );
+        assert!(xs.is_domain_introduced(domid).await.unwrap());
+        let ring = xs
+            .read_string(&format!("/local/domain/{domid}/store/ring-ref"))
+            .await
+            .unwrap();
+        assert_eq!(ring, (0x1000 + domid).to_string());
+        let l = w.xo.list().await.unwrap();
+        let owner = |d| l.iter().find(|x| x.state.domid == d).map(|x| x.owner);
+        assert_eq!(
+            owner(domid),
+            Some(Ownership::Ours {
+                stage: Stage::Started
+            })
+        );
+        assert_eq!(owner(0), Some(Ownership::Foreign));
+    }
+
+    #[tokio::test]
+    async fn a_failed_build_destroys_the_domain_and_its_nodes() {
+        let w = world();
+        w.xo.hypervisor().fail_builds(true);
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                XenopsError::Xen {
+                    step: "build the PV image",
+                    domid: Some(1),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "build the PV image (domid 1): xc_dom_parse_image(domid 1, kernel: no loader \
+             found): Invalid argument (errno 22)"
+        );
+        assert_eq!(w.xo.domain(1).await.unwrap(), None);
+        assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn missing_kernel_is_refused_before_creating() {
+        let mut w = world();
+        w.spec.boot.kernel = "/nonexistent/vmlinuz".into();
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kernel /nonexistent/vmlinuz: No such file or directory (os error 2)"
+        );
+        assert_eq!(w.xo.list().await.unwrap().len(), 1, "only dom0");
+    }
+
+    #[tokio::test]
+    async fn clean_shutdown_waits_for_the_ack_then_the_reason() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let mut tracker = w.xo.track().await.unwrap();
+        // The guest: acks control/shutdown (a node it owns) and powers off;
+        // xenstored then fires @releaseDomain (here: the release does).
+        let guest = w.fake_xs.connect_as(domid);
+        let dom0 = w.fake_xs.connect();
+        let path = xenstore::control_shutdown_path(domid);
+        let hv = w.xo.hv.clone();
+        let g = tokio::spawn(async move {
+            let mut watch = guest.watch(&path).await.unwrap();
+            while watch.next().await.is_some() {
+                if guest.read_string(&path).await.unwrap() == "poweroff" {
+                    guest.write(&path, "").await.unwrap();
+                    hv.guest_shutdown(domid, ShutdownReason::Poweroff);
+                    dom0.release_domain(domid).await.unwrap();
+                    return;
+                }
+            }
+        });
+        let r =
+            w.xo.clean_shutdown(domid, ShutdownRequest::Poweroff, Duration::from_secs(10))
+                .await
+                .unwrap();
+        assert_eq!(r, ShutdownReason::Poweroff);
+        g.await.unwrap();
+        assert_eq!(
+            tracker.next().await.unwrap().unwrap(),
+            DomainEvent::Shutdown {
+                domid,
+                uuid: w.spec.uuid,
+                reason: ShutdownReason::Poweroff
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_does_not_ack_fails_the_clean_shutdown() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let e =
+            w.xo.clean_shutdown(domid, ShutdownRequest::Reboot, Duration::from_millis(300))
+                .await
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("domid {domid} did not acknowledge control/shutdown=reboot within 300ms")
+        );
+        assert_eq!(
+            w.xo.domain(domid).await.unwrap().map(|d| d.power),
+            Some(Power::Running)
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_tracker_removes_its_watch() {
+        let w = world();
+        let t = w.xo.track().await.unwrap();
+        assert_eq!(w.fake_xs.watch_count(), 1);
+        drop(t);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.fake_xs.watch_count() != 0 {
+            assert!(Instant::now() < deadline, "watch still set");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn destroy_removes_ours_and_refuses_others() {
+        let w = world();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let e = w.xo.destroy(0).await.unwrap_err();
+        assert!(matches!(e, XenopsError::NotOurs(0)), "{e:?}");
+        let e = w.xo.destroy(99).await.unwrap_err();
+        assert_eq!(e.to_string(), "domid 99 does not exist");
+        w.xo.destroy(domid).await.unwrap();
+        assert_eq!(w.xo.domain(domid).await.unwrap(), None);
+        assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
+    }
+}

@@ -1,0 +1,141 @@
+//! The plain description of a domain to build, and its checks.
+
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use super::error::{Result, XenopsError};
+
+/// Memory in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySpec {
+    /// The most the guest may ever have (e820 limit, `memory/static-max`).
+    pub static_max_kib: u64,
+    /// What it is given at boot (`memory/target`).
+    pub target_kib: u64,
+}
+
+/// vCPU counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuSpec {
+    /// vCPUs the domain is created with.
+    pub max: u32,
+    /// vCPUs marked online at boot (`cpu/N/availability`).
+    pub at_startup: u32,
+}
+
+/// A direct-kernel PV boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvBoot {
+    /// The guest kernel in dom0's filesystem.
+    pub kernel: PathBuf,
+    /// Its initial ramdisk, if any.
+    pub ramdisk: Option<PathBuf>,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+/// Everything needed to build and start one PV domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec {
+    /// The VM's uuid: the domain handle and `/vm/<uuid>`.
+    pub uuid: Uuid,
+    /// The domain name (`xl list`, xenconsoled's log name).
+    pub name: String,
+    /// Memory.
+    pub memory: MemorySpec,
+    /// vCPUs.
+    pub vcpus: VcpuSpec,
+    /// What to boot.
+    pub boot: PvBoot,
+}
+
+/// Xen's limit for a PV guest's vCPUs (`MAX_VIRT_CPUS` of the shared info).
+pub const MAX_PV_VCPUS: u32 = 512;
+/// Below this the builder cannot fit page tables, rings and a kernel.
+pub const MIN_MEMORY_KIB: u64 = 16 * 1024;
+
+impl DomainSpec {
+    /// Refuses specs Xen would reject half-way through a build.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(XenopsError::InvalidSpec(m));
+        if self.name.is_empty() || self.name.contains(['/', '\0']) {
+            return bad(format!(
+                "name {:?} must be non-empty, without '/' or NUL",
+                self.name
+            ));
+        }
+        let m = self.memory;
+        if m.target_kib > m.static_max_kib {
+            return bad(format!(
+                "memory target {} KiB above static max {} KiB",
+                m.target_kib, m.static_max_kib
+            ));
+        }
+        if m.target_kib < MIN_MEMORY_KIB {
+            return bad(format!(
+                "memory target {} KiB below the minimum {MIN_MEMORY_KIB} KiB",
+                m.target_kib
+            ));
+        }
+        let v = self.vcpus;
+        if v.at_startup == 0 || v.at_startup > v.max || v.max > MAX_PV_VCPUS {
+            return bad(format!(
+                "vCPUs: need 1 <= at_startup ({}) <= max ({}) <= {MAX_PV_VCPUS}",
+                v.at_startup, v.max
+            ));
+        }
+        if self.boot.cmdline.contains('\0') {
+            return bad("the kernel command line contains a NUL byte".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec() -> DomainSpec {
+        DomainSpec {
+            uuid: Uuid::new_v4(),
+            name: "vm1".into(),
+            memory: MemorySpec {
+                static_max_kib: 262_144,
+                target_kib: 262_144,
+            },
+            vcpus: VcpuSpec {
+                max: 2,
+                at_startup: 1,
+            },
+            boot: PvBoot {
+                kernel: "/boot/vmlinuz".into(),
+                ramdisk: None,
+                cmdline: "console=hvc0".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.memory.target_kib = s.memory.static_max_kib + 1;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("above static max"), "{e}");
+        let mut s = spec();
+        s.vcpus.at_startup = 3;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("at_startup (3) <= max (2)"), "{e}");
+        let mut s = spec();
+        s.name = "a/b".into();
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.memory.target_kib = 1024;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("below the minimum"));
+    }
+}
