@@ -134,6 +134,16 @@ pub async fn start_with_probe(
     );
     ctx.login_failure_delay = cfg.login_failure_delay;
     let ctx = Arc::new(ctx);
+    if !cfg.fake_probe {
+        // VM operations need libxenctrl and xenstored; without them (not a
+        // dom0) the rest of the API still serves.
+        match xenops::Xenops::connect().await {
+            Ok(x) => {
+                let _ = ctx.xenops.set(Arc::new(x));
+            }
+            Err(e) => tracing::warn!("hypervisor: {e}; VM power operations unavailable"),
+        }
+    }
     let server = Arc::new(http::Server::new(ctx.clone(), &cfg));
     let mut bound = Bound::default();
     if let Some(a) = &cfg.http {

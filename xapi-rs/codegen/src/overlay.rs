@@ -90,6 +90,7 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("HOST_NOT_ENOUGH_FREE_MEMORY", &["needed", "available"], "Not enough host memory is available to perform this operation."),
     err("BOOTLOADER_FAILED", &["vm", "msg"], "The bootloader returned an error"),
     err("VM_SHUTDOWN_TIMEOUT", &["vm", "timeout"], "VM failed to shutdown before the timeout expired"),
+    err("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", &["vm"], "VM didn't acknowledge the need to shutdown."),
     err("DEVICE_ALREADY_EXISTS", &["device"], "A device with the name given already exists on the selected VM"),
     err("DEVICE_ALREADY_ATTACHED", &["device"], "The device is already attached to a VM"),
     err("HOST_IS_SLAVE", &["Master IP address"], "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host."),

@@ -114,6 +114,7 @@ pub enum ErrorCode {
     VmCannotDeleteDefaultTemplate,
     VmCheckpointResumeFailed,
     VmCheckpointSuspendFailed,
+    VmFailedShutdownAcknowledgment,
     VmHostIncompatibleVersion,
     VmHostIncompatibleVirtualHardwarePlatformVersion,
     VmHvmRequired,
@@ -245,6 +246,7 @@ impl ErrorCode {
             ErrorCode::VmCannotDeleteDefaultTemplate => "VM_CANNOT_DELETE_DEFAULT_TEMPLATE",
             ErrorCode::VmCheckpointResumeFailed => "VM_CHECKPOINT_RESUME_FAILED",
             ErrorCode::VmCheckpointSuspendFailed => "VM_CHECKPOINT_SUSPEND_FAILED",
+            ErrorCode::VmFailedShutdownAcknowledgment => "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT",
             ErrorCode::VmHostIncompatibleVersion => "VM_HOST_INCOMPATIBLE_VERSION",
             ErrorCode::VmHostIncompatibleVirtualHardwarePlatformVersion => {
                 "VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION"
@@ -381,6 +383,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "VM_CANNOT_DELETE_DEFAULT_TEMPLATE", params: &["vm"], doc: "You cannot delete the specified default template." },
     ErrorDef { code: "VM_CHECKPOINT_RESUME_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_CHECKPOINT_SUSPEND_FAILED", params: &[], doc: "" },
+    ErrorDef { code: "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", params: &["vm"], doc: "VM didn't acknowledge the need to shutdown." },
     ErrorDef { code: "VM_HOST_INCOMPATIBLE_VERSION", params: &[], doc: "" },
     ErrorDef { code: "VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION", params: &[], doc: "" },
     ErrorDef { code: "VM_HVM_REQUIRED", params: &[], doc: "" },
@@ -569,6 +572,11 @@ pub fn bootloader_failed(vm: &str, msg: &str) -> ApiError {
 /// `VM_SHUTDOWN_TIMEOUT` [vm; timeout]
 pub fn vm_shutdown_timeout(vm: &str, timeout: &str) -> ApiError {
     ErrorCode::VmShutdownTimeout.with(&[vm, timeout])
+}
+
+/// `VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT` [vm]
+pub fn vm_failed_shutdown_acknowledgment(vm: &str) -> ApiError {
+    ErrorCode::VmFailedShutdownAcknowledgment.with(&[vm])
 }
 
 /// `DEVICE_ALREADY_EXISTS` [device]

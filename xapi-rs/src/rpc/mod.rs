@@ -74,6 +74,9 @@ pub struct Ctx {
     pub login_failure_delay: Duration,
     /// The custom messages' implementations.
     handlers: Handlers,
+    /// The hypervisor side, once connected (on a Xen dom0; never with the
+    /// fake host probe). Opaque here: only the VM handlers use it.
+    pub xenops: std::sync::OnceLock<Arc<crate::xenops::Xenops<crate::xenops::XenHypervisor>>>,
 }
 
 impl Ctx {
@@ -98,6 +101,7 @@ impl Ctx {
             task_owners: Mutex::new(HashMap::new()),
             login_failure_delay: Duration::from_secs(5),
             handlers,
+            xenops: std::sync::OnceLock::new(),
         }
     }
 }

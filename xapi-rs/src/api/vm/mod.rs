@@ -4,6 +4,7 @@
 //! limits, free device numbers. (Starting and stopping domains: xenops.)
 
 pub mod checks;
+mod power;
 
 use crate::db::Tx;
 use crate::generated::errors;
@@ -30,6 +31,12 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
         Msg::VmGetAllowedVifDevices,
         Impl::Custom(allowed_vif_devices),
     ),
+    (Msg::VmStart, Impl::Custom(power::start)),
+    (Msg::VmCleanShutdown, Impl::Custom(power::clean_shutdown)),
+    (Msg::VmHardShutdown, Impl::Custom(power::hard_shutdown)),
+    (Msg::VmShutdown, Impl::Custom(power::shutdown)),
+    (Msg::VmPause, Impl::Custom(power::pause)),
+    (Msg::VmUnpause, Impl::Custom(power::unpause)),
 ];
 
 /// Runs a handler's body as one database transaction off the runtime's

@@ -1,0 +1,205 @@
+//! VMs on real Xen through the API, as a client drives them: a VM made from
+//! the direct-kernel PV template boots the guest kit, and `xl list` agrees
+//! with `power_state` at every step; clean and hard shutdown, start paused
+//! and unpause; bad input gets the reference's errors and leaves no domain.
+//! Needs a lab that is up (`lab up`, or `lab test`, which runs it).
+
+use lab::hosts::LabState;
+use lab::testing::{lab, sh, wait_console};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+/// A JSON-RPC call over HTTPS; generous timeout (a start under TCG).
+fn rpc(st: &LabState, method: &str, params: Value) -> Value {
+    let url = format!(
+        "https://127.0.0.1:{}/jsonrpc",
+        st.host(1).unwrap().https_port
+    );
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let o = Command::new("curl")
+        .args([
+            "-sk",
+            "-m",
+            "900",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+        ])
+        .arg(body.to_string())
+        .arg(&url)
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{method}: no JSON answer ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+fn ok(st: &LabState, method: &str, params: Value) -> Value {
+    let v = rpc(st, method, params);
+    assert!(v.get("error").is_none(), "{method} failed: {v}");
+    v["result"].clone()
+}
+
+fn fail(st: &LabState, method: &str, params: Value) -> Vec<String> {
+    let v = rpc(st, method, params);
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("{method} succeeded: {v}"));
+    let mut out = vec![e["message"].as_str().unwrap_or_default().to_string()];
+    for d in e["data"].as_array().into_iter().flatten() {
+        out.push(d.as_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// `xl list` state column of domain `name`, or None if Xen has no such domain.
+fn xl_state(st: &LabState, name: &str) -> Option<(u32, String)> {
+    let out = sh(st, 1, "xl list");
+    out.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&name)).then(|| {
+            (
+                f[1].parse().unwrap_or(0),
+                f.get(4).unwrap_or(&"").to_string(),
+            )
+        })
+    })
+}
+
+#[test]
+#[ignore]
+fn vm_power_cycle_of_a_pv_guest_agrees_with_xl() {
+    let st = lab("lab up");
+    let s = ok(
+        &st,
+        "session.login_with_password",
+        json!(["root", st.password]),
+    );
+    let all = ok(&st, "VM.get_all_records", json!([s]));
+    let (tpl, _) = all
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, v)| v["name_label"] == "Linux PV (direct kernel boot)")
+        .expect("the direct-kernel PV template");
+    // A template cannot be started.
+    assert_eq!(
+        fail(&st, "VM.start", json!([s, tpl, false, false]))[..2],
+        ["VM_IS_TEMPLATE".to_string(), tpl.clone()]
+    );
+    let name = "lab-api-vm";
+    let vm = ok(&st, "VM.clone", json!([s, tpl, name]));
+    ok(&st, "VM.set_is_a_template", json!([s, vm, false]));
+    let kernel = sh(&st, 1, "ls /boot/vmlinuz-* | sort | tail -1")
+        .trim()
+        .to_string();
+    ok(&st, "VM.set_PV_kernel", json!([s, vm, kernel]));
+    ok(
+        &st,
+        "VM.set_PV_ramdisk",
+        json!([s, vm, "/opt/lab/guest/initrd.cpio"]),
+    );
+    ok(
+        &st,
+        "VM.set_PV_args",
+        json!([s, vm, "console=hvc0 quiet probe.ws_mb=16"]),
+    );
+
+    // Start: running in Xen and in the record, with the same domid.
+    ok(&st, "VM.start", json!([s, vm, false, false]));
+    let rec = ok(&st, "VM.get_record", json!([s, vm]));
+    assert_eq!(rec["power_state"], "Running");
+    let (domid, state) = xl_state(&st, name).expect("xl list shows the started VM");
+    assert_eq!(rec["domid"].as_i64(), Some(domid as i64));
+    assert!(!state.contains('p'), "running, not paused: {state}");
+    assert_eq!(rec["resident_on"], ok(&st, "host.get_all", json!([s]))[0]);
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        0,
+        Duration::from_secs(300),
+    );
+    // Starting it again: the reference's error, nothing changes.
+    assert_eq!(
+        fail(&st, "VM.start", json!([s, vm, false, false])),
+        [
+            "VM_BAD_POWER_STATE",
+            vm.as_str().unwrap(),
+            "halted",
+            "running"
+        ]
+    );
+
+    // Clean shutdown: the guest powers off; the domain is gone.
+    ok(&st, "VM.clean_shutdown", json!([s, vm]));
+    let rec = ok(&st, "VM.get_record", json!([s, vm]));
+    assert_eq!(rec["power_state"], "Halted");
+    assert_eq!(rec["resident_on"], "OpaqueRef:NULL");
+    assert_eq!(xl_state(&st, name), None, "no domain after clean shutdown");
+    assert_eq!(
+        fail(&st, "VM.clean_shutdown", json!([s, vm]))[..4],
+        [
+            "VM_BAD_POWER_STATE".to_string(),
+            vm.as_str().unwrap().into(),
+            "running".into(),
+            "halted".into()
+        ]
+    );
+
+    // Start paused, unpause, hard shutdown.
+    ok(&st, "VM.start", json!([s, vm, true, false]));
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Paused");
+    let (_, state) = xl_state(&st, name).expect("xl list shows the paused VM");
+    assert!(state.contains('p'), "paused in Xen: {state}");
+    ok(&st, "VM.unpause", json!([s, vm]));
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Running");
+    let (_, state) = xl_state(&st, name).expect("xl list shows the unpaused VM");
+    assert!(!state.contains('p'), "unpaused in Xen: {state}");
+    ok(&st, "VM.hard_shutdown", json!([s, vm]));
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Halted");
+    assert_eq!(xl_state(&st, name), None, "no domain after hard shutdown");
+
+    // A kernel that does not exist: BOOTLOADER_FAILED, still halted, and
+    // no half-built domain in Xen.
+    ok(
+        &st,
+        "VM.set_PV_kernel",
+        json!([s, vm, "/boot/no-such-kernel"]),
+    );
+    let e = fail(&st, "VM.start", json!([s, vm, false, false]));
+    assert_eq!(
+        e[..2],
+        ["BOOTLOADER_FAILED".to_string(), vm.as_str().unwrap().into()],
+        "{e:?}"
+    );
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Halted");
+    assert_eq!(
+        ok(&st, "VM.get_current_operations", json!([s, vm])),
+        json!({})
+    );
+    assert_eq!(xl_state(&st, name), None, "no half-built domain");
+    // Memory the host does not have.
+    ok(
+        &st,
+        "VM.set_memory_limits",
+        json!([
+            s,
+            vm,
+            "134217728",
+            "1099511627776",
+            "268435456",
+            "268435456"
+        ]),
+    );
+    assert_eq!(
+        fail(&st, "VM.start", json!([s, vm, false, false]))[0],
+        "HOST_NOT_ENOUGH_FREE_MEMORY"
+    );
+    ok(&st, "VM.destroy", json!([s, vm]));
+}

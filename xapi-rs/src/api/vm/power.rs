@@ -1,0 +1,341 @@
+//! VM power operations on this host's hypervisor: start (direct-kernel PV),
+//! clean and hard shutdown, shutdown (clean, then hard), pause, unpause.
+//! Each marks the VM's `current_operations` for its duration, so a second
+//! operation on the same VM is refused with `OTHER_OPERATION_IN_PROGRESS`,
+//! and changes the record only once the hypervisor has done its part: a
+//! failed start leaves the VM halted and no domain behind.
+
+use super::{checks, get_vm, power_state_in, put_vm};
+use crate::generated::errors;
+use crate::generated::records::{Host, Vm, VmMetrics, VmOperations, VmPowerState};
+use crate::model::typed::{DateTime, Ref, Wire};
+use crate::model::value::V;
+use crate::rpc::{new_ref, BoxFut, Ctx, Req, R};
+use crate::xenops::{
+    DomainSpec, MemorySpec, PvBoot, ShutdownRequest, VcpuSpec, XenHypervisor, Xenops, XenopsError,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The reference's limit for a clean shutdown (acknowledgement and halt).
+const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1200);
+
+fn xenops(ctx: &Ctx) -> R<Arc<Xenops<XenHypervisor>>> {
+    ctx.xenops.get().cloned().ok_or_else(|| {
+        errors::internal_error(
+            "this daemon has no connection to the hypervisor (not on a Xen dom0)",
+        )
+    })
+}
+
+/// Claims the VM for `op` (in `current_operations`, keyed by a fresh id) after
+/// `check` accepts its record; returns the record and the claim's key.
+async fn claim(
+    ctx: &Ctx,
+    r: &Ref<Vm>,
+    op: VmOperations,
+    check: impl FnOnce(&Vm) -> R<()> + Send + 'static,
+) -> R<(Vm, String)> {
+    let key = new_ref();
+    let (r2, k2) = (r.clone(), key.clone());
+    let vm = ctx
+        .db
+        .transaction_async(move |tx| {
+            let mut vm = get_vm(tx, &r2)?;
+            if let Some((task, other)) = vm.current_operations.iter().next() {
+                return Err(errors::other_operation_in_progress(
+                    "VM",
+                    r2.as_str(),
+                    other.to_v().as_str().unwrap_or(""),
+                    task,
+                ));
+            }
+            check(&vm)?;
+            vm.current_operations.insert(k2, op);
+            put_vm(tx, &r2, &mut vm)?;
+            Ok::<_, crate::rpc::ApiError>(vm)
+        })
+        .await?;
+    Ok((vm, key))
+}
+
+/// Ends a claim, applying `f` to the record (the operation's outcome).
+async fn release(
+    ctx: &Ctx,
+    r: &Ref<Vm>,
+    key: &str,
+    f: impl FnOnce(&mut Vm) + Send + 'static,
+) -> R<()> {
+    let (r, key) = (r.clone(), key.to_string());
+    ctx.db
+        .transaction_async(move |tx| {
+            let mut vm = get_vm(tx, &r)?;
+            vm.current_operations.remove(&key);
+            f(&mut vm);
+            put_vm(tx, &r, &mut vm)
+        })
+        .await
+}
+
+/// Runs `act` on the claimed record; the claim is released whatever
+/// happens, and the record changed by `done` only if `act` succeeded.
+async fn claimed<T, Fut>(
+    ctx: &Arc<Ctx>,
+    r: &Ref<Vm>,
+    op: VmOperations,
+    check: impl FnOnce(&Vm) -> R<()> + Send + 'static,
+    act: impl FnOnce(Vm) -> Fut,
+    done: impl FnOnce(&mut Vm, &T) + Send + 'static,
+) -> R<T>
+where
+    T: Clone + Send + 'static,
+    Fut: std::future::Future<Output = R<T>>,
+{
+    let (vm, key) = claim(ctx, r, op, check).await?;
+    match act(vm).await {
+        Ok(t) => {
+            let t2 = t.clone();
+            release(ctx, r, &key, move |vm| done(vm, &t2)).await?;
+            Ok(t)
+        }
+        Err(e) => {
+            release(ctx, r, &key, |_| {}).await?;
+            Err(e)
+        }
+    }
+}
+
+/// The domain the record describes, for a direct-kernel PV boot.
+fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
+    if !vm.PV_bootloader.is_empty() {
+        return Err(errors::bootloader_failed(
+            r.as_str(),
+            &format!(
+                "bootloader {:?} is not supported yet: set PV_kernel",
+                vm.PV_bootloader
+            ),
+        ));
+    }
+    if vm.PV_kernel.is_empty() {
+        return Err(errors::bootloader_failed(r.as_str(), "PV_kernel is empty"));
+    }
+    let plugged_devices = !vm.VIFs.is_empty() || !vm.VBDs.is_empty();
+    if plugged_devices {
+        return Err(errors::operation_not_allowed(
+            "starting a VM with VBDs or VIFs is not implemented yet (devices are not plugged)",
+        ));
+    }
+    let uuid = uuid::Uuid::parse_str(&vm.uuid)
+        .map_err(|_| errors::internal_error(&format!("VM uuid {:?} does not parse", vm.uuid)))?;
+    let kib = |b: i64| (b.max(0) as u64) / 1024;
+    Ok(DomainSpec {
+        uuid,
+        name: vm.name_label.clone(),
+        memory: MemorySpec {
+            static_max_kib: kib(vm.memory_static_max),
+            target_kib: kib(vm.memory_dynamic_max),
+        },
+        vcpus: VcpuSpec {
+            max: vm.VCPUs_max.clamp(0, u32::MAX as i64) as u32,
+            at_startup: vm.VCPUs_at_startup.clamp(0, u32::MAX as i64) as u32,
+        },
+        boot: PvBoot {
+            kernel: vm.PV_kernel.clone().into(),
+            ramdisk: (!vm.PV_ramdisk.is_empty()).then(|| vm.PV_ramdisk.clone().into()),
+            cmdline: vm.PV_args.clone(),
+        },
+    })
+}
+
+/// A hypervisor failure as the reference reports it.
+fn xen_error(r: &Ref<Vm>, e: XenopsError) -> crate::rpc::ApiError {
+    match e {
+        // The kernel or ramdisk is missing or not an image: the
+        // reference's bootloader error (nothing was left running).
+        XenopsError::BootFile { .. } => errors::bootloader_failed(r.as_str(), &e.to_string()),
+        XenopsError::InvalidSpec(m) => errors::invalid_value("VM", &m),
+        XenopsError::ShutdownNotAcknowledged { .. } => {
+            errors::vm_failed_shutdown_acknowledgment(r.as_str())
+        }
+        XenopsError::ShutdownTimeout { timeout, .. } => {
+            errors::vm_shutdown_timeout(r.as_str(), &timeout.as_secs().to_string())
+        }
+        e => errors::internal_error(&e.to_string()),
+    }
+}
+
+fn domid_of(vm: &Vm) -> R<u32> {
+    u32::try_from(vm.domid).map_err(|_| errors::internal_error("the VM has no domain"))
+}
+
+/// Marks a VM halted: no domain, on no host.
+fn halted(vm: &mut Vm) {
+    vm.power_state = VmPowerState::Halted;
+    vm.domid = -1;
+    vm.resident_on = Ref::null();
+}
+
+pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let (r, paused): (Ref<Vm>, bool) = (q.get(0), q.get(1));
+    Box::pin(async move {
+        let x = xenops(&ctx)?;
+        let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
+        let free = {
+            let probe = ctx.probe.clone();
+            tokio::task::spawn_blocking(move || probe.free_memory())
+                .await
+                .map_err(|e| errors::internal_error(&e.to_string()))?
+                .map_err(|e| errors::internal_error(&e.to_string()))?
+        };
+        let r1 = r.clone();
+        let check = move |vm: &Vm| {
+            if vm.is_a_template {
+                return Err(errors::vm_is_template(r1.as_str(), "start"));
+            }
+            power_state_in(&r1, vm, &[VmPowerState::Halted])?;
+            checks::memory_order(vm)?;
+            checks::vcpus(vm)?;
+            if vm.memory_static_max > free {
+                return Err(errors::host_not_enough_free_memory(
+                    &vm.memory_static_max.to_string(),
+                    &free.to_string(),
+                ));
+            }
+            Ok(())
+        };
+        let r2 = r.clone();
+        let act = |vm: Vm| async move {
+            let r = r2;
+            let spec = spec(&r, &vm)?;
+            let domid = if paused {
+                x.build(&spec).await
+            } else {
+                x.start(&spec).await
+            };
+            domid.map_err(|e| xen_error(&r, e))
+        };
+        claimed(
+            &ctx,
+            &r,
+            VmOperations::Start,
+            check,
+            act,
+            move |vm, domid| {
+                vm.power_state = if paused {
+                    VmPowerState::Paused
+                } else {
+                    VmPowerState::Running
+                };
+                vm.domid = i64::from(*domid);
+                vm.resident_on = host;
+            },
+        )
+        .await?;
+        // The new domain's metrics (best effort: the VM runs either way).
+        if let Some(vm) = ctx.db.get_typed(&r) {
+            let vm: Vm = vm;
+            let m: Ref<VmMetrics> = vm.metrics.clone();
+            let _ = ctx.db.update_typed(&m, |m| {
+                m.start_time = DateTime::now();
+                m.memory_actual = vm.memory_dynamic_max;
+                m.VCPUs_number = vm.VCPUs_at_startup;
+                m.last_updated = DateTime::now();
+            });
+        }
+        Ok(V::S(String::new()))
+    })
+}
+
+/// Stops the VM's domain: `clean` asks the guest first (and fails if it
+/// does not acknowledge), `fallback` then destroys it anyway.
+fn stop(ctx: Arc<Ctx>, q: Req, op: VmOperations, clean: bool, fallback: bool) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    Box::pin(async move {
+        let x = xenops(&ctx)?;
+        let r1 = r.clone();
+        let check = move |vm: &Vm| {
+            let ok: &[VmPowerState] = if clean {
+                &[VmPowerState::Running]
+            } else {
+                &[VmPowerState::Running, VmPowerState::Paused]
+            };
+            power_state_in(&r1, vm, ok)
+        };
+        let r2 = r.clone();
+        let act = |vm: Vm| async move {
+            let r = r2;
+            let domid = domid_of(&vm)?;
+            if clean {
+                let res = x
+                    .clean_shutdown(domid, ShutdownRequest::Poweroff, CLEAN_SHUTDOWN_TIMEOUT)
+                    .await;
+                if let Err(e) = res {
+                    if !fallback {
+                        return Err(xen_error(&r, e));
+                    }
+                    tracing::info!("VM {r}: clean shutdown failed ({e}); destroying its domain");
+                }
+            }
+            x.destroy(domid).await.map_err(|e| xen_error(&r, e))
+        };
+        claimed(&ctx, &r, op, check, act, |vm, _| halted(vm)).await?;
+        Ok(V::S(String::new()))
+    })
+}
+
+pub fn clean_shutdown(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    stop(ctx, q, VmOperations::CleanShutdown, true, false)
+}
+
+pub fn hard_shutdown(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    stop(ctx, q, VmOperations::HardShutdown, false, false)
+}
+
+/// The reference's VM.shutdown: clean, then hard if the guest does not
+/// co-operate.
+pub fn shutdown(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    stop(ctx, q, VmOperations::Shutdown, true, true)
+}
+
+fn pause_or_unpause(ctx: Arc<Ctx>, q: Req, pause: bool) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    Box::pin(async move {
+        let x = xenops(&ctx)?;
+        let (op, from, to) = if pause {
+            (
+                VmOperations::Pause,
+                VmPowerState::Running,
+                VmPowerState::Paused,
+            )
+        } else {
+            (
+                VmOperations::Unpause,
+                VmPowerState::Paused,
+                VmPowerState::Running,
+            )
+        };
+        let r1 = r.clone();
+        let check = move |vm: &Vm| power_state_in(&r1, vm, &[from]);
+        let r2 = r.clone();
+        let act = |vm: Vm| async move {
+            let r = r2;
+            let domid = domid_of(&vm)?;
+            let res = if pause {
+                x.pause(domid).await
+            } else {
+                x.unpause(domid).await
+            };
+            res.map_err(|e| xen_error(&r, e))
+        };
+        claimed(&ctx, &r, op, check, act, move |vm, _| vm.power_state = to).await?;
+        Ok(V::S(String::new()))
+    })
+}
+
+pub fn pause(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    pause_or_unpause(ctx, q, true)
+}
+
+pub fn unpause(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    pause_or_unpause(ctx, q, false)
+}
