@@ -139,7 +139,9 @@ pub async fn start_with_probe(
         // dom0) the rest of the API still serves.
         match xenops::Xenops::connect().await {
             Ok(x) => {
-                let _ = ctx.xenops.set(Arc::new(x));
+                let x = Arc::new(x);
+                let _ = ctx.xenops.set(x.clone());
+                api::vm::tracking::spawn(ctx.clone(), x);
             }
             Err(e) => tracing::warn!("hypervisor: {e}; VM power operations unavailable"),
         }

@@ -6,6 +6,7 @@
 
 use lab::hosts::LabState;
 use lab::testing::{lab, sh, wait_console};
+use lab::util::poll;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -70,6 +71,130 @@ fn xl_state(st: &LabState, name: &str) -> Option<(u32, String)> {
     })
 }
 
+/// The direct-kernel PV template.
+fn template(st: &LabState, s: &Value) -> String {
+    let all = ok(st, "VM.get_all_records", json!([s]));
+    all.as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, v)| v["name_label"] == "Linux PV (direct kernel boot)")
+        .map(|(r, _)| r.clone())
+        .expect("the direct-kernel PV template")
+}
+
+/// A VM from the template that boots the guest kit (dom0's kernel, the
+/// kit's initramfs), as a user would make one.
+fn guest_kit_vm(st: &LabState, s: &Value, name: &str) -> Value {
+    let tpl = template(st, s);
+    let vm = ok(st, "VM.clone", json!([s, tpl, name]));
+    ok(st, "VM.set_is_a_template", json!([s, vm, false]));
+    let kernel = sh(st, 1, "ls /boot/vmlinuz-* | sort | tail -1")
+        .trim()
+        .to_string();
+    ok(st, "VM.set_PV_kernel", json!([s, vm, kernel]));
+    ok(
+        st,
+        "VM.set_PV_ramdisk",
+        json!([s, vm, "/opt/lab/guest/initrd.cpio"]),
+    );
+    ok(
+        st,
+        "VM.set_PV_args",
+        json!([s, vm, "console=hvc0 quiet probe.ws_mb=16"]),
+    );
+    vm
+}
+
+/// Polls until the VM's power state is `want` (the daemon follows Xen by
+/// itself here: nothing asks it).
+fn wait_power(st: &LabState, s: &Value, vm: &Value, want: &str) {
+    poll(
+        &format!("VM power_state {want}"),
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || Ok((ok(st, "VM.get_power_state", json!([s, vm])) == want).then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\nxl list:\n{}", sh(st, 1, "xl list")));
+}
+
+fn login(st: &LabState) -> Value {
+    ok(
+        st,
+        "session.login_with_password",
+        json!(["root", st.password]),
+    )
+}
+
+#[test]
+#[ignore]
+fn vm_guests_survive_a_daemon_kill_and_their_own_shutdowns_are_seen() {
+    let st = lab("lab up");
+    let s = login(&st);
+    let name = "lab-api-tracked";
+    let vm = guest_kit_vm(&st, &s, name);
+    ok(&st, "VM.start", json!([s, vm, false, false]));
+    let (domid, _) = xl_state(&st, name).expect("started");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        0,
+        Duration::from_secs(300),
+    );
+
+    // kill -9 of the daemon: the guest runs on, and after the restart its
+    // VM is still Running on the same domain; nothing is duplicated.
+    sh(&st, 1, "pid=$(systemctl show -p MainPID --value xapi-rs); kill -9 $pid; sleep 1; systemctl start xapi-rs || true");
+    let s = poll(
+        "xapi-rs answering again",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || {
+            let v = rpc(
+                &st,
+                "session.login_with_password",
+                json!(["root", st.password]),
+            );
+            Ok(v.get("result").cloned())
+        },
+    )
+    .unwrap();
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Running");
+    assert_eq!(
+        ok(&st, "VM.get_domid", json!([s, vm])).as_i64(),
+        Some(domid as i64)
+    );
+    assert_eq!(
+        xl_state(&st, name).map(|d| d.0),
+        Some(domid),
+        "the same domain runs"
+    );
+    let named = sh(&st, 1, &format!("xl list | awk '$1 == \"{name}\"' | wc -l"));
+    assert_eq!(named.trim(), "1", "one domain of that name");
+
+    // The guest powers off by itself (its control node, written as from
+    // inside): actions_after_shutdown=destroy makes the VM Halted.
+    sh(
+        &st,
+        1,
+        &format!("xenstore-write /local/domain/{domid}/control/shutdown poweroff"),
+    );
+    wait_power(&st, &s, &vm, "Halted");
+    assert_eq!(
+        xl_state(&st, name),
+        None,
+        "the powered-off domain is destroyed"
+    );
+
+    // Destroyed behind the daemon's back (xl destroy): Halted too.
+    ok(&st, "VM.start", json!([s, vm, false, false]));
+    let (domid, _) = xl_state(&st, name).expect("started again");
+    sh(&st, 1, &format!("xl destroy {domid}"));
+    wait_power(&st, &s, &vm, "Halted");
+    ok(&st, "VM.destroy", json!([s, vm]));
+}
+
 #[test]
 #[ignore]
 fn vm_power_cycle_of_a_pv_guest_agrees_with_xl() {
@@ -92,22 +217,7 @@ fn vm_power_cycle_of_a_pv_guest_agrees_with_xl() {
         ["VM_IS_TEMPLATE".to_string(), tpl.clone()]
     );
     let name = "lab-api-vm";
-    let vm = ok(&st, "VM.clone", json!([s, tpl, name]));
-    ok(&st, "VM.set_is_a_template", json!([s, vm, false]));
-    let kernel = sh(&st, 1, "ls /boot/vmlinuz-* | sort | tail -1")
-        .trim()
-        .to_string();
-    ok(&st, "VM.set_PV_kernel", json!([s, vm, kernel]));
-    ok(
-        &st,
-        "VM.set_PV_ramdisk",
-        json!([s, vm, "/opt/lab/guest/initrd.cpio"]),
-    );
-    ok(
-        &st,
-        "VM.set_PV_args",
-        json!([s, vm, "console=hvc0 quiet probe.ws_mb=16"]),
-    );
+    let vm = guest_kit_vm(&st, &s, name);
 
     // Start: running in Xen and in the record, with the same domid.
     ok(&st, "VM.start", json!([s, vm, false, false]));

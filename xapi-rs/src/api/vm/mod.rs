@@ -5,6 +5,7 @@
 
 pub mod checks;
 mod power;
+pub mod tracking;
 
 use crate::db::Tx;
 use crate::generated::errors;

@@ -106,7 +106,7 @@ where
 }
 
 /// The domain the record describes, for a direct-kernel PV boot.
-fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
+pub(super) fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
     if !vm.PV_bootloader.is_empty() {
         return Err(errors::bootloader_failed(
             r.as_str(),
