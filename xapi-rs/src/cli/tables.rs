@@ -52,6 +52,8 @@ pub const EMPTY: u16 = 4096;
 /// (VM_guest_metrics `memory`, `disks`): the entry names any field of the
 /// object read through; shown empty when that object exists.
 pub const GONE_MAP: u16 = 8192;
+/// The value in single quotes (VM `last-boot-record`).
+pub const QUOTED: u16 = 16384;
 
 /// One override entry: a datamodel field (or `ref_field.target_field`),
 /// the CLI name (`""`: the generic name) and flags.
@@ -343,7 +345,7 @@ const VM_LAYOUT: &[Entry] = &[
     g("PV_bootloader"),
     g("PV_bootloader_args"),
     e("last_boot_CPU_flags", "", PLAIN),
-    e("last_booted_record", "last-boot-record", EXPENSIVE),
+    e("last_booted_record", "last-boot-record", EXPENSIVE | QUOTED),
     g("resident_on"),
     g("affinity"),
     e("other_config", "", W),
@@ -1168,6 +1170,9 @@ pub fn record_fields(db: &Db, cols: &[Column], rec: &Record) -> Vec<Field> {
                     None => Field::new(&col.name, col.none, col.access),
                 }
             };
+            if col.flags & QUOTED != 0 {
+                f.value = format!("'{}'", f.value);
+            }
             f.hidden = col.flags & HIDDEN != 0;
             f.expensive = col.flags & EXPENSIVE != 0;
             f.deprecated = col.flags & DEPRECATED != 0;
