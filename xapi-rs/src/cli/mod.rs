@@ -915,10 +915,25 @@ mod tests {
             "pool-param-remove",
             "task-list",
             "task-cancel",
+            "vm-list",
+            "vm-param-clear",
+            "template-list",
+            "snapshot-list",
+            "vbd-param-set",
+            "vif-param-add",
+            "vdi-list",
+            "sr-list",
+            "pbd-list",
+            "network-param-set",
+            "pif-list",
+            "console-list",
+            "sm-list",
         ] {
             assert!(names.iter().any(|x| x == n), "{n}");
         }
         // host_cpu has nothing writable the CLI shows.
         assert!(!names.iter().any(|x| x == "host-cpu-param-set"));
+        // sm has nothing writable either (records.ml's sm_record).
+        assert!(!names.iter().any(|x| x == "sm-param-set"));
     }
 }
