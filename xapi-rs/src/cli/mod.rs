@@ -225,6 +225,11 @@ pub fn commands() -> Vec<CmdSpec> {
                 .map(|c| format!("{}:", c.name)),
         );
         let addable = cols.iter().any(|c| c.map_writable() || c.set_writable());
+        let clearable: Vec<String> = cols
+            .iter()
+            .filter(|c| c.settable() || c.access.is_set() || c.access.is_map())
+            .map(|c| c.name.clone())
+            .collect();
         let sm: Vec<String> = cols
             .iter()
             .filter(|c| c.access.is_set())
@@ -248,7 +253,7 @@ pub fn commands() -> Vec<CmdSpec> {
             reqd: vec![],
             optn,
             help: format!("Lists all the {}s, filtering on the optional arguments. To filter on map parameters, use the syntax 'map-param:key=value'", cc.cli),
-            standard: false,
+            standard: matches!(cc.cli, "vm" | "network" | "sr"),
         });
         out.push(CmdSpec {
             name: n("param-list"),
@@ -277,6 +282,18 @@ pub fn commands() -> Vec<CmdSpec> {
                 reqd: s(&["uuid", "param-name", "param-key"]),
                 optn: vec![],
                 help: "Removes a member or a key,value pair from a set/map respectively.".into(),
+                standard: false,
+            });
+        }
+        if !clearable.is_empty() {
+            out.push(CmdSpec {
+                name: n("param-clear"),
+                reqd: s(&["uuid", "param-name"]),
+                optn: vec![],
+                help: format!(
+                    "Clears the specified parameter (param-name can be {}).",
+                    clearable.join(",")
+                ),
                 standard: false,
             });
         }
@@ -614,7 +631,13 @@ async fn exec(
         .find(|(_, op)| {
             matches!(
                 *op,
-                "list" | "param-list" | "param-get" | "param-set" | "param-add" | "param-remove"
+                "list"
+                    | "param-list"
+                    | "param-get"
+                    | "param-set"
+                    | "param-add"
+                    | "param-remove"
+                    | "param-clear"
             )
         })
         .ok_or_else(|| CliError::Unknown(name.to_string()))?;
@@ -629,7 +652,11 @@ async fn exec(
                 .map(|(_, r)| fields_of(r))
                 .collect();
             let mut shown = recs.clone();
-            for (k, v) in cl.filter_params() {
+            let class_filter = cc
+                .filter
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()));
+            for (k, v) in class_filter.chain(cl.filter_params()) {
                 shown.retain(|r| render::matches_filter(r, &k, &v));
             }
             if cl.get_bool("all") {
@@ -740,6 +767,51 @@ async fn exec(
                 .await?;
             }
         }
+        "param-clear" => {
+            let (r, rec) = by_uuid(ctx, sref, cc.class, cl.get("uuid").unwrap_or("")).await?;
+            let pname = cl.get("param-name").unwrap_or("");
+            let col = cols
+                .iter()
+                .find(|c| c.name == pname && c.flags & tables::HIDDEN == 0)
+                .ok_or_else(|| CliError::MissingParam(pname.to_string()))?;
+            let f = fields_of(&rec).into_iter().find(|f| f.name == pname);
+            let dm = col.field.name;
+            // As the reference's p_clear: remove each member of a writable
+            // set or map, set a plain field to "", else refuse.
+            if col.set_writable() {
+                let members = f.and_then(|f| f.set).unwrap_or_default();
+                for m in members {
+                    call(
+                        ctx,
+                        &generic_method(cc, Generic::Remove(dm))?,
+                        vec![sv(sref), sv(&r), sv(&m)],
+                    )
+                    .await?;
+                }
+            } else if col.map_writable() {
+                let keys = f.and_then(|f| f.map).unwrap_or_default();
+                for (k, _) in keys {
+                    call(
+                        ctx,
+                        &generic_method(cc, Generic::RemoveFrom(dm))?,
+                        vec![sv(sref), sv(&r), sv(&k)],
+                    )
+                    .await?;
+                }
+            } else if col.settable() && col.via.is_none() {
+                let value = tables::parse_value(&ctx.db, pname, &col.field.ty, "")
+                    .map_err(|_| CliError::Failure("Cannot clear this parameter".into()))?;
+                call(
+                    ctx,
+                    &generic_method(cc, Generic::Set(dm))?,
+                    vec![sv(sref), sv(&r), value],
+                )
+                .await
+                .map_err(|_| CliError::Failure("Cannot clear this parameter".into()))?;
+            } else {
+                return Err(CliError::Failure("Can only clear RW parameters".into()));
+            }
+        }
         _ => return Err(CliError::Unknown(name.to_string())),
     }
     Ok(())
@@ -843,10 +915,25 @@ mod tests {
             "pool-param-remove",
             "task-list",
             "task-cancel",
+            "vm-list",
+            "vm-param-clear",
+            "template-list",
+            "snapshot-list",
+            "vbd-param-set",
+            "vif-param-add",
+            "vdi-list",
+            "sr-list",
+            "pbd-list",
+            "network-param-set",
+            "pif-list",
+            "console-list",
+            "sm-list",
         ] {
             assert!(names.iter().any(|x| x == n), "{n}");
         }
         // host_cpu has nothing writable the CLI shows.
         assert!(!names.iter().any(|x| x == "host-cpu-param-set"));
+        // sm has nothing writable either (records.ml's sm_record).
+        assert!(!names.iter().any(|x| x == "sm-param-set"));
     }
 }

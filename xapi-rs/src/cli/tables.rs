@@ -21,17 +21,39 @@ use xe::render::{Access, Field};
 
 /// Show a set or map as plain text (the reference gives it no
 /// `get_set`/`get_map`): ` ( RO)` / ` ( RW)`, and no `name:key` access.
-pub const PLAIN: u8 = 1;
+pub const PLAIN: u16 = 1;
 /// Never listed (param-get still reads it).
-pub const HIDDEN: u8 = 2;
+pub const HIDDEN: u16 = 2;
 /// `*-list` shows `<expensive field>`.
-pub const EXPENSIVE: u8 = 4;
+pub const EXPENSIVE: u16 = 4;
 /// ` [DEPRECATED]`.
-pub const DEPRECATED: u8 = 8;
+pub const DEPRECATED: u16 = 8;
 /// A map shown as the set of its values (`current-operations`).
-pub const VALUES: u8 = 16;
+pub const VALUES: u16 = 16;
 /// Read-only from the CLI even if the datamodel has a setter.
-pub const RO: u8 = 32;
+pub const RO: u16 = 32;
+/// Writable from the CLI although the datamodel field is not RW: the
+/// reference has a setter (the datamodel's explicit `set_F`/`add_to_F`).
+pub const W: u16 = 64;
+/// The value with its first letter lowercased (`power-state`: `halted`).
+pub const LOWER: u16 = 128;
+/// A float printed as records.ml's `string_of_float`: `%.3f`.
+pub const F3: u16 = 256;
+/// A set printed joined by `, ` (records.ml's `concat_with_comma`).
+pub const COMMA: u16 = 512;
+/// Computed by the reference from a call this server does not answer
+/// (data sources): shows the reference's fallback text, [`Entry::none`].
+pub const COMPUTED: u16 = 1024;
+/// records.ml's SR `host` (see [`sr_host`]).
+pub const SR_HOST: u16 = 2048;
+/// `<EMPTY>` when the record's `empty` is true (VBD `vdi-name-label`).
+pub const EMPTY: u16 = 4096;
+/// A map the reference still prints but the datamodel no longer has
+/// (VM_guest_metrics `memory`, `disks`): the entry names any field of the
+/// object read through; shown empty when that object exists.
+pub const GONE_MAP: u16 = 8192;
+/// The value in single quotes (VM `last-boot-record`).
+pub const QUOTED: u16 = 16384;
 
 /// One override entry: a datamodel field (or `ref_field.target_field`),
 /// the CLI name (`""`: the generic name) and flags.
@@ -39,17 +61,30 @@ pub const RO: u8 = 32;
 pub struct Entry {
     pub field: &'static str,
     pub name: &'static str,
-    pub flags: u8,
+    pub flags: u16,
+    /// Shown for a read-through field whose object does not exist
+    /// (records.ml's `Option.fold ~none:`), and for a COMPUTED field.
+    pub none: &'static str,
 }
 
-const fn e(field: &'static str, name: &'static str, flags: u8) -> Entry {
-    Entry { field, name, flags }
-}
-const fn g(field: &'static str) -> Entry {
+const fn e(field: &'static str, name: &'static str, flags: u16) -> Entry {
     Entry {
         field,
-        name: "",
-        flags: 0,
+        name,
+        flags,
+        none: NOT_IN_DATABASE,
+    }
+}
+const fn g(field: &'static str) -> Entry {
+    e(field, "", 0)
+}
+/// A read-through (or computed) field with its own fallback text.
+const fn n(field: &'static str, name: &'static str, flags: u16, none: &'static str) -> Entry {
+    Entry {
+        field,
+        name,
+        flags,
+        none,
     }
 }
 
@@ -65,6 +100,10 @@ pub struct CliClass {
     /// The reference's record layout; empty: every datamodel field, in
     /// datamodel order, generic.
     pub layout: &'static [Entry],
+    /// Filters `<cli>-list` always applies (CLI field, value), as the
+    /// reference's `make_param_funs` default filters: `vm` is the VMs that
+    /// are not templates, `template` the templates that are not snapshots.
+    pub filter: &'static [(&'static str, &'static str)],
 }
 
 /// The reference's `host_cpu_record`: `host` as `host-uuid`, `model` before
@@ -234,6 +273,377 @@ const HOST_LAYOUT: &[Entry] = &[
     g("timezone"),
 ];
 
+// The VM-side records of records.ml (`vm_record`, `vbd_record`, `vif_record`,
+// `vdi_record`, `sr_record`, `pbd_record`, `net_record`, `pif_record`,
+// `console_record`, `sm_record`), field for field in its order. Fields the
+// reference computes with calls this server does not answer yet are noted
+// where they would be.
+
+const VM_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    g("name_label"),
+    g("name_description"),
+    g("user_version"),
+    g("is_a_template"),
+    e("is_default_template", "", W),
+    g("is_a_snapshot"),
+    g("snapshot_of"),
+    e("snapshots", "", PLAIN),
+    g("snapshot_time"),
+    e("transportable_snapshot_id", "", HIDDEN),
+    e("snapshot_info", "", PLAIN),
+    g("parent"),
+    e("children", "", PLAIN),
+    g("is_control_domain"),
+    e("power_state", "", LOWER),
+    e("metrics.memory_actual", "memory-actual", 0),
+    // The reference queries the memory_target data source; without it: its fallback.
+    n(
+        "memory_target",
+        "memory-target",
+        EXPENSIVE | COMPUTED | RO,
+        "<unknown>",
+    ),
+    g("memory_overhead"),
+    e("memory_static_max", "", W),
+    e("memory_dynamic_max", "", W),
+    e("memory_dynamic_min", "", W),
+    e("memory_static_min", "", W),
+    e("suspend_VDI", "suspend-VDI-uuid", W),
+    e("suspend_SR", "suspend-SR-uuid", 0),
+    g("VCPUs_params"),
+    e("VCPUs_max", "", W),
+    e("VCPUs_at_startup", "", W),
+    g("actions_after_shutdown"),
+    g("actions_after_softreboot"),
+    g("actions_after_reboot"),
+    e("actions_after_crash", "", W),
+    e("consoles", "console-uuids", 0),
+    n("metrics.hvm", "hvm", 0, "false"),
+    n("metrics.nomigrate", "nomigrate", HIDDEN, "false"),
+    n("metrics.nested_virt", "nested-virt", HIDDEN, "false"),
+    e("platform", "", W),
+    n("metrics.numa_optimised", "numa-optimised", 0, "false"),
+    n("metrics.numa_nodes", "numa-nodes", 0, "0"),
+    n("metrics.numa_node_memory", "numa-node-memory", 0, "[]"),
+    g("allowed_operations"),
+    e("current_operations", "", VALUES),
+    e("blocked_operations", "", W),
+    // allowed-VBD-devices: computed by the reference, not shown yet
+    // allowed-VIF-devices: computed by the reference, not shown yet
+    // possible-hosts: computed by the reference, not shown yet
+    e("domain_type", "", W),
+    e("metrics.current_domain_type", "current-domain-type", 0),
+    e("HVM_boot_policy", "", W),
+    g("HVM_boot_params"),
+    e("HVM_shadow_multiplier", "", W | F3),
+    e("NVRAM", "", HIDDEN | W),
+    g("PV_kernel"),
+    g("PV_ramdisk"),
+    g("PV_args"),
+    g("PV_legacy_args"),
+    g("PV_bootloader"),
+    g("PV_bootloader_args"),
+    e("last_boot_CPU_flags", "", PLAIN),
+    e("last_booted_record", "last-boot-record", EXPENSIVE | QUOTED),
+    g("resident_on"),
+    g("affinity"),
+    e("other_config", "", W),
+    e("domid", "dom-id", 0),
+    e("recommendations", "", RO),
+    g("xenstore_data"),
+    e("ha_always_run", "", DEPRECATED | W),
+    e("ha_restart_priority", "", W),
+    e("blobs", "", PLAIN),
+    n("metrics.start_time", "start-time", 0, "<unknown time>"),
+    n("metrics.install_time", "install-time", 0, "<unknown time>"),
+    e("metrics.VCPUs_number", "VCPUs-number", 0),
+    // Per-VCPU data sources; none here, so the reference's `with _ -> ""`.
+    n(
+        "VCPUs_params",
+        "VCPUs-utilisation",
+        EXPENSIVE | COMPUTED | RO,
+        "",
+    ),
+    e("guest_metrics.os_version", "os-version", 0),
+    e("guest_metrics.netbios_name", "netbios-name", 0),
+    e("guest_metrics.PV_drivers_version", "PV-drivers-version", 0),
+    e(
+        "guest_metrics.PV_drivers_up_to_date",
+        "PV-drivers-up-to-date",
+        DEPRECATED,
+    ),
+    e("guest_metrics.live", "memory", GONE_MAP),
+    e("guest_metrics.live", "disks", GONE_MAP),
+    g("VBDs"),
+    e("guest_metrics.networks", "networks", 0),
+    e("guest_metrics.services", "services", 0),
+    e(
+        "guest_metrics.PV_drivers_detected",
+        "PV-drivers-detected",
+        0,
+    ),
+    e("guest_metrics.other", "other", 0),
+    e("guest_metrics.live", "live", 0),
+    e(
+        "guest_metrics.last_updated",
+        "guest-metrics-last-updated",
+        0,
+    ),
+    e(
+        "guest_metrics.can_use_hotplug_vbd",
+        "can-use-hotplug-vbd",
+        0,
+    ),
+    e(
+        "guest_metrics.can_use_hotplug_vif",
+        "can-use-hotplug-vif",
+        0,
+    ),
+    // cooperative: computed by the reference, not shown yet
+    e("tags", "", COMMA),
+    e("appliance", "", W),
+    e("groups", "", PLAIN | W),
+    g("secureboot_certificates_state"),
+    e("snapshot_schedule", "", W),
+    g("is_vmss_snapshot"),
+    e("start_delay", "", W),
+    e("shutdown_delay", "", W),
+    e("order", "", W),
+    g("version"),
+    g("generation_id"),
+    e("hardware_platform_version", "", RO),
+    e("has_vendor_device", "", W),
+    g("requires_reboot"),
+    g("reference_label"),
+    g("bios_strings"),
+    e("pending_guidances", "", PLAIN),
+    e("VTPMs", "vtpms", PLAIN),
+    e("pending_guidances_recommended", "", PLAIN),
+    e("pending_guidances_full", "", PLAIN),
+];
+
+const VBD_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("VM", "vm-uuid", 0),
+    e("VM.name_label", "vm-name-label", 0),
+    e("VDI", "vdi-uuid", 0),
+    e("VDI.name_label", "vdi-name-label", EMPTY),
+    g("allowed_operations"),
+    e("current_operations", "", VALUES),
+    g("empty"),
+    g("device"),
+    g("userdevice"),
+    g("bootable"),
+    e("mode", "", W),
+    g("type"),
+    g("unpluggable"),
+    g("currently_attached"),
+    // attachable: VBD.assert_attachable, not shown yet
+    g("storage_lock"),
+    g("status_code"),
+    g("status_detail"),
+    e("qos_algorithm_type", "qos_algorithm_type", 0),
+    e("qos_algorithm_params", "qos_algorithm_params", 0),
+    e("qos_supported_algorithms", "qos_supported_algorithms", 0),
+    g("other_config"),
+    n("device", "io_read_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+    n("device", "io_write_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+];
+
+const VIF_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("VM", "vm-uuid", 0),
+    e("VM.name_label", "vm-name-label", 0),
+    g("allowed_operations"),
+    e("current_operations", "", VALUES),
+    g("device"),
+    g("MAC"),
+    g("MAC_autogenerated"),
+    g("MTU"),
+    g("currently_attached"),
+    e("qos_algorithm_type", "qos_algorithm_type", 0),
+    e("qos_algorithm_params", "qos_algorithm_params", 0),
+    e("qos_supported_algorithms", "qos_supported_algorithms", 0),
+    g("other_config"),
+    e("network", "network-uuid", 0),
+    e("network.name_label", "network-name-label", 0),
+    n("device", "io_read_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+    n("device", "io_write_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+    e("locking_mode", "", W),
+    e("ipv4_allowed", "", W),
+    e("ipv6_allowed", "", W),
+    g("ipv4_configuration_mode"),
+    e("ipv4_addresses", "", PLAIN),
+    g("ipv4_gateway"),
+    g("ipv6_configuration_mode"),
+    e("ipv6_addresses", "", PLAIN),
+    g("ipv6_gateway"),
+    e("trunks", "", W),
+];
+
+const VDI_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("name_label", "", W),
+    e("name_description", "", W),
+    g("is_a_snapshot"),
+    g("snapshot_of"),
+    e("snapshots", "", PLAIN),
+    g("snapshot_time"),
+    g("allowed_operations"),
+    e("current_operations", "", VALUES),
+    e("SR", "sr-uuid", 0),
+    e("SR.name_label", "sr-name-label", 0),
+    e("VBDs", "vbd-uuids", 0),
+    e("crash_dumps", "crashdump-uuids", 0),
+    g("virtual_size"),
+    g("physical_utilisation"),
+    g("location"),
+    g("type"),
+    g("sharable"),
+    g("read_only"),
+    g("storage_lock"),
+    g("managed"),
+    e("parent", "", DEPRECATED),
+    g("missing"),
+    g("is_tools_iso"),
+    g("other_config"),
+    e("xenstore_data", "", RO),
+    e("sm_config", "", RO),
+    e("on_boot", "", W),
+    e("allow_caching", "", W),
+    g("metadata_latest"),
+    g("metadata_of_pool"),
+    e("tags", "", COMMA),
+    g("cbt_enabled"),
+];
+
+const SR_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("name_label", "", W),
+    e("name_description", "", W),
+    e("PBDs", "host", SR_HOST | PLAIN),
+    g("allowed_operations"),
+    e("current_operations", "", VALUES),
+    g("VDIs"),
+    g("PBDs"),
+    g("virtual_allocation"),
+    g("physical_utilisation"),
+    g("physical_size"),
+    g("type"),
+    g("content_type"),
+    e("shared", "", W),
+    g("introduced_by"),
+    g("is_tools_sr"),
+    g("other_config"),
+    e("sm_config", "", RO),
+    e("blobs", "", PLAIN),
+    g("local_cache_enabled"),
+    e("tags", "", COMMA),
+    g("clustered"),
+];
+
+const PBD_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("host", "", DEPRECATED),
+    e("host", "host-uuid", 0),
+    e("host.name_label", "host-name-label", 0),
+    e("SR", "sr-uuid", 0),
+    e("SR.name_label", "sr-name-label", 0),
+    g("device_config"),
+    g("currently_attached"),
+    g("other_config"),
+];
+
+const NETWORK_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    g("name_label"),
+    g("name_description"),
+    e("VIFs", "VIF-uuids", 0),
+    e("PIFs", "PIF-uuids", 0),
+    g("MTU"),
+    g("bridge"),
+    g("managed"),
+    g("other_config"),
+    e("blobs", "", PLAIN),
+    e("tags", "", COMMA),
+    e("default_locking_mode", "", W),
+    e("purpose", "", W),
+];
+
+const PIF_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    g("device"),
+    g("MAC"),
+    g("physical"),
+    g("managed"),
+    g("currently_attached"),
+    g("MTU"),
+    g("VLAN"),
+    e("VLAN_master_of", "vlan-master-of", 0),
+    e("VLAN_slave_of", "vlan-slave-of", PLAIN),
+    e("bond_master_of", "", PLAIN),
+    g("bond_slave_of"),
+    e("sriov_physical_PIF_of", "", PLAIN),
+    e("sriov_logical_PIF_of", "", PLAIN),
+    e("tunnel_access_PIF_of", "", PLAIN),
+    e("tunnel_transport_PIF_of", "", PLAIN),
+    g("management"),
+    e("network", "network-uuid", 0),
+    e("network.name_label", "network-name-label", 0),
+    e("host", "host-uuid", 0),
+    e("host.name_label", "host-name-label", 0),
+    e("ip_configuration_mode", "IP-configuration-mode", 0),
+    g("IP"),
+    g("netmask"),
+    g("gateway"),
+    e("ipv6_configuration_mode", "IPv6-configuration-mode", 0),
+    e("IPv6", "", PLAIN),
+    e("ipv6_gateway", "IPv6-gateway", 0),
+    g("primary_address_type"),
+    g("DNS"),
+    g("properties"),
+    g("capabilities"),
+    n("host", "io_read_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+    n("host", "io_write_kbs", EXPENSIVE | COMPUTED, "<unknown>"),
+    e("metrics.carrier", "carrier", 0),
+    e("metrics.vendor_id", "vendor-id", 0),
+    e("metrics.vendor_name", "vendor-name", 0),
+    e("metrics.device_id", "device-id", 0),
+    e("metrics.device_name", "device-name", 0),
+    e("metrics.speed", "speed", 0),
+    e("metrics.duplex", "duplex", 0),
+    e("disallow_unplug", "", W),
+    e("metrics.pci_bus_path", "pci-bus-path", 0),
+    g("other_config"),
+    g("igmp_snooping_status"),
+];
+
+const CONSOLE_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    e("VM", "vm-uuid", 0),
+    e("VM.name_label", "vm-name-label", 0),
+    g("protocol"),
+    g("location"),
+    g("other_config"),
+];
+
+const SM_LAYOUT: &[Entry] = &[
+    g("uuid"),
+    g("name_label"),
+    g("name_description"),
+    g("type"),
+    g("vendor"),
+    g("copyright"),
+    g("required_api_version"),
+    e("capabilities", "", DEPRECATED | PLAIN),
+    g("features"),
+    e("configuration", "", PLAIN),
+    g("driver_filename"),
+    e("required_cluster_stack", "", PLAIN | COMMA),
+    e("supported_image_formats", "", PLAIN),
+];
+
 /// The classes the CLI serves, with the reference's default list columns.
 pub const CLI_CLASSES: &[CliClass] = &[
     CliClass {
@@ -247,18 +657,21 @@ pub const CLI_CLASSES: &[CliClass] = &[
             "default-SR",
         ],
         layout: POOL_LAYOUT,
+        filter: &[],
     },
     CliClass {
         class: "host",
         cli: "host",
         list_defaults: &["uuid", "name-label", "name-description"],
         layout: HOST_LAYOUT,
+        filter: &[],
     },
     CliClass {
         class: "host_cpu",
         cli: "host-cpu",
         list_defaults: &["uuid", "number", "vendor", "speed", "utilisation"],
         layout: HOST_CPU_LAYOUT,
+        filter: &[],
     },
     CliClass {
         class: "task",
@@ -271,6 +684,142 @@ pub const CLI_CLASSES: &[CliClass] = &[
             "progress",
         ],
         layout: TASK_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "VM",
+        cli: "vm",
+        list_defaults: &["name-label", "uuid", "power-state"],
+        layout: VM_LAYOUT,
+        filter: &[("is-a-template", "false")],
+    },
+    CliClass {
+        class: "VM",
+        cli: "template",
+        list_defaults: &["name-label", "name-description", "uuid"],
+        layout: VM_LAYOUT,
+        filter: &[("is-a-template", "true"), ("is-a-snapshot", "false")],
+    },
+    CliClass {
+        class: "VM",
+        cli: "snapshot",
+        list_defaults: &[
+            "name-label",
+            "name-description",
+            "uuid",
+            "snapshot_of",
+            "snapshot_time",
+            "is-vmss-snapshot",
+        ],
+        layout: VM_LAYOUT,
+        filter: &[("is-a-snapshot", "true")],
+    },
+    CliClass {
+        class: "VBD",
+        cli: "vbd",
+        list_defaults: &[
+            "uuid",
+            "vm-uuid",
+            "vm-name-label",
+            "vdi-uuid",
+            "device",
+            "empty",
+        ],
+        layout: VBD_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "VIF",
+        cli: "vif",
+        list_defaults: &["uuid", "device", "vm-uuid", "network-uuid"],
+        layout: VIF_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "VDI",
+        cli: "vdi",
+        list_defaults: &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "virtual-size",
+            "read-only",
+            "sharable",
+            "sr-uuid",
+        ],
+        layout: VDI_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "SR",
+        cli: "sr",
+        list_defaults: &[
+            "uuid",
+            "name-label",
+            "name-description",
+            "host",
+            "type",
+            "content-type",
+        ],
+        layout: SR_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "PBD",
+        cli: "pbd",
+        list_defaults: &[
+            "uuid",
+            "host-uuid",
+            "sr-uuid",
+            "device-config",
+            "currently-attached",
+        ],
+        layout: PBD_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "network",
+        cli: "network",
+        list_defaults: &["uuid", "name-label", "name-description", "bridge"],
+        layout: NETWORK_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "PIF",
+        cli: "pif",
+        list_defaults: &[
+            "uuid",
+            "device",
+            "VLAN",
+            "MAC",
+            "network-uuid",
+            "currently-attached",
+            "host-uuid",
+        ],
+        layout: PIF_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "console",
+        cli: "console",
+        list_defaults: &["uuid", "vm-uuid", "vm-name-label", "protocol", "location"],
+        layout: CONSOLE_LAYOUT,
+        filter: &[],
+    },
+    CliClass {
+        class: "SM",
+        cli: "sm",
+        list_defaults: &[
+            "uuid",
+            "type",
+            "name-label",
+            "name-description",
+            "vendor",
+            "copyright",
+            "configuration",
+        ],
+        layout: SM_LAYOUT,
+        filter: &[],
     },
 ];
 
@@ -292,7 +841,9 @@ pub struct Column {
     pub field: &'static DmField,
     /// For read-through fields: the class and field read at the target.
     pub via: Option<(&'static Class, &'static DmField)>,
-    pub flags: u8,
+    pub flags: u16,
+    /// [`Entry::none`].
+    pub none: &'static str,
     pub access: Access,
 }
 
@@ -314,8 +865,8 @@ impl Column {
     }
 }
 
-fn access_of(ty: &Ty, qual: Qual, flags: u8) -> Access {
-    let rw = qual == Qual::RW && flags & RO == 0;
+fn access_of(ty: &Ty, qual: Qual, flags: u16) -> Access {
+    let rw = (qual == Qual::RW || flags & W != 0) && flags & (RO | COMPUTED) == 0;
     let plain = flags & PLAIN != 0;
     match ty {
         Ty::Map(..) if flags & VALUES != 0 && !plain => Access::SetRo,
@@ -366,6 +917,7 @@ pub fn columns(cc: &CliClass) -> Vec<Column> {
                 en.name.to_string()
             };
             let access = match via {
+                _ if en.flags & GONE_MAP != 0 => Access::MapRo,
                 Some((_, f)) => access_of(&f.ty, Qual::DynamicRO, en.flags),
                 None => access_of(&field.ty, field.qual, en.flags),
             };
@@ -374,6 +926,7 @@ pub fn columns(cc: &CliClass) -> Vec<Column> {
                 field,
                 via,
                 flags: en.flags,
+                none: en.none,
                 access,
             })
         })
@@ -425,6 +978,62 @@ fn trim_zeros(s: &str) -> String {
     }
 }
 
+/// Enum values the reference prints differently from their wire names
+/// (record_util.ml's "intentional shadowing"): (enum, wire, text).
+const ENUM_TEXT: &[(&str, &str, &str)] = &[
+    ("on_normal_exit", "destroy", "Destroy"),
+    ("on_normal_exit", "restart", "Restart"),
+    ("on_crash_behaviour", "destroy", "Destroy"),
+    (
+        "on_crash_behaviour",
+        "coredump_and_destroy",
+        "Core dump and destroy",
+    ),
+    ("on_crash_behaviour", "restart", "Restart"),
+    (
+        "on_crash_behaviour",
+        "coredump_and_restart",
+        "Core dump and restart",
+    ),
+    ("on_crash_behaviour", "preserve", "Preserve"),
+    ("on_crash_behaviour", "rename_restart", "Rename restart"),
+    ("on_softreboot_behavior", "destroy", "Destroy"),
+    ("on_softreboot_behavior", "restart", "Restart"),
+    ("on_softreboot_behavior", "preserve", "Preserve"),
+    ("on_softreboot_behavior", "soft_reboot", "Soft reboot"),
+    ("vbd_mode", "RO", "ro"),
+    ("vbd_mode", "RW", "rw"),
+    ("vdi_type", "system", "System"),
+    ("vdi_type", "user", "User"),
+    ("vdi_type", "ephemeral", "Ephemeral"),
+    ("vdi_type", "suspend", "Suspend"),
+    ("vdi_type", "crashdump", "Crashdump"),
+    ("vdi_type", "ha_statefile", "HA statefile"),
+    ("vdi_type", "metadata", "Metadata"),
+    ("vdi_type", "redo_log", "Redo log"),
+    ("vdi_type", "pvs_cache", "PVS cache"),
+    ("vdi_type", "cbt_metadata", "CBT metadata"),
+    ("domain_type", "pv_in_pvh", "pv-in-pvh"),
+    ("console_protocol", "vt100", "VT100"),
+    ("console_protocol", "rfb", "RFB"),
+    ("console_protocol", "rdp", "RDP"),
+    ("tristate_type", "yes", "true"),
+    ("tristate_type", "no", "false"),
+    (
+        "vm_operations",
+        "assert_operation_valid",
+        "assertoperationvalid",
+    ),
+    ("vm_operations", "data_source_op", "data_sources_op"),
+];
+
+fn enum_text(en: &str, wire: &str) -> String {
+    ENUM_TEXT
+        .iter()
+        .find(|(e, w, _)| *e == en && *w == wire)
+        .map_or_else(|| wire.to_string(), |(_, _, t)| t.to_string())
+}
+
 /// The reference's `nid`: a reference that names nothing.
 pub const NOT_IN_DATABASE: &str = "<not in database>";
 
@@ -445,6 +1054,7 @@ pub fn text(db: &Db, ty: &Ty, v: &V) -> String {
             .and_then(|r| uuid_of(db, c, r))
             .unwrap_or_else(|| NOT_IN_DATABASE.to_string()),
         (Ty::Float, V::F(f)) => ocaml_float(*f),
+        (Ty::Enum(en), V::S(w)) => enum_text(en, w),
         (Ty::Set(t), V::A(items)) => items
             .iter()
             .map(|i| text(db, t, i))
@@ -459,52 +1069,110 @@ pub fn text(db: &Db, ty: &Ty, v: &V) -> String {
     }
 }
 
+/// The value a column reads: `None` when a read-through field's object
+/// does not exist.
+fn column_value(db: &Db, col: &Column, rec: &Record) -> Option<(Ty, V)> {
+    let own = rec
+        .get(col.field.name)
+        .cloned()
+        .unwrap_or_else(|| crate::model::value::zero(&col.field.ty));
+    match col.via {
+        Some((tc, tf)) => {
+            let target = own.as_str().and_then(|r| db.get(tc.name, r))?;
+            let v = target
+                .get(tf.name)
+                .cloned()
+                .unwrap_or_else(|| crate::model::value::zero(&tf.ty));
+            Some((tf.ty, v))
+        }
+        None => Some((col.field.ty, own)),
+    }
+}
+
+/// records.ml's SR `host`: the name of the host of the SR's only PBD,
+/// `<shared>` when it has several.
+fn sr_host(db: &Db, rec: &Record) -> String {
+    match rec.get("PBDs") {
+        Some(V::A(pbds)) if pbds.len() > 1 => "<shared>".into(),
+        Some(V::A(pbds)) if pbds.len() == 1 => pbds[0]
+            .as_str()
+            .and_then(|r| db.get("PBD", r))
+            .and_then(|pbd| pbd.get("host").and_then(V::as_str).map(str::to_string))
+            .and_then(|h| db.get("host", &h))
+            .and_then(|h| h.get("name_label").and_then(V::as_str).map(str::to_string))
+            .unwrap_or_else(|| NOT_IN_DATABASE.into()),
+        _ => NOT_IN_DATABASE.into(),
+    }
+}
+
+fn rendered(db: &Db, col: &Column, ty: Ty, value: &V) -> Field {
+    match (&ty, value) {
+        (Ty::Map(_, vt), V::M(m)) if col.flags & VALUES != 0 => {
+            let items: Vec<String> = m.values().map(|v| text(db, vt, v)).collect();
+            let mut f = Field::new(&col.name, items.join("; "), col.access);
+            if col.access.is_set() {
+                f.set = Some(items);
+            }
+            f
+        }
+        (Ty::Map(_, vt), V::M(m)) if col.access.is_map() => {
+            let pairs: Vec<(String, String)> = m
+                .iter()
+                .map(|(k, v)| (k.clone(), text(db, vt, v)))
+                .collect();
+            let mut f = Field::map(&col.name, pairs, col.access == Access::MapRw);
+            f.access = col.access;
+            f
+        }
+        (Ty::Set(t), V::A(items)) if col.access.is_set() => {
+            let items: Vec<String> = items.iter().map(|i| text(db, t, i)).collect();
+            let mut f = Field::set(&col.name, items, col.access == Access::SetRw);
+            if col.flags & COMMA != 0 {
+                f.value = f.set.as_deref().unwrap_or_default().join(", ");
+            }
+            f
+        }
+        (Ty::Set(t), V::A(items)) if col.flags & COMMA != 0 => {
+            let items: Vec<String> = items.iter().map(|i| text(db, t, i)).collect();
+            Field::new(&col.name, items.join(", "), col.access)
+        }
+        (Ty::Float, V::F(x)) if col.flags & F3 != 0 => {
+            Field::new(&col.name, format!("{x:.3}"), col.access)
+        }
+        _ => {
+            let mut t = text(db, &ty, value);
+            if col.flags & LOWER != 0 {
+                if let Some(c) = t.get(..1) {
+                    t = c.to_lowercase() + &t[1..];
+                }
+            }
+            Field::new(&col.name, t, col.access)
+        }
+    }
+}
+
 /// Renders one record of class `c` as its CLI fields.
 pub fn record_fields(db: &Db, cols: &[Column], rec: &Record) -> Vec<Field> {
     cols.iter()
         .map(|col| {
-            let (ty, value) = match col.via {
-                Some((tc, tf)) => {
-                    let target = rec
-                        .get(col.field.name)
-                        .and_then(V::as_str)
-                        .and_then(|r| db.get(tc.name, r));
-                    let v = target
-                        .and_then(|t| t.get(tf.name).cloned())
-                        .unwrap_or_else(|| crate::model::value::zero(&tf.ty));
-                    (tf.ty, v)
+            let mut f = if col.flags & COMPUTED != 0 {
+                Field::new(&col.name, col.none, col.access)
+            } else if col.flags & GONE_MAP != 0 {
+                let shown = column_value(db, col, rec).map_or(col.none, |_| "");
+                Field::new(&col.name, shown, col.access)
+            } else if col.flags & SR_HOST != 0 {
+                Field::new(&col.name, sr_host(db, rec), col.access)
+            } else if col.flags & EMPTY != 0 && rec.get("empty") == Some(&V::B(true)) {
+                Field::new(&col.name, "<EMPTY>", col.access)
+            } else {
+                match column_value(db, col, rec) {
+                    Some((ty, v)) => rendered(db, col, ty, &v),
+                    None => Field::new(&col.name, col.none, col.access),
                 }
-                None => (
-                    col.field.ty,
-                    rec.get(col.field.name)
-                        .cloned()
-                        .unwrap_or_else(|| crate::model::value::zero(&col.field.ty)),
-                ),
             };
-            let mut f = match (&ty, &value) {
-                (Ty::Map(_, vt), V::M(m)) if col.flags & VALUES != 0 => {
-                    let items: Vec<String> = m.values().map(|v| text(db, vt, v)).collect();
-                    let mut f = Field::new(&col.name, items.join("; "), col.access);
-                    if col.access.is_set() {
-                        f.set = Some(items);
-                    }
-                    f
-                }
-                (Ty::Map(_, vt), V::M(m)) if col.access.is_map() => {
-                    let pairs: Vec<(String, String)> = m
-                        .iter()
-                        .map(|(k, v)| (k.clone(), text(db, vt, v)))
-                        .collect();
-                    let mut f = Field::map(&col.name, pairs, col.access == Access::MapRw);
-                    f.access = col.access;
-                    f
-                }
-                (Ty::Set(t), V::A(items)) if col.access.is_set() => {
-                    let items: Vec<String> = items.iter().map(|i| text(db, t, i)).collect();
-                    Field::set(&col.name, items, col.access == Access::SetRw)
-                }
-                _ => Field::new(&col.name, text(db, &ty, &value), col.access),
-            };
+            if col.flags & QUOTED != 0 {
+                f.value = format!("'{}'", f.value);
+            }
             f.hidden = col.flags & HIDDEN != 0;
             f.expensive = col.flags & EXPENSIVE != 0;
             f.deprecated = col.flags & DEPRECATED != 0;
@@ -614,7 +1282,18 @@ mod tests {
         );
         // Every layout entry resolves against the datamodel.
         for cc in CLI_CLASSES {
-            assert_eq!(columns(cc).len(), cc.layout.len(), "{}", cc.cli);
+            let cols = columns(cc);
+            let missing: Vec<&str> = cc
+                .layout
+                .iter()
+                .filter(|en| {
+                    !cols
+                        .iter()
+                        .any(|c| c.name == en.name || c.name == cli_name(en.field))
+                })
+                .map(|en| en.field)
+                .collect();
+            assert_eq!(cols.len(), cc.layout.len(), "{}: {missing:?}", cc.cli);
         }
     }
 }
