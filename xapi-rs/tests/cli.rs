@@ -649,15 +649,28 @@ fn vm_side_classes() {
     // vm-list: record order, not the defaults' order; the template is not
     // listed. power-state lowercased (vm_power_state_to_lowercase_string).
     assert_eq!(
-        ok(&d, &["vm-list"]),
+        ok(&d, &["vm-list", "is-control-domain=false"]),
         format!(
             "uuid ( RO)           : {vm}\n     name-label ( RW): vm1\n    power-state ( RO): halted\n\n\n"
         )
     );
-    assert_eq!(ok(&d, &["vm-list", "--minimal"]), format!("{vm}\n"));
+    // dom0 is listed too, as in the reference (the daemon keeps its record).
+    let all = ok(&d, &["vm-list"]);
+    assert!(
+        all.contains("name-label ( RW): Control domain on host: "),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("uuid ( RO)           : {vm}\n")),
+        "{all}"
+    );
+    assert_eq!(
+        ok(&d, &["vm-list", "is-control-domain=false", "--minimal"]),
+        format!("{vm}\n")
+    );
     assert_eq!(ok(&d, &["vm-list", "name-label=nothing-like-this"]), "");
     assert_eq!(
-        ok(&d, &["template-list"]),
+        ok(&d, &["template-list", "name-label=tmpl1"]),
         format!(
             "uuid ( RO)                : {tmpl}\n          name-label ( RW): tmpl1\n    name-description ( RW): \n\n\n"
         )
@@ -805,7 +818,7 @@ fn vm_side_classes() {
                               children ( RO): 
                      is-control-domain ( RO): false
                            power-state ( RO): halted
-                         memory-actual ( RO): <not in database>
+                         memory-actual ( RO): 0
                          memory-target ( RO): <unknown>"
         )
     );
@@ -814,7 +827,7 @@ fn vm_side_classes() {
         "                actions-after-shutdown ( RW): Destroy\n",
         "                 HVM-shadow-multiplier ( RW): 1.000\n",
         "            ha-always-run ( RW) [DEPRECATED]: false\n",
-        "                            start-time ( RO): <unknown time>\n",
+        "                            start-time ( RO): 19700101T00:00:00Z\n",
         "                              networks (MRO): <not in database>\n",
         "                         console-uuids (SRO): \n",
     ] {
