@@ -32,6 +32,10 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
         Msg::VmGetAllowedVifDevices,
         Impl::Custom(allowed_vif_devices),
     ),
+    // The reference's own versions only guard keys it interprets; the
+    // generic map update is what they do.
+    (Msg::VmAddToOtherConfig, Impl::Generic),
+    (Msg::VmRemoveFromOtherConfig, Impl::Generic),
     (Msg::VmStart, Impl::Custom(power::start)),
     (Msg::VmCleanShutdown, Impl::Custom(power::clean_shutdown)),
     (Msg::VmHardShutdown, Impl::Custom(power::hard_shutdown)),
