@@ -212,7 +212,7 @@ fn restored_marker(taken: SystemTime) -> String {
     format!("\n==== lab: restored from the snapshot taken at {at} (Unix time) ====\n")
 }
 
-/// Waits until QEMU has loaded host `h`'s saved state and runs it.
+/// Waits until QEMU has loaded host `h`'s saved state, and lets it run.
 fn wait_loaded(h: &crate::hosts::HostState, dir: &Path, timeout: Duration) -> Result<()> {
     let mut q = Qmp::connect(&qmp_path(dir, h.index))?;
     poll(
@@ -229,7 +229,17 @@ fn wait_loaded(h: &crate::hosts::HostState, dir: &Path, timeout: Duration) -> Re
                 );
             }
             let st = q.execute("query-status", json!({}))?;
-            Ok((st["status"] == "running").then_some(()))
+            match st["status"].as_str() {
+                Some("running") => Ok(Some(())),
+                // The host was saved stopped, so QEMU keeps it paused
+                // once the state is loaded.
+                Some("paused") => {
+                    q.execute("cont", json!({}))?;
+                    Ok(None)
+                }
+                // "inmigrate": still loading.
+                _ => Ok(None),
+            }
         },
     )
 }
