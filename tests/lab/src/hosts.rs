@@ -981,6 +981,15 @@ mod tests {
                 (base.join("bench"), "b".to_string()),
             ]
         );
+        // Between phases the test's snapshot stays; at the end it goes.
+        let snap = base.join("test").join(crate::snapshot::SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("host1.state"), "s").unwrap();
+        std::fs::write(base.join("test/host1.qcow2"), "o").unwrap();
+        down_dir(&base.join("test"), true).unwrap();
+        assert!(snap.join("host1.state").exists());
+        assert!(!base.join("test/host1.qcow2").exists());
+        assert!(!base.join("test/state.json").exists());
         // Taking down the test's lab leaves the user's and the bench's.
         down_dir(&base.join("test"), false).unwrap();
         assert!(!base.join("test").exists());
