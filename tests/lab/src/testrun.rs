@@ -194,6 +194,23 @@ fn dom0_tests(st: &LabState, b: &TestExe, t: &mut Tally) -> bool {
     let file = b.exe.file_name().unwrap_or_default().to_string_lossy();
     let remote = format!("/opt/lab/tests/{file}");
     say(format!("== dom0 tests: {}", b.name));
+    // Most test binaries of these packages have no test for dom0: pushing
+    // one to run nothing costs TCG seconds. libtest lists them here.
+    match ignored_tests(&b.exe) {
+        Ok(0) => {
+            say(format!(
+                "{}: no ignored tests, nothing to run in dom0",
+                b.name
+            ));
+            return true;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            t.broken.push(format!("dom0 tests {}", b.name));
+            return false;
+        }
+    }
     let res = strip_copy(&b.exe)
         .and_then(|small| st.push(1, &small, &remote))
         .and_then(|_| {
@@ -297,10 +314,28 @@ fn fresh_host_black_box(exe: &TestExe) -> Result<Vec<String>> {
     Ok(fresh_host_names(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// How many `#[ignore]`d tests the test executable `exe` has (libtest's
+/// `--ignored --list`, run on the build machine).
+fn ignored_tests(exe: &Path) -> Result<usize> {
+    let out = Command::new(exe)
+        .args(["--ignored", "--list"])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("listing the tests of {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("listing the tests of {} failed", exe.display());
+    }
+    Ok(test_names(&String::from_utf8_lossy(&out.stdout)).count())
+}
+
+/// The test names in libtest `--list` output ("NAME: test" lines).
+fn test_names(list: &str) -> impl Iterator<Item = &str> {
+    list.lines().filter_map(|l| l.strip_suffix(": test"))
+}
+
 /// The `*fresh_host*` test names in libtest `--list` output.
 fn fresh_host_names(list: &str) -> Vec<String> {
-    list.lines()
-        .filter_map(|l| l.strip_suffix(": test"))
+    test_names(list)
         // As libtest's `--skip` matches: anywhere in the name.
         .filter(|n| n.contains(FRESH_HOST))
         .map(str::to_string)
@@ -632,6 +667,19 @@ mod tests {
                 "tests::fresh_host_in_a_module"
             ]
         );
+    }
+
+    #[test]
+    fn ignored_tests_are_counted_from_the_list() {
+        assert_eq!(test_names("0 tests, 0 benchmarks\n").count(), 0);
+        assert_eq!(
+            test_names("a: test\nmod::b: test\nc: benchmark\n\n2 tests, 1 benchmark\n")
+                .collect::<Vec<_>>(),
+            ["a", "mod::b"]
+        );
+        // This very executable has no ignored test.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(ignored_tests(&me).unwrap(), 0);
     }
 
     #[test]
