@@ -9,7 +9,7 @@
 //! every Debian build machine, so there is nothing to install. The files it
 //! carries besides the binaries live in `packaging/`, their one source.
 
-use crate::util::{capture, run_step, say, workspace_root};
+use crate::util::{capture, run_step, say};
 use anyhow::{bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -255,9 +255,8 @@ fn shlibs_depends(work: &Path, bins: &[PathBuf]) -> Result<String> {
 
 /// The version of the cargo package `xapi-rs` (the workspace's version).
 fn cargo_version() -> Result<String> {
-    let out = Command::new(env!("CARGO"))
+    let out = crate::util::cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(workspace_root())
         .output()
         .context("cargo metadata")?;
     if !out.status.success() {
@@ -321,18 +320,25 @@ pub fn build() -> Result<PathBuf> {
     build_release()
 }
 
-/// Builds the release binaries and packages them.
-pub fn build_release() -> Result<PathBuf> {
-    let out = out_dir();
-    std::fs::create_dir_all(&out)?;
-    let mut c = Command::new(env!("CARGO"));
+/// `cargo build --release` of the packages whose binaries the package
+/// carries: also how the lab's tests get a release `xe`, so that they share
+/// its artifacts (one feature resolution, one build).
+pub fn release_build_command() -> Command {
+    let mut c = crate::util::cargo();
     c.args(["build", "--release"]);
     for p in cargo_packages() {
         c.args(["-p", p]);
     }
+    c
+}
+
+/// Builds the release binaries and packages them.
+pub fn build_release() -> Result<PathBuf> {
+    let out = out_dir();
+    std::fs::create_dir_all(&out)?;
     run_step(
         "build toolstack (release)",
-        c.current_dir(workspace_root()),
+        &mut release_build_command(),
         &out.join("build.log"),
         Duration::from_secs(3600),
     )?;

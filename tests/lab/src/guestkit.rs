@@ -4,7 +4,6 @@
 use crate::util::{run_step, say, workspace_root};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const INIT: &str = r#"#!/bin/busybox sh
@@ -92,20 +91,18 @@ impl Cpio {
 fn build_probe(log: &Path) -> Result<PathBuf> {
     run_step(
         "build guest probe",
-        Command::new(env!("CARGO"))
-            .args([
-                "rustc",
-                "--release",
-                "-q",
-                "-p",
-                "guest-probe",
-                "--bin",
-                "probe",
-                "--",
-                "-C",
-                "target-feature=+crt-static",
-            ])
-            .current_dir(workspace_root()),
+        crate::util::cargo().args([
+            "rustc",
+            "--release",
+            "-q",
+            "-p",
+            "guest-probe",
+            "--bin",
+            "probe",
+            "--",
+            "-C",
+            "target-feature=+crt-static",
+        ]),
         log,
         Duration::from_secs(600),
     )?;
@@ -147,6 +144,7 @@ pub fn build(out_dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     #[test]
     fn cpio_archive_lists_with_the_cpio_tool() {

@@ -77,6 +77,9 @@ pub struct LabState {
     pub hub_pid: u32,
     pub key: PathBuf,
     pub password: String,
+    /// What the hosts run, for saving them to a snapshot ([`crate::snapshot`]).
+    #[serde(default)]
+    pub machine: Option<Machine>,
 }
 
 pub fn state_path() -> PathBuf {
@@ -97,7 +100,7 @@ impl LabState {
         Ok(serde_json::from_str(&s)?)
     }
 
-    fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         std::fs::write(state_path(), serde_json::to_string_pretty(self)?)?;
         Ok(())
     }
@@ -416,6 +419,132 @@ pub fn hub(dir: &Path, hosts: u32) -> Result<()> {
     }
 }
 
+/// What every host of a lab runs: the same on a cold boot and when a host
+/// is restored from a snapshot (QEMU must be given the same machine to
+/// load a saved state into).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub xen: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cpus: u32,
+}
+
+/// Host `h`'s disk overlay in the run directory `dir`.
+pub fn overlay_path(dir: &Path, i: u32) -> PathBuf {
+    dir.join(format!("host{i}.qcow2"))
+}
+
+/// Host `i`'s QMP socket (QEMU's machine protocol: [`crate::qmp`]).
+pub fn qmp_path(dir: &Path, i: u32) -> PathBuf {
+    dir.join(format!("host{i}.qmp"))
+}
+
+/// A host with fresh ports and its files in `dir`; not running yet.
+pub(crate) fn new_host(dir: &Path, i: u32) -> Result<HostState> {
+    Ok(HostState {
+        index: i,
+        pid: 0,
+        ssh_port: free_port()?,
+        http_port: free_port()?,
+        https_port: free_port()?,
+        serial_log: dir.join(format!("host{i}.serial.log")),
+        qemu_argv: vec![],
+    })
+}
+
+/// QEMU's command line for host `h` of machine `m` in the run directory
+/// `dir`: a cold boot from its overlay ([`overlay_path`]).
+pub fn qemu_argv(m: &Machine, dir: &Path, h: &HostState) -> Vec<String> {
+    let i = h.index;
+    let cpus = m.cpus;
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-name", &format!("xapi-rs-lab-host{i}")])
+        .args(["-accel", &tcg_accel(), "-cpu", &cpu_model()])
+        .args(["-m", &HOST_MEM_MB.to_string(), "-smp", &cpus.to_string()])
+        .arg("-kernel")
+        .arg(&m.xen)
+        .args([
+            "-append",
+            &format!(
+                "dom0_mem={DOM0_MEM_MB}M,max:{DOM0_MEM_MB}M dom0_max_vcpus={cpus} console=com1 com1=115200 noreboot {XEN_TCG_ARGS} {}",
+                std::env::var("XAPI_LAB_XEN_ARGS").unwrap_or_default()
+            ),
+        ])
+        .arg("-initrd")
+        .arg(format!(
+            "{} root=/dev/vda rw console=hvc0 net.ifnames=0 lab.host={i},{}",
+            m.kernel.display(),
+            m.initrd.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=qcow2,cache=unsafe",
+            overlay_path(dir, i).display()
+        ))
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443",
+            h.ssh_port, h.http_port, h.https_port
+        ))
+        .args(["-device", "virtio-net-pci,netdev=mgmt"])
+        .arg("-netdev")
+        .arg(format!(
+            "dgram,id=lab,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+            dir.join(format!("host{i}.net.sock")).display(),
+            dir.join("hub.sock").display()
+        ))
+        .args([
+            "-device",
+            &format!("virtio-net-pci,netdev=lab,mac=52:54:00:77:00:{i:02x}"),
+        ])
+        .args(["-display", "none", "-monitor", "none", "-vga", "none"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_path(dir, i).display()))
+        // Appending: a host restored from a snapshot continues the log the
+        // snapshot's boot wrote (copied in first).
+        .arg("-chardev")
+        .arg(format!(
+            "file,id=serial0,path={},append=on",
+            h.serial_log.display()
+        ))
+        .args(["-serial", "chardev:serial0"])
+        .arg("-pidfile")
+        .arg(dir.join(format!("host{i}.pid")))
+        .arg("-daemonize");
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Starts the lab network hub for `n` hosts in `dir`; returns its pid.
+pub(crate) fn start_hub(dir: &Path, n: u32) -> Result<u32> {
+    let exe = std::env::current_exe()?;
+    // The hub runs in its own process group so it outlives this command; its
+    // command line names the run directory so `lab down` always finds it.
+    let hub_log = dir.join("hub.log");
+    let hub = Command::new(&exe)
+        .arg("hub")
+        .arg("--dir")
+        .arg(dir)
+        .args(["--hosts", &n.to_string()])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&hub_log)?)
+        .stderr(std::fs::File::create(dir.join("hub.err.log"))?)
+        .spawn()
+        .context("starting the lab network hub")?;
+    poll(
+        "the lab network hub",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || Ok(dir.join("hub.sock").exists().then_some(())),
+    )
+    .with_context(|| format!("hub log: {}", tail(&dir.join("hub.err.log"), 10)))?;
+    Ok(hub.id())
+}
+
 /// Boots `n` hosts and returns once every dom0 answers ssh and runs xenstored.
 pub fn boot(
     n: u32,
@@ -427,37 +556,22 @@ pub fn boot(
 ) -> Result<LabState> {
     let dir = run_dir();
     std::fs::create_dir_all(&dir)?;
-    let exe = std::env::current_exe()?;
-    // The hub runs in its own process group so it outlives this command; its
-    // command line names the run directory so `lab down` always finds it.
-    let hub_log = dir.join("hub.log");
-    let hub = Command::new(&exe)
-        .arg("hub")
-        .arg("--dir")
-        .arg(&dir)
-        .args(["--hosts", &n.to_string()])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&hub_log)?)
-        .stderr(std::fs::File::create(dir.join("hub.err.log"))?)
-        .spawn()
-        .context("starting the lab network hub")?;
-    let hub_pid = hub.id();
+    let machine = Machine {
+        xen: xen.to_path_buf(),
+        kernel: img.kernel.clone(),
+        initrd: img.initrd.clone(),
+        cpus,
+    };
     let mut state = LabState {
         hosts: vec![],
-        hub_pid,
+        hub_pid: 0,
         key: cred.key.clone(),
         password: cred.password.clone(),
+        machine: Some(machine.clone()),
     };
-    poll(
-        "the lab network hub",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || Ok(dir.join("hub.sock").exists().then_some(())),
-    )
-    .with_context(|| format!("hub log: {}", tail(&dir.join("hub.err.log"), 10)))?;
+    state.hub_pid = start_hub(&dir, n)?;
     for i in 1..=n {
-        let overlay = dir.join(format!("host{i}.qcow2"));
+        let overlay = overlay_path(&dir, i);
         let _ = std::fs::remove_file(&overlay);
         crate::util::capture(
             Command::new("qemu-img")
@@ -465,63 +579,8 @@ pub fn boot(
                 .arg(&img.rootfs)
                 .arg(&overlay),
         )?;
-        let h = HostState {
-            index: i,
-            pid: 0,
-            ssh_port: free_port()?,
-            http_port: free_port()?,
-            https_port: free_port()?,
-            serial_log: dir.join(format!("host{i}.serial.log")),
-            qemu_argv: vec![],
-        };
-        let pidfile = dir.join(format!("host{i}.pid"));
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-name", &format!("xapi-rs-lab-host{i}")])
-            .args(["-accel", &tcg_accel(), "-cpu", &cpu_model()])
-            .args(["-m", &HOST_MEM_MB.to_string(), "-smp", &cpus.to_string()])
-            .arg("-kernel")
-            .arg(xen)
-            .args([
-                "-append",
-                &format!(
-                    "dom0_mem={DOM0_MEM_MB}M,max:{DOM0_MEM_MB}M dom0_max_vcpus={cpus} console=com1 com1=115200 noreboot {XEN_TCG_ARGS} {}",
-                    std::env::var("XAPI_LAB_XEN_ARGS").unwrap_or_default()
-                ),
-            ])
-            .arg("-initrd")
-            .arg(format!(
-                "{} root=/dev/vda rw console=hvc0 net.ifnames=0 lab.host={i},{}",
-                img.kernel.display(),
-                img.initrd.display()
-            ))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2,cache=unsafe", overlay.display()))
-            .arg("-netdev")
-            .arg(format!(
-                "user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{}-:22,hostfwd=tcp:127.0.0.1:{}-:80,hostfwd=tcp:127.0.0.1:{}-:443",
-                h.ssh_port, h.http_port, h.https_port
-            ))
-            .args(["-device", "virtio-net-pci,netdev=mgmt"])
-            .arg("-netdev")
-            .arg(format!(
-                "dgram,id=lab,local.type=unix,local.path={},remote.type=unix,remote.path={}",
-                dir.join(format!("host{i}.net.sock")).display(),
-                dir.join("hub.sock").display()
-            ))
-            .args([
-                "-device",
-                &format!("virtio-net-pci,netdev=lab,mac=52:54:00:77:00:{i:02x}"),
-            ])
-            .args(["-display", "none", "-monitor", "none", "-vga", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", h.serial_log.display()))
-            .arg("-pidfile")
-            .arg(&pidfile)
-            .arg("-daemonize");
-        let qemu_argv: Vec<String> = std::iter::once(c.get_program())
-            .chain(c.get_args())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let h = new_host(&dir, i)?;
+        let qemu_argv = qemu_argv(&machine, &dir, &h);
         let pid = launch_qemu(i, &qemu_argv)?;
         state.hosts.push(HostState {
             pid,
@@ -551,7 +610,7 @@ pub fn boot(
 
 /// Starts host `i`'s QEMU from its command line (which daemonizes and
 /// writes `host<i>.pid`); returns its pid.
-fn launch_qemu(i: u32, argv: &[String]) -> Result<u32> {
+pub(crate) fn launch_qemu(i: u32, argv: &[String]) -> Result<u32> {
     let dir = run_dir();
     let pidfile = dir.join(format!("host{i}.pid"));
     let _ = std::fs::remove_file(&pidfile);
@@ -594,6 +653,12 @@ impl LabState {
             || Ok((!pid_alive(h.pid)).then_some(())),
         )?;
         // The ssh master's connection went with it.
+        self.stop_ssh_master(h);
+        Ok(())
+    }
+
+    /// Ends host `h`'s ssh master connection, if any.
+    pub fn stop_ssh_master(&self, h: &HostState) {
         let _ = self
             .ssh_cmd(h)
             .args(["-O", "exit"])
@@ -602,7 +667,6 @@ impl LabState {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_file(Self::control_path(h));
-        Ok(())
     }
 
     /// Boots host `n` again on its disk overlay (after [`power_cut`]),
@@ -647,7 +711,7 @@ impl LabState {
     }
 }
 
-fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_ready(state: &LabState, h: &HostState, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let mut next_beat = Duration::from_secs(30);
     loop {
@@ -711,10 +775,16 @@ pub fn lab_processes(dir: &Path) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Stops this process's lab ([`run_dir`]) and removes its files; the labs
-/// of its subdirectories are left alone. Safe to repeat.
+/// Stops this process's lab ([`run_dir`]) and removes its files but its
+/// snapshot ([`crate::snapshot`]), which later hosts are restored from; the
+/// labs of its subdirectories are left alone. Safe to repeat.
 pub fn down() -> Result<()> {
-    down_dir(&run_dir())
+    down_dir(&run_dir(), true)
+}
+
+/// [`down`], the snapshot included.
+pub fn down_with_snapshot() -> Result<()> {
+    down_dir(&run_dir(), false)
 }
 
 /// `lab down`: stops every lab of the user's run directory, its own and
@@ -722,12 +792,12 @@ pub fn down() -> Result<()> {
 pub fn down_all() -> Result<()> {
     let base = base_run_dir();
     for s in OWN_LABS {
-        down_dir(&base.join(s))?;
+        down_dir(&base.join(s), false)?;
     }
-    down_dir(&base)
+    down_dir(&base, false)
 }
 
-fn down_dir(dir: &Path) -> Result<()> {
+fn down_dir(dir: &Path, keep_snapshot: bool) -> Result<()> {
     let mut pids = vec![];
     if let Ok(st) = LabState::load_from(dir) {
         pids.extend(st.hosts.iter().map(|h| h.pid));
@@ -763,7 +833,9 @@ fn down_dir(dir: &Path) -> Result<()> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if OWN_LABS.iter().any(|s| e.file_name() == *s) && p.is_dir() {
+            let keep = OWN_LABS.iter().any(|s| e.file_name() == *s)
+                || (keep_snapshot && e.file_name() == crate::snapshot::SNAPSHOT_DIR);
+            if keep && p.is_dir() {
                 continue;
             }
             let r = if p.is_dir() && !p.is_symlink() {
@@ -818,6 +890,7 @@ mod tests {
             hub_pid: 0,
             key: "/nowhere/key".into(),
             password: password.into(),
+            machine: None,
         }
     }
 
@@ -908,12 +981,21 @@ mod tests {
                 (base.join("bench"), "b".to_string()),
             ]
         );
+        // Between phases the test's snapshot stays; at the end it goes.
+        let snap = base.join("test").join(crate::snapshot::SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("host1.state"), "s").unwrap();
+        std::fs::write(base.join("test/host1.qcow2"), "o").unwrap();
+        down_dir(&base.join("test"), true).unwrap();
+        assert!(snap.join("host1.state").exists());
+        assert!(!base.join("test/host1.qcow2").exists());
+        assert!(!base.join("test/state.json").exists());
         // Taking down the test's lab leaves the user's and the bench's.
-        down_dir(&base.join("test")).unwrap();
+        down_dir(&base.join("test"), false).unwrap();
         assert!(!base.join("test").exists());
         assert_eq!(labs_in(&base).len(), 2);
         // Taking down the user's lab leaves the bench's files.
-        down_dir(&base).unwrap();
+        down_dir(&base, false).unwrap();
         assert_eq!(labs_in(&base).len(), 1);
         assert!(base.join("bench/state.json").exists());
         let _ = std::fs::remove_dir_all(&base);

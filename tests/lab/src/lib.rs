@@ -13,6 +13,8 @@ pub mod deps;
 pub mod guestkit;
 pub mod hosts;
 pub mod image;
+pub mod qmp;
+pub mod snapshot;
 pub mod testing;
 pub mod testrun;
 pub mod util;

@@ -2,17 +2,23 @@
 //! tests, then on real Xen: the test binaries that must run inside dom0 (crates
 //! with `[package.metadata.lab] dom0-tests = true`, their `#[ignore]`d tests)
 //! and the black-box lab tests in `tests/lab/tests/` (likewise `#[ignore]`d),
-//! first on one host (those named `fresh_host*` each on a freshly booted
-//! one), then those named `two_hosts*` on two.
+//! first on one host (those named `fresh_host*` each on a fresh one), then
+//! those named `two_hosts*` on two.
+//!
+//! Only the first hosts boot cold: once their toolstack answers, and before
+//! any test ran, they are saved ([`crate::snapshot`]), and every phase gets
+//! its fresh hosts restored from that in seconds. Each phase's wall time is
+//! printed as it ends and in a table at the end.
 
 use crate::hosts::{self, LabState};
-use crate::util::{say, workspace_root};
+use crate::snapshot::{self, Snapshot};
+use crate::util::say;
 use crate::UpOptions;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Default, Debug, PartialEq)]
 pub struct Tally {
@@ -64,7 +70,6 @@ impl Tally {
 fn run_echo(phase: &str, cmd: &mut Command, tally: &mut Tally) -> Result<bool> {
     say(format!("== {phase}"));
     let mut child = cmd
-        .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("{phase}: cannot start {:?}", cmd.get_program()))?;
@@ -85,101 +90,121 @@ fn run_echo(phase: &str, cmd: &mut Command, tally: &mut Tally) -> Result<bool> {
     Ok(ok)
 }
 
-fn cargo() -> Command {
-    Command::new(env!("CARGO"))
-}
+use crate::util::cargo;
 
-/// Test executables of the packages whose tests must run in dom0.
-/// A test binary to run inside dom0.
-struct Dom0Tests {
+/// A test executable of the workspace.
+struct TestExe {
     /// "target (manifest)", for the log.
     name: String,
+    /// The test target's name.
+    target: String,
+    manifest: String,
     exe: PathBuf,
-    /// Listed in the package's `[package.metadata.lab] fresh-host`: it
-    /// live-migrates and gets a freshly booted host of its own, so what it
-    /// leaves behind cannot affect other tests.
-    fresh_host: bool,
 }
 
-fn dom0_test_binaries() -> Result<Vec<Dom0Tests>> {
-    let meta = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(workspace_root())
-        .output()?;
-    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
-    let mut pkgs = vec![];
-    let mut manifests = vec![];
-    let mut fresh: Vec<String> = vec![];
-    // (manifest, targets) of packages that list their dom0 test targets in
-    // `dom0-targets`: only those are pushed (a crate with many other test
-    // binaries need not send them all to dom0 to run none of them).
-    let mut only: Vec<(String, Vec<String>)> = vec![];
-    for p in meta["packages"].as_array().into_iter().flatten() {
-        let lab = &p["metadata"]["lab"];
-        if lab["dom0-tests"].as_bool() == Some(true) {
-            pkgs.push(p["name"].as_str().unwrap_or_default().to_string());
-            let manifest = p["manifest_path"].as_str().unwrap_or_default().to_string();
-            if let Some(targets) = lab["dom0-targets"].as_array() {
-                let t = targets.iter().filter_map(|t| t.as_str().map(String::from));
-                only.push((manifest.clone(), t.collect()));
-            }
-            manifests.push(manifest);
-            fresh.extend(
-                lab["fresh-host"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(String::from)),
-            );
-        }
-    }
-    if pkgs.is_empty() {
-        return Ok(vec![]);
-    }
-    let mut c = cargo();
-    c.args(["test", "--no-run", "--message-format=json"]);
-    for p in &pkgs {
-        c.args(["-p", p]);
-    }
-    let out = c
-        .current_dir(workspace_root())
+/// The test executables of every workspace package, from one `cargo test
+/// --workspace --no-run`: what the unit tests phase built, with the same
+/// feature resolution, so the dom0 and black-box tests compile nothing
+/// again (`-p PKG` resolves features for PKG alone, and rebuilt tokio,
+/// serde_json, syn, ... differently).
+fn workspace_test_exes() -> Result<Vec<TestExe>> {
+    let out = cargo()
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        bail!("building the dom0 test binaries failed");
+        bail!("building the workspace's test binaries failed");
     }
-    let mut bins = vec![];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    Ok(test_exes_in(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The test executables in cargo's `--message-format=json` output.
+fn test_exes_in(json_lines: &str) -> Vec<TestExe> {
+    let mut exes = vec![];
+    for line in json_lines.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
-            if let Some(exe) = v["executable"].as_str() {
-                let target = v["target"]["name"].as_str().unwrap_or("test");
-                let name = format!(
-                    "{target} ({})",
-                    v["manifest_path"].as_str().unwrap_or_default()
-                );
-                let manifest = v["manifest_path"].as_str().unwrap_or_default();
-                if manifests.iter().any(|m| m == manifest) && selected(&only, manifest, target) {
-                    bins.push(Dom0Tests {
-                        name,
-                        exe: PathBuf::from(exe),
-                        fresh_host: fresh.iter().any(|f| f == target),
-                    });
-                }
-            }
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
         }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let target = v["target"]["name"].as_str().unwrap_or("test").to_string();
+        let manifest = v["manifest_path"].as_str().unwrap_or_default().to_string();
+        exes.push(TestExe {
+            name: format!("{target} ({manifest})"),
+            target,
+            manifest,
+            exe: PathBuf::from(exe),
+        });
     }
-    Ok(bins)
+    exes
 }
 
-/// Whether a test target of the crate at `manifest` goes to dom0: all of
-/// them unless the crate lists its `dom0-targets` (in `only`).
-fn selected(only: &[(String, Vec<String>)], manifest: &str, target: &str) -> bool {
-    only.iter()
-        .find(|(m, _)| m == manifest)
-        .is_none_or(|(_, t)| t.iter().any(|t| t == target))
+/// The packages whose tests must run in dom0 (`[package.metadata.lab]
+/// dom0-tests = true`): their manifests, and the test targets listed in
+/// their `fresh-host` (they live-migrate and get a fresh host each, so
+/// what they leave behind cannot affect other tests).
+fn dom0_packages() -> Result<Dom0Packages> {
+    let meta = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()?;
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)?;
+    let mut d = Dom0Packages::default();
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect()
+    };
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        let lab = &p["metadata"]["lab"];
+        if lab["dom0-tests"].as_bool() == Some(true) {
+            let manifest = p["manifest_path"].as_str().unwrap_or_default().to_string();
+            d.fresh.extend(strings(&lab["fresh-host"]));
+            // A crate with many other tests (xapi-rs) lists the targets
+            // that belong in dom0; the rest stay on the build machine.
+            if lab["dom0-targets"].is_array() {
+                d.only
+                    .push((manifest.clone(), strings(&lab["dom0-targets"])));
+            }
+            d.manifests.push(manifest);
+        }
+    }
+    Ok(d)
+}
+
+/// What `[package.metadata.lab]` says about dom0 tests.
+#[derive(Default)]
+struct Dom0Packages {
+    manifests: Vec<String>,
+    /// Test targets that get a fresh host each.
+    fresh: Vec<String>,
+    /// (manifest, targets): crates whose dom0 tests are only these targets.
+    only: Vec<(String, Vec<String>)>,
+}
+
+impl Dom0Packages {
+    /// Whether this test executable runs in dom0.
+    fn wants(&self, e: &TestExe) -> bool {
+        self.manifests.contains(&e.manifest)
+            && self
+                .only
+                .iter()
+                .find(|(m, _)| *m == e.manifest)
+                .is_none_or(|(_, targets)| targets.contains(&e.target))
+    }
+}
+
+/// This package's manifest, as cargo names it in its messages.
+fn lab_manifest() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("Cargo.toml")
+        .display()
+        .to_string()
 }
 
 /// A copy of a test binary without debug info: a tenth of the size to push.
@@ -194,10 +219,27 @@ fn strip_copy(exe: &std::path::Path) -> Result<PathBuf> {
 
 /// Pushes one dom0 test binary to host 1 and runs its ignored tests there;
 /// false if any failed or the binary could not run.
-fn dom0_tests(st: &LabState, b: &Dom0Tests, t: &mut Tally) -> bool {
+fn dom0_tests(st: &LabState, b: &TestExe, t: &mut Tally) -> bool {
     let file = b.exe.file_name().unwrap_or_default().to_string_lossy();
     let remote = format!("/opt/lab/tests/{file}");
     say(format!("== dom0 tests: {}", b.name));
+    // Most test binaries of these packages have no test for dom0: pushing
+    // one to run nothing costs TCG seconds. libtest lists them here.
+    match ignored_tests(&b.exe) {
+        Ok(0) => {
+            say(format!(
+                "{}: no ignored tests, nothing to run in dom0",
+                b.name
+            ));
+            return true;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("lab: error: {e:#}");
+            t.broken.push(format!("dom0 tests {}", b.name));
+            return false;
+        }
+    }
     let res = strip_copy(&b.exe)
         .and_then(|small| st.push(1, &small, &remote))
         .and_then(|_| {
@@ -226,6 +268,7 @@ fn dom0_tests(st: &LabState, b: &Dom0Tests, t: &mut Tally) -> bool {
     }
 }
 
+/// A lab of `hosts_n` freshly booted hosts with the toolstack installed.
 fn up_phase(hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
     let opts = UpOptions {
         hosts: hosts_n,
@@ -242,52 +285,161 @@ fn up_phase(hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
     }
 }
 
-/// The lab's black-box tests, filtered by libtest arguments.
-fn black_box(phase: &str, filter: &[&str], tally: &mut Tally) -> Result<bool> {
-    run_echo(
-        phase,
-        cargo()
-            .args([
-                "test",
-                "-p",
-                "lab",
-                "--tests",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .args(filter)
-            // The tests find the lab through its state file: this run's.
-            .env("XAPI_LAB_RUN", crate::util::run_dir()),
-        tally,
-    )
+/// A lab of `hosts_n` fresh hosts: restored from the run's snapshot, else
+/// (no snapshot, or restoring failed: a broken phase) booted cold.
+fn fresh_hosts(snap: Option<&Snapshot>, hosts_n: u32, tally: &mut Tally) -> Option<LabState> {
+    let _ = hosts::down();
+    if let Some(snap) = snap {
+        match snapshot::restore(snap, hosts_n, UpOptions::default().boot_timeout) {
+            Ok(st) => return Some(st),
+            Err(e) => {
+                eprintln!("lab: error: restoring the snapshot: {e:#}; booting instead");
+                tally
+                    .broken
+                    .push(format!("restore {hosts_n} host(s) from the snapshot"));
+                let _ = hosts::down();
+            }
+        }
+    }
+    up_phase(hosts_n, tally)
 }
 
-/// Black-box tests whose name contains this get a freshly booted host each.
+/// Runs the black-box test executables `exes` (ignored tests, one at a
+/// time, filtered by libtest arguments) as `cargo test -p lab` would: in
+/// the package's directory, with CARGO set.
+fn black_box(phase: &str, exes: &[&TestExe], filter: &[&str], tally: &mut Tally) -> Result<bool> {
+    let mut ok = true;
+    for e in exes {
+        ok &= run_echo(
+            &format!("{phase}: {}", e.target),
+            Command::new(&e.exe)
+                .args(["--ignored", "--test-threads=1"])
+                .args(filter)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("CARGO", env!("CARGO"))
+                .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+                // The tests find the lab through its state file: this run's.
+                .env("XAPI_LAB_RUN", crate::util::run_dir()),
+            tally,
+        )?;
+    }
+    Ok(ok)
+}
+
+/// Black-box tests whose name contains this get a fresh host each.
 pub const FRESH_HOST: &str = "fresh_host";
 
-/// The black-box tests named `*fresh_host*` (libtest's `--list`: "NAME: test").
-fn fresh_host_black_box() -> Result<Vec<String>> {
-    let out = cargo()
-        .args(["test", "-p", "lab", "--tests", "--", "--ignored", "--list"])
+/// The black-box tests named `*fresh_host*` in `exe` (libtest's `--list`).
+fn fresh_host_black_box(exe: &TestExe) -> Result<Vec<String>> {
+    let out = Command::new(&exe.exe)
+        .args(["--ignored", "--list"])
         .arg(FRESH_HOST)
-        .current_dir(workspace_root())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        bail!("listing the lab's black-box tests failed");
+        bail!("listing the tests of {} failed", exe.name);
     }
     Ok(fresh_host_names(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// How many `#[ignore]`d tests the test executable `exe` has (libtest's
+/// `--ignored --list`, run on the build machine).
+fn ignored_tests(exe: &Path) -> Result<usize> {
+    let out = Command::new(exe)
+        .args(["--ignored", "--list"])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("listing the tests of {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("listing the tests of {} failed", exe.display());
+    }
+    Ok(test_names(&String::from_utf8_lossy(&out.stdout)).count())
+}
+
+/// The test names in libtest `--list` output ("NAME: test" lines).
+fn test_names(list: &str) -> impl Iterator<Item = &str> {
+    list.lines().filter_map(|l| l.strip_suffix(": test"))
+}
+
 /// The `*fresh_host*` test names in libtest `--list` output.
 fn fresh_host_names(list: &str) -> Vec<String> {
-    list.lines()
-        .filter_map(|l| l.strip_suffix(": test"))
+    test_names(list)
         // As libtest's `--skip` matches: anywhere in the name.
         .filter(|n| n.contains(FRESH_HOST))
         .map(str::to_string)
         .collect()
+}
+
+/// How a phase ended, for its timing line.
+trait Outcome {
+    fn ok(&self) -> bool;
+}
+
+impl Outcome for bool {
+    fn ok(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    fn ok(&self) -> bool {
+        self.is_some()
+    }
+}
+
+impl<T, E> Outcome for std::result::Result<T, E> {
+    fn ok(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+/// One phase's wall time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseTime {
+    pub name: String,
+    pub secs: u64,
+    pub ok: bool,
+}
+
+/// The phases of the run so far, timed.
+#[derive(Default)]
+struct Phases(Vec<PhaseTime>);
+
+impl Phases {
+    /// Runs phase `name`, then prints "== NAME: done in N s".
+    fn time<T: Outcome>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let r = f();
+        let p = PhaseTime {
+            name: name.to_string(),
+            secs: start.elapsed().as_secs(),
+            ok: r.ok(),
+        };
+        say(format!(
+            "== {}: done in {} s{}",
+            p.name,
+            p.secs,
+            if p.ok { "" } else { " (FAILED)" }
+        ));
+        self.0.push(p);
+        r
+    }
+}
+
+/// The table of phase times `lab test` ends with.
+pub fn phase_table(phases: &[PhaseTime], total_secs: u64) -> String {
+    let mut s = String::from("== phase times (wall clock)\n");
+    for p in phases {
+        s.push_str(&format!(
+            "{:>6} s  {:<6}  {}\n",
+            p.secs,
+            if p.ok { "ok" } else { "FAILED" },
+            p.name
+        ));
+    }
+    s.push_str(&format!("{total_secs:>6} s          total\n"));
+    s
 }
 
 /// Xen's stream verifier (`xenguest/tests/reference_verifier.rs` runs it)
@@ -326,74 +478,130 @@ fn reference_verifier(src: &crate::deps::XenSource) -> Result<()> {
 }
 
 pub fn run(keep: bool) -> Result<i32> {
-    // Hosts of its own, booted and taken down phase by phase: a lab the
+    let run_start = Instant::now();
+    // Hosts of their own, booted and taken down phase by phase: a lab the
     // user brought up keeps running.
     let dir = crate::util::use_own_lab("test")?;
     say(format!("lab test: its hosts run in {}", dir.display()));
     let mut t = Tally::default();
+    let mut ph = Phases::default();
     // Tests whose prerequisite is missing fail instead of skipping
     // (xapi-rs/tests/common: `skip`); every child inherits it.
     std::env::set_var("XAPI_LAB_STRICT", "1");
     let src = crate::deps::ensure().context("installing the build machine's packages")?;
     reference_verifier(&src).context("unpacking Xen's verify-stream-v2")?;
-    let mut ok = run_echo(
-        "cargo fmt --check",
-        cargo().args(["fmt", "--all", "--check"]),
-        &mut t,
-    )?;
-    ok &= run_echo(
-        "cargo clippy -D warnings",
-        cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-        &mut t,
-    )?;
-    ok &= run_echo("unit tests", cargo().args(["test", "--workspace"]), &mut t)?;
-    let bins = match dom0_test_binaries() {
+    let mut ok = ph.time("cargo fmt --check", || {
+        run_echo(
+            "cargo fmt --check",
+            cargo().args(["fmt", "--all", "--check"]),
+            &mut t,
+        )
+    })?;
+    ok &= ph.time("cargo clippy -D warnings", || {
+        run_echo(
+            "cargo clippy -D warnings",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            &mut t,
+        )
+    })?;
+    ok &= ph.time("unit tests", || {
+        run_echo("unit tests", cargo().args(["test", "--workspace"]), &mut t)
+    })?;
+    let exes = match ph.time("list test binaries", workspace_test_exes) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("lab: error: {e:#}");
-            t.broken.push("build dom0 tests".into());
+            t.broken.push("build test binaries".into());
             vec![]
         }
     };
-    let (fresh, shared): (Vec<_>, Vec<_>) = bins.into_iter().partition(|b| b.fresh_host);
-    if let Some(st) = up_phase(1, &mut t) {
+    let dom0 = dom0_packages().unwrap_or_else(|e| {
+        eprintln!("lab: error: {e:#}");
+        t.broken.push("cargo metadata".into());
+        Dom0Packages::default()
+    });
+    let (fresh, shared): (Vec<&TestExe>, Vec<&TestExe>) = exes
+        .iter()
+        .filter(|e| dom0.wants(e))
+        .partition(|e| dom0.fresh.contains(&e.target));
+    let lab_exes: Vec<&TestExe> = exes
+        .iter()
+        .filter(|e| e.manifest == lab_manifest())
+        .collect();
+    // The first hosts boot cold, both of the two-host phase's at once, and
+    // are saved before any test ran; every phase restores its hosts.
+    let first = ph.time("boot 2 hosts, install the toolstack", || {
+        up_phase(2, &mut t)
+    });
+    let Some(first) = first else {
+        return finish(keep, &dir, t, ph, run_start, false);
+    };
+    let snap = match ph.time("save the snapshot", || snapshot::save(&first)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("lab: error: saving the snapshot: {e:#}; fresh hosts boot cold");
+            t.broken.push("save the snapshot".into());
+            None
+        }
+    };
+    let snap = snap.as_ref();
+    if let Some(st) = ph.time("fresh host (shared dom0 tests)", || {
+        fresh_hosts(snap, 1, &mut t)
+    }) {
         for b in &shared {
-            ok &= dom0_tests(&st, b, &mut t);
+            ok &= ph.time(&format!("dom0 tests {}", b.name), || {
+                dom0_tests(&st, b, &mut t)
+            });
         }
-        drop(st);
-        for b in &fresh {
-            if let Some(st) = up_phase(1, &mut t) {
-                ok &= dom0_tests(&st, b, &mut t);
-            }
+    }
+    for b in &fresh {
+        if let Some(st) = ph.time(&format!("fresh host ({})", b.target), || {
+            fresh_hosts(snap, 1, &mut t)
+        }) {
+            ok &= ph.time(&format!("dom0 tests {}", b.name), || {
+                dom0_tests(&st, b, &mut t)
+            });
         }
-        // A fresh host for the black-box tests: the dom0 tests migrate and
-        // restore guests, after which this TCG lab's dom0 has been seen to
-        // corrupt memory (see README, "known lab problem").
-        if up_phase(1, &mut t).is_some() {
-            ok &= black_box(
+    }
+    // A fresh host for the black-box tests: the dom0 tests migrate and
+    // restore guests, after which this TCG lab's dom0 has been seen to
+    // corrupt memory (see README, "known lab problem").
+    if ph
+        .time("fresh host (lab tests)", || fresh_hosts(snap, 1, &mut t))
+        .is_some()
+    {
+        ok &= ph.time("lab tests (1 host)", || {
+            black_box(
                 "lab tests (1 host)",
+                &lab_exes,
                 &["--skip", "two_hosts", "--skip", FRESH_HOST],
                 &mut t,
-            )?;
-        }
-        // Those that change the host itself (`fresh_host*`), each on a host
-        // of its own, so what they leave cannot affect others.
-        match fresh_host_black_box() {
+            )
+        })?;
+    }
+    // Those that change the host itself (`fresh_host*`), each on a host
+    // of its own, so what they leave cannot affect others.
+    for e in &lab_exes {
+        match fresh_host_black_box(e) {
             Ok(names) => {
                 for name in names {
-                    if up_phase(1, &mut t).is_some() {
-                        ok &= black_box(
-                            &format!("lab test {name} (fresh host)"),
-                            &[&name, "--exact"],
-                            &mut t,
-                        )?;
+                    if ph
+                        .time(&format!("fresh host ({name})"), || {
+                            fresh_hosts(snap, 1, &mut t)
+                        })
+                        .is_some()
+                    {
+                        let phase = format!("lab test {name} (fresh host)");
+                        ok &= ph.time(&phase, || {
+                            black_box(&phase, &[e], &[&name, "--exact"], &mut t)
+                        })?;
                     }
                 }
             }
@@ -402,14 +610,32 @@ pub fn run(keep: bool) -> Result<i32> {
                 t.broken.push("list fresh-host lab tests".into());
             }
         }
-        if let Some(_st2) = up_phase(2, &mut t) {
-            ok &= black_box("lab tests (2 hosts)", &["two_hosts"], &mut t)?;
-        }
     }
+    if ph
+        .time("fresh hosts (2)", || fresh_hosts(snap, 2, &mut t))
+        .is_some()
+    {
+        ok &= ph.time("lab tests (2 hosts)", || {
+            black_box("lab tests (2 hosts)", &lab_exes, &["two_hosts"], &mut t)
+        })?;
+    }
+    finish(keep, &dir, t, ph, run_start, ok)
+}
+
+/// The end of `lab test`: the lab taken down (unless `keep`) and checked
+/// for leftovers, the phase times and the tally.
+fn finish(
+    keep: bool,
+    dir: &Path,
+    mut t: Tally,
+    ph: Phases,
+    run_start: Instant,
+    mut ok: bool,
+) -> Result<i32> {
     if !keep {
         // `lab down` must leave no process of the lab behind: checked every run.
-        let _ = hosts::down();
-        let left: String = hosts::lab_processes(&dir)
+        let _ = hosts::down_with_snapshot();
+        let left: String = hosts::lab_processes(dir)
             .iter()
             .map(|(pid, cmd)| format!("{pid} {cmd}\n"))
             .collect();
@@ -428,6 +654,7 @@ pub fn run(keep: bool) -> Result<i32> {
             dir.display()
         ));
     }
+    print!("{}", phase_table(&ph.0, run_start.elapsed().as_secs()));
     ok &= t.broken.is_empty() && t.failed == 0;
     for b in &t.broken {
         println!("lab: phase failed to run: {b}");
@@ -444,20 +671,6 @@ pub fn run(keep: bool) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dom0_targets_limit_only_their_crate() {
-        let only = vec![(
-            "/w/xapi-rs/Cargo.toml".to_string(),
-            vec!["dom0_xenops".to_string()],
-        )];
-        assert!(selected(&only, "/w/xapi-rs/Cargo.toml", "dom0_xenops"));
-        assert!(!selected(&only, "/w/xapi-rs/Cargo.toml", "daemon"));
-        assert!(!selected(&only, "/w/xapi-rs/Cargo.toml", "xapi_rs"));
-        // Crates without the list send every test binary, as before.
-        assert!(selected(&only, "/w/xenguest/Cargo.toml", "dom0_save"));
-        assert!(selected(&[], "/w/xenctrl/Cargo.toml", "dom0"));
-    }
 
     #[test]
     fn tally_sums_libtest_result_lines() {
@@ -486,6 +699,73 @@ mod tests {
     }
 
     #[test]
+    fn ignored_tests_are_counted_from_the_list() {
+        assert_eq!(test_names("0 tests, 0 benchmarks\n").count(), 0);
+        assert_eq!(
+            test_names("a: test\nmod::b: test\nc: benchmark\n\n2 tests, 1 benchmark\n")
+                .collect::<Vec<_>>(),
+            ["a", "mod::b"]
+        );
+        // This very executable has no ignored test.
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(ignored_tests(&me).unwrap(), 0);
+    }
+
+    #[test]
+    fn phase_times_make_a_table_with_the_total() {
+        let table = phase_table(
+            &[
+                PhaseTime {
+                    name: "unit tests".into(),
+                    secs: 61,
+                    ok: true,
+                },
+                PhaseTime {
+                    name: "fresh host (lab tests)".into(),
+                    secs: 12,
+                    ok: false,
+                },
+            ],
+            4412,
+        );
+        assert_eq!(
+            table,
+            "== phase times (wall clock)\n\
+             \x20   61 s  ok      unit tests\n\
+             \x20   12 s  FAILED  fresh host (lab tests)\n\
+             \x20 4412 s          total\n"
+        );
+    }
+
+    #[test]
+    fn phases_are_timed_with_their_outcome() {
+        let mut ph = Phases::default();
+        assert!(ph.time("a", || true));
+        assert_eq!(ph.time("b", || None::<u8>), None);
+        assert!(ph.time("c", || Err::<(), _>("x")).is_err());
+        let oks: Vec<(&str, bool)> = ph.0.iter().map(|p| (p.name.as_str(), p.ok)).collect();
+        assert_eq!(oks, [("a", true), ("b", false), ("c", false)]);
+    }
+
+    #[test]
+    fn test_executables_come_from_cargos_messages() {
+        let msgs = [
+            r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/debug/deps/api-1","target":{"name":"api"},"manifest_path":"/w/tests/lab/Cargo.toml"}"#,
+            r#"{"reason":"compiler-artifact","profile":{"test":false},"executable":"/t/debug/lab","target":{"name":"lab"},"manifest_path":"/w/tests/lab/Cargo.toml"}"#,
+            r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":null,"target":{"name":"x"},"manifest_path":"/w/x/Cargo.toml"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+            "not json",
+        ]
+        .join("\n");
+        let exes = test_exes_in(&msgs);
+        assert_eq!(exes.len(), 1);
+        assert_eq!(exes[0].target, "api");
+        assert_eq!(exes[0].manifest, "/w/tests/lab/Cargo.toml");
+        assert_eq!(exes[0].exe, Path::new("/t/debug/deps/api-1"));
+        assert_eq!(exes[0].name, "api (/w/tests/lab/Cargo.toml)");
+    }
+
+    #[test]
     fn tally_counts_skipped_lines_apart_from_passes() {
         let mut t = Tally::default();
         t.add_output(
@@ -493,5 +773,24 @@ mod tests {
              test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n",
         );
         assert_eq!((t.passed, t.failed, t.skipped), (1, 0, 1));
+    }
+
+    #[test]
+    fn dom0_targets_limit_only_their_crate() {
+        let exe = |target: &str, manifest: &str| TestExe {
+            name: String::new(),
+            target: target.into(),
+            manifest: manifest.into(),
+            exe: PathBuf::new(),
+        };
+        let d = Dom0Packages {
+            manifests: vec!["x/Cargo.toml".into(), "g/Cargo.toml".into()],
+            fresh: vec![],
+            only: vec![("x/Cargo.toml".into(), vec!["dom0_xenops".into()])],
+        };
+        assert!(d.wants(&exe("dom0_xenops", "x/Cargo.toml")));
+        assert!(!d.wants(&exe("daemon", "x/Cargo.toml")));
+        assert!(d.wants(&exe("anything", "g/Cargo.toml")));
+        assert!(!d.wants(&exe("dom0_xenops", "other/Cargo.toml")));
     }
 }

@@ -242,6 +242,42 @@ pub fn belongs_to_lab(cmdline: &str, dir: &Path) -> bool {
     names(dir) && !OWN_LABS.iter().any(|s| names(&dir.join(s)))
 }
 
+/// Whether `name` is one of the variables `cargo run` (and `cargo test`)
+/// sets for the program it runs, describing *that* package. A cargo started
+/// from the lab inherits them, and build scripts that declare
+/// `rerun-if-env-changed` on them (ring's does, for CARGO_MANIFEST_DIR and
+/// CARGO_PKG_*) then look changed to cargo against a build from a shell, so
+/// ring, rustls and everything above them were rebuilt on every switch.
+pub fn set_by_cargo_for_its_program(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_MANIFEST_LINKS"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+}
+
+/// A `cargo` command (the one that built the lab) run in the workspace root,
+/// without the variables [`set_by_cargo_for_its_program`]: the builds it
+/// does are then the same, fingerprints included, as from a shell.
+pub fn cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(set_by_cargo_for_its_program) {
+            c.env_remove(&k);
+        }
+    }
+    c.current_dir(workspace_root());
+    c
+}
+
 /// The workspace root: this crate lives in `tests/lab`.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -366,6 +402,43 @@ mod tests {
         // A sibling directory whose name starts like the lab's is another lab.
         assert!(!belongs_to_lab(&qemu(Path::new("/var/tmp/lab-xy")), base));
         assert!(!belongs_to_lab(&hub(Path::new("/var/tmp/lab-x2")), base));
+    }
+
+    #[test]
+    fn cargo_drops_what_cargo_run_set_for_the_lab_only() {
+        for v in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_lab",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_for_its_program(v), "{v}");
+        }
+        // The user's configuration of cargo and rustc stays.
+        for v in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_its_program(v), "{v}");
+        }
+        // Under `cargo test` this process has CARGO_MANIFEST_DIR set.
+        let c = cargo();
+        let removed: Vec<_> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            removed.iter().any(|k| k == "CARGO_MANIFEST_DIR"),
+            "{removed:?}"
+        );
     }
 
     #[test]

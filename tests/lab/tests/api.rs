@@ -22,22 +22,16 @@ fn sh(st: &LabState, script: &str) -> String {
         .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// The workspace's `xe` (built if needed, release like the lab's binaries).
+/// The workspace's `xe` (built if needed, by the lab's own release build
+/// of the toolstack: the same features and artifacts, so no rebuild).
 fn xe_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "xe", "--bin", "xe"])
-            .current_dir(&root)
+        let st = lab::deb::release_build_command()
             .status()
-            .expect("cargo build -p xe");
+            .expect("cargo build of the toolstack");
         assert!(st.success(), "building xe failed");
-        target.join("release").join("xe")
+        lab::guestkit::target_dir().join("release").join("xe")
     })
 }
 
