@@ -445,14 +445,11 @@ mod tests {
         // In the definition, not implemented yet.
         let e = dispatch(
             &ctx,
-            call(
-                "VM.start",
-                vec![s.clone(), V::str(NULL_REF), V::B(false), V::B(false)],
-            ),
+            call("VM.suspend", vec![s.clone(), V::str(NULL_REF)]),
         )
         .await
         .unwrap_err();
-        assert_eq!(e, ["NOT_IMPLEMENTED", "VM.start"]);
+        assert_eq!(e, ["NOT_IMPLEMENTED", "VM.suspend"]);
         // Not in the definition (removed there).
         let e = dispatch(
             &ctx,
