@@ -62,6 +62,16 @@ impl Tracker {
                     domid: 0,
                     source,
                 })?;
+        // New domains are learnt when xenstored is told of them, so one
+        // destroyed behind our back later (xl destroy) is reported gone.
+        let mut introduced =
+            xs.watch("@introduceDomain")
+                .await
+                .map_err(|source| XenopsError::Xenstore {
+                    step: "watch @introduceDomain",
+                    domid: 0,
+                    source,
+                })?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             // domid -> (uuid, last power); only domains with our marker.
@@ -69,6 +79,7 @@ impl Tracker {
             loop {
                 let fired = tokio::select! {
                     ev = watch.next() => ev.is_some(),
+                    ev = introduced.next() => ev.is_some(),
                     // The Tracker was dropped: stop (and unwatch) now.
                     () = tx.closed() => false,
                 };
