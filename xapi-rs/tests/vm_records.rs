@@ -149,6 +149,17 @@ fn dom0_and_templates_are_there_from_the_start() {
     assert_eq!(dom0.len(), 1, "one control domain");
     assert_eq!(dom0[0]["power_state"], "Running");
     assert_eq!(dom0[0]["domid"], 0);
+    // Null references are OpaqueRef:NULL, whatever default the published
+    // definition prints for them ("Null").
+    for v in all.values() {
+        for f in ["snapshot_of", "parent", "suspend_VDI", "affinity"] {
+            assert!(
+                v[f].as_str().is_some_and(|r| r.starts_with("OpaqueRef:")),
+                "{f} = {}",
+                v[f]
+            );
+        }
+    }
     let host = d.ok("host.get_all", json!([s]))[0].clone();
     assert_eq!(dom0[0]["resident_on"], host);
     assert_eq!(

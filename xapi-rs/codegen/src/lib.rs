@@ -252,6 +252,11 @@ fn default_const(ty: &Ty, d: Option<&str>) -> Result<String, String> {
             .to_string()
     };
     Ok(match ty {
+        // The published definition prints a null reference's default as
+        // "Null"; the reference stores (and clients expect) OpaqueRef:NULL.
+        Ty::Ref(_) if !unquote(d).starts_with("OpaqueRef:") => {
+            "Def::Str(\"OpaqueRef:NULL\")".to_string()
+        }
         Ty::String | Ty::Ref(_) | Ty::DateTime | Ty::Enum(_) => {
             format!("Def::Str({:?})", unquote(d))
         }
