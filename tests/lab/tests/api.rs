@@ -362,10 +362,6 @@ fn npm_xen_api_over_jsonrpc_sees_xe_change() {
     let ready = lines.next().unwrap().unwrap();
     assert!(ready.starts_with("READY "), "{ready}");
     let pool = xe(&st, &["pool-list", "--minimal"]);
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     xe(
         &st,
         &[
@@ -374,11 +370,24 @@ fn npm_xen_api_over_jsonrpc_sees_xe_change() {
             &format!("name-label={label}"),
         ],
     );
+    // The change is committed once xe returns; from then on the client
+    // must see it by its event loop (it never polls). The bound is only
+    // against a stuck or polling client: how fast events arrive is
+    // `lab bench api`'s figure, not a timed test's (under TCG the xe call
+    // alone takes about a second).
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let seen = lines.next().unwrap().unwrap();
     let at: u64 = seen.strip_prefix("SEEN ").unwrap().parse().unwrap();
     let paths = lines.next().unwrap().unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(at.saturating_sub(t0) < 2000, "event after {} ms", at - t0);
+    assert!(
+        at.saturating_sub(t0) < 10_000,
+        "event {} ms after xe returned",
+        at.saturating_sub(t0)
+    );
     assert_eq!(
         paths, "PATHS [\"/jsonrpc\"]",
         "the client must use JSON-RPC only"
