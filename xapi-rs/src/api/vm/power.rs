@@ -169,7 +169,7 @@ fn domid_of(vm: &Vm) -> R<u32> {
 }
 
 /// Marks a VM halted: no domain, on no host.
-fn halted(vm: &mut Vm) {
+pub(super) fn halted(vm: &mut Vm) {
     vm.power_state = VmPowerState::Halted;
     vm.domid = -1;
     vm.resident_on = Ref::null();

@@ -3,7 +3,7 @@
 //! never kills, duplicates or forgets a guest) and the guests' own
 //! shutdowns, reboots and crashes, handled by the VM's `actions_after_*`.
 
-use super::power::spec;
+use super::power::{halted, spec};
 use super::put_vm;
 use crate::generated::records::{OnCrashBehaviour, OnNormalExit, Vm, VmPowerState};
 use crate::model::typed::Ref;
@@ -64,12 +64,6 @@ async fn set(ctx: &Ctx, r: &Ref<Vm>, f: impl FnOnce(&mut Vm) + Send + 'static) {
     if let Err(e) = res {
         tracing::warn!("VM {r}: record not updated: {e:?}");
     }
-}
-
-fn halted(vm: &mut Vm) {
-    vm.power_state = VmPowerState::Halted;
-    vm.domid = -1;
-    vm.resident_on = Ref::null();
 }
 
 /// A domain of ours shut down: apply the VM's action.
