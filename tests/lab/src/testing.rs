@@ -4,6 +4,8 @@
 
 use crate::hosts::LabState;
 use crate::util::poll;
+use serde_json::{json, Value};
+use std::process::Command;
 use std::time::Duration;
 
 /// The lab that is up, every host's QEMU running; panics otherwise. `up` is
@@ -67,5 +69,77 @@ pub fn wait_console(
             )
             .unwrap_or_default();
         panic!("{e:#}\nconsole (tail) and xl list:\n{log}")
+    })
+}
+
+/// A JSON-RPC 2.0 call to host 1's daemon over its forwarded HTTPS port,
+/// with curl (no client library, as a black box). Null when nothing answers
+/// within `limit` or the answer is not JSON: callers that poll retry, the
+/// others fail on the missing result.
+pub fn rpc(st: &LabState, method: &str, params: Value, limit: Duration) -> Value {
+    let url = format!(
+        "https://127.0.0.1:{}/jsonrpc",
+        st.host(1).expect("host 1 in the lab").https_port
+    );
+    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let o = Command::new("curl")
+        .args(["-sk", "-m", &limit.as_secs().max(1).to_string()])
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(body.to_string())
+        .arg(&url)
+        .output()
+        .expect("run curl");
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+/// The result of a call that must succeed; panics with the answer otherwise.
+pub fn rpc_ok(st: &LabState, method: &str, params: Value, limit: Duration) -> Value {
+    let v = rpc(st, method, params, limit);
+    match v.get("result") {
+        Some(r) if v.get("error").is_none() => r.clone(),
+        _ => panic!("{method} failed: {v}"),
+    }
+}
+
+/// The error of a call that must fail, as the reference's code followed by
+/// its parameters; panics if it succeeded.
+pub fn rpc_err(st: &LabState, method: &str, params: Value, limit: Duration) -> Vec<String> {
+    let v = rpc(st, method, params, limit);
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("{method} succeeded: {v}"));
+    let mut out = vec![e["message"].as_str().unwrap_or_default().to_string()];
+    for d in e["data"].as_array().into_iter().flatten() {
+        out.push(d.as_str().unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// A root session, waiting up to `limit` for the daemon to answer (it may be
+/// starting or restarting).
+pub fn login(st: &LabState, limit: Duration) -> String {
+    poll(
+        "xapi-rs answering session.login_with_password",
+        limit,
+        Duration::from_secs(2),
+        || {
+            let v = rpc(
+                st,
+                "session.login_with_password",
+                json!(["root", st.password]),
+                Duration::from_secs(30),
+            );
+            Ok(v["result"].as_str().map(str::to_string))
+        },
+    )
+    .unwrap_or_else(|e| {
+        let log = st
+            .exec_ok(
+                1,
+                "journalctl -u xapi-rs --no-pager | tail -30",
+                Duration::from_secs(60),
+            )
+            .unwrap_or_default();
+        panic!("{e:#}\njournal (tail):\n{log}")
     })
 }

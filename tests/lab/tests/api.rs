@@ -5,16 +5,14 @@
 //! `cargo test -p lab --test api -- --ignored --test-threads=1`.
 
 use lab::hosts::LabState;
-use lab::util::poll;
+use lab::testing::{login, rpc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 fn lab() -> LabState {
-    let st = LabState::load().expect("no lab is up: run `lab up` (or `lab test`)");
-    assert!(st.all_alive(), "a lab host's QEMU is not running");
-    st
+    lab::testing::lab("lab up")
 }
 
 fn sh(st: &LabState, script: &str) -> String {
@@ -395,57 +393,10 @@ fn npm_xen_api_over_jsonrpc_sees_xe_change() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// JSON-RPC over the forwarded HTTPS port with curl (no client library).
-fn rpc(st: &LabState, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let url = format!(
-        "https://127.0.0.1:{}/jsonrpc",
-        st.host(1).unwrap().https_port
-    );
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let o = Command::new("curl")
-        .args([
-            "-sk",
-            "-m",
-            "30",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(body.to_string())
-        .arg(&url)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-fn login(st: &LabState) -> String {
-    let v = rpc(
-        st,
-        "session.login_with_password",
-        serde_json::json!(["root", st.password]),
-    );
-    v["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login: {v}"))
-        .to_string()
-}
-
-fn wait_up(st: &LabState) {
-    poll(
-        "xapi-rs answering again",
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        || {
-            let v = rpc(
-                st,
-                "session.login_with_password",
-                serde_json::json!(["root", st.password]),
-            );
-            Ok(v["result"].as_str().map(|_| ()))
-        },
-    )
-    .unwrap();
-}
+/// Each JSON-RPC call.
+const RPC: Duration = Duration::from_secs(30);
+/// The daemon answering again after a restart, a kill or a power cut.
+const UP: Duration = Duration::from_secs(120);
 
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
@@ -462,18 +413,18 @@ fn restart_and_kill9_keep_state_and_drop_sessions() {
     {
         let label = format!("survives-{round}-{}", std::process::id());
         xe(&st, &["pool-param-set", &pu, &format!("name-label={label}")]);
-        let old = login(&st);
-        assert!(rpc(&st, "pool.get_all", serde_json::json!([old]))["result"].is_array());
+        let old = login(&st, UP);
+        assert!(rpc(&st, "pool.get_all", serde_json::json!([old]), RPC)["result"].is_array());
         let before = sh(&st, "systemctl show -p MainPID --value xapi-rs");
         sh(&st, how);
-        wait_up(&st);
+        login(&st, UP);
         let after = sh(&st, "systemctl show -p MainPID --value xapi-rs");
         assert_ne!(before.trim(), after.trim(), "{how}: the daemon did not restart");
         assert_eq!(xe(&st, &["pool-param-get", &pu, "param-name=name-label"]).trim(), label);
-        let v = rpc(&st, "pool.get_all", serde_json::json!([old]));
+        let v = rpc(&st, "pool.get_all", serde_json::json!([old]), RPC);
         assert_eq!(v["error"]["message"], "SESSION_INVALID", "{how}: {v}");
-        let new = login(&st);
-        let v = rpc(&st, "pool.get_all", serde_json::json!([new]));
+        let new = login(&st, UP);
+        let v = rpc(&st, "pool.get_all", serde_json::json!([new]), RPC);
         assert_eq!(v["result"].as_array().map(Vec::len), Some(1), "{v}");
     }
 }
@@ -486,8 +437,8 @@ fn restart_and_kill9_keep_state_and_drop_sessions() {
 #[ignore = "needs the lab: run by `lab test`"]
 fn power_cut_keeps_acknowledged_writes() {
     let mut st = lab();
-    let s = login(&st);
-    let pool = rpc(&st, "pool.get_all", serde_json::json!([s]))["result"][0]
+    let s = login(&st, UP);
+    let pool = rpc(&st, "pool.get_all", serde_json::json!([s]), RPC)["result"][0]
         .as_str()
         .expect("pool.get_all")
         .to_string();
@@ -498,6 +449,7 @@ fn power_cut_keeps_acknowledged_writes() {
             &st,
             "pool.add_to_other_config",
             serde_json::json!([s, pool, format!("{tag}-{i}"), i.to_string()]),
+            RPC,
         );
         assert_eq!(v["result"], "", "write {i} not acknowledged: {v}");
     }
@@ -505,16 +457,26 @@ fn power_cut_keeps_acknowledged_writes() {
         &st,
         "pool.set_name_label",
         serde_json::json!([s, pool, tag]),
+        RPC,
     );
     assert_eq!(v["result"], "", "set_name_label not acknowledged: {v}");
     st.power_cut(1).unwrap_or_else(|e| panic!("{e:#}"));
     st.power_on(1, Duration::from_secs(1200))
         .unwrap_or_else(|e| panic!("{e:#}"));
-    wait_up(&st);
-    let s = login(&st);
-    let v = rpc(&st, "pool.get_name_label", serde_json::json!([s, pool]));
+    let s = login(&st, UP);
+    let v = rpc(
+        &st,
+        "pool.get_name_label",
+        serde_json::json!([s, pool]),
+        RPC,
+    );
     assert_eq!(v["result"], tag.as_str(), "after the power cut: {v}");
-    let v = rpc(&st, "pool.get_other_config", serde_json::json!([s, pool]));
+    let v = rpc(
+        &st,
+        "pool.get_other_config",
+        serde_json::json!([s, pool]),
+        RPC,
+    );
     let missing: Vec<usize> = (0..N)
         .filter(|i| v["result"][format!("{tag}-{i}")] != i.to_string().as_str())
         .collect();

@@ -7,28 +7,14 @@
 //! By hand: `lab up`, then
 //! `cargo test -p lab --test datamodel -- --ignored --test-threads=1`.
 
-use lab::hosts::LabState;
+use lab::testing::{lab, login, rpc};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 use xapi_codegen::Ty;
 
-fn rpc(st: &LabState, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let url = format!(
-        "https://127.0.0.1:{}/jsonrpc",
-        st.host(1).unwrap().https_port
-    );
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let o = Command::new("curl")
-        .args(["-sk", "-m", "60", "-H", "Content-Type: application/json"])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(&url)
-        .output()
-        .expect("run curl");
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|_| panic!("{method}: not JSON: {}", String::from_utf8_lossy(&o.stdout)))
-}
+/// Each call: the largest answer here is get_all_records of a class.
+const RPC: Duration = Duration::from_secs(60);
 
 /// Why `v` is not a wire value of type `t`, if it is not.
 fn type_error(
@@ -63,16 +49,8 @@ fn records_and_methods_match_the_definition() {
         return;
     };
     let (classes, enums) = xapi_codegen::model(&std::fs::read_to_string(def).unwrap()).unwrap();
-    let st = LabState::load().expect("no lab is up: run `lab up` (or `lab test`)");
-    let login = rpc(
-        &st,
-        "session.login_with_password",
-        serde_json::json!(["root", st.password]),
-    );
-    let s = login["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login: {login}"))
-        .to_string();
+    let st = lab("lab up");
+    let s = login(&st, RPC);
 
     let mut checked = 0;
     let mut records = 0;
@@ -84,6 +62,7 @@ fn records_and_methods_match_the_definition() {
             &st,
             &format!("{}.get_all_records", c.name),
             serde_json::json!([s]),
+            RPC,
         );
         let all = v["result"]
             .as_object()
@@ -107,7 +86,7 @@ fn records_and_methods_match_the_definition() {
     assert!(checked >= 60, "only {checked} classes have get_all_records");
     assert!(records > 0, "no records at all");
 
-    let v = rpc(&st, "system.listMethods", serde_json::json!([]));
+    let v = rpc(&st, "system.listMethods", serde_json::json!([]), RPC);
     let methods = v["result"]
         .as_array()
         .unwrap_or_else(|| panic!("listMethods: {v}"));
@@ -127,9 +106,14 @@ fn records_and_methods_match_the_definition() {
         );
     }
     // A message of the definition nobody implements yet answers NOT_IMPLEMENTED.
-    let v = rpc(&st, "VM.get_all_records", serde_json::json!([s]));
+    let v = rpc(&st, "VM.get_all_records", serde_json::json!([s]), RPC);
     assert!(v["result"].is_object(), "{v}");
-    let v = rpc(&st, "VM.suspend", serde_json::json!([s, "OpaqueRef:NULL"]));
+    let v = rpc(
+        &st,
+        "VM.suspend",
+        serde_json::json!([s, "OpaqueRef:NULL"]),
+        RPC,
+    );
     assert_eq!(v["error"]["message"], "NOT_IMPLEMENTED", "{v}");
     println!(
         "{checked} classes, {records} records, {} methods checked",

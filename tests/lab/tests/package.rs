@@ -6,62 +6,19 @@
 //! then `cargo test -p lab --test package -- --ignored`.
 
 use lab::hosts::{self, LabState};
-use lab::testing::{console_lines, lab, sh, wait_console};
-use lab::util::poll;
-use std::process::Command;
+use lab::testing::{self, console_lines, lab, rpc_ok, sh, wait_console};
 use std::time::Duration;
 
 /// A first guest boot and the probe's answers under TCG.
 const CONSOLE_WAIT: Duration = Duration::from_secs(420);
 
-/// JSON-RPC over host 1's forwarded HTTP port with curl; Null when nothing
-/// answers.
-fn rpc(st: &LabState, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let url = format!("http://127.0.0.1:{}/jsonrpc", st.host(1).unwrap().http_port);
-    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let o = Command::new("curl")
-        .args(["-s", "-m", "30", "-H", "Content-Type: application/json"])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg(&url)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
-}
+/// Each JSON-RPC call.
+const RPC: Duration = Duration::from_secs(30);
 
-fn result(v: serde_json::Value, what: &str) -> serde_json::Value {
-    match &v["result"] {
-        serde_json::Value::Null => panic!("{what}: {v}"),
-        r => r.clone(),
-    }
-}
-
-/// Logs in (waiting for the daemon to answer) and returns the session and
-/// the pool's reference.
+/// A root session (waiting for the daemon after an install) and the pool.
 fn login(st: &LabState) -> (String, String) {
-    let session = poll(
-        "xapi-rs answering session.login_with_password",
-        Duration::from_secs(180),
-        Duration::from_secs(2),
-        || {
-            let v = rpc(
-                st,
-                "session.login_with_password",
-                serde_json::json!(["root", st.password]),
-            );
-            Ok(v["result"].as_str().map(str::to_string))
-        },
-    )
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\n{}",
-            sh(st, 1, "journalctl -u xapi-rs --no-pager | tail -30")
-        )
-    });
-    let pools = result(
-        rpc(st, "pool.get_all", serde_json::json!([session])),
-        "pool.get_all",
-    );
+    let session = testing::login(st, Duration::from_secs(180));
+    let pools = rpc_ok(st, "pool.get_all", serde_json::json!([session]), RPC);
     let pools = pools.as_array().expect("pool.get_all returns a list");
     assert_eq!(pools.len(), 1, "one pool: {pools:?}");
     (session, pools[0].as_str().unwrap().to_string())
@@ -69,13 +26,10 @@ fn login(st: &LabState) -> (String, String) {
 
 fn pool_label(st: &LabState) -> String {
     let (s, pool) = login(st);
-    result(
-        rpc(st, "pool.get_name_label", serde_json::json!([s, pool])),
-        "pool.get_name_label",
-    )
-    .as_str()
-    .unwrap()
-    .to_string()
+    rpc_ok(st, "pool.get_name_label", serde_json::json!([s, pool]), RPC)
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn apt_get(st: &LabState, args: &str) {
@@ -184,13 +138,11 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     // State written through the API, and a running guest.
     let label = format!("kept-{}", std::process::id());
     let (s, pool) = login(&st);
-    result(
-        rpc(
-            &st,
-            "pool.set_name_label",
-            serde_json::json!([s, pool, label]),
-        ),
+    rpc_ok(
+        &st,
         "pool.set_name_label",
+        serde_json::json!([s, pool, label]),
+        RPC,
     );
     assert_eq!(pool_label(&st), label);
     let name = "pkg-guest";

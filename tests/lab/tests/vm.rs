@@ -5,53 +5,20 @@
 //! Needs a lab that is up (`lab up`, or `lab test`, which runs it).
 
 use lab::hosts::LabState;
-use lab::testing::{lab, sh, wait_console};
+use lab::testing::{self, lab, rpc_err, rpc_ok, sh, wait_console};
 use lab::util::poll;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::Duration;
 
-/// A JSON-RPC call over HTTPS; generous timeout (a start under TCG).
-fn rpc(st: &LabState, method: &str, params: Value) -> Value {
-    let url = format!(
-        "https://127.0.0.1:{}/jsonrpc",
-        st.host(1).unwrap().https_port
-    );
-    let body = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
-    let o = Command::new("curl")
-        .args([
-            "-sk",
-            "-m",
-            "900",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(body.to_string())
-        .arg(&url)
-        .output()
-        .expect("curl");
-    // No answer (the daemon restarting) is Null: callers that poll retry,
-    // the others fail on the missing result.
-    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
-}
+/// Each call; generous: a start under TCG.
+const RPC: Duration = Duration::from_secs(900);
 
 fn ok(st: &LabState, method: &str, params: Value) -> Value {
-    let v = rpc(st, method, params);
-    assert!(v.get("error").is_none(), "{method} failed: {v}");
-    v["result"].clone()
+    rpc_ok(st, method, params, RPC)
 }
 
 fn fail(st: &LabState, method: &str, params: Value) -> Vec<String> {
-    let v = rpc(st, method, params);
-    let e = v
-        .get("error")
-        .unwrap_or_else(|| panic!("{method} succeeded: {v}"));
-    let mut out = vec![e["message"].as_str().unwrap_or_default().to_string()];
-    for d in e["data"].as_array().into_iter().flatten() {
-        out.push(d.as_str().unwrap_or_default().to_string());
-    }
-    out
+    rpc_err(st, method, params, RPC)
 }
 
 /// `xl list` state column of domain `name`, or None if Xen has no such domain.
@@ -115,11 +82,7 @@ fn wait_power(st: &LabState, s: &Value, vm: &Value, want: &str) {
 }
 
 fn login(st: &LabState) -> Value {
-    ok(
-        st,
-        "session.login_with_password",
-        json!(["root", st.password]),
-    )
+    Value::from(testing::login(st, Duration::from_secs(180)))
 }
 
 #[test]
@@ -143,20 +106,7 @@ fn vm_guests_survive_a_daemon_kill_and_their_own_shutdowns_are_seen() {
     // kill -9 of the daemon: the guest runs on, and after the restart its
     // VM is still Running on the same domain; nothing is duplicated.
     sh(&st, 1, "pid=$(systemctl show -p MainPID --value xapi-rs); kill -9 $pid; sleep 1; systemctl start xapi-rs || true");
-    let s = poll(
-        "xapi-rs answering again",
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        || {
-            let v = rpc(
-                &st,
-                "session.login_with_password",
-                json!(["root", st.password]),
-            );
-            Ok(v.get("result").cloned())
-        },
-    )
-    .unwrap();
+    let s = Value::from(testing::login(&st, Duration::from_secs(120)));
     assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Running");
     assert_eq!(
         ok(&st, "VM.get_domid", json!([s, vm])).as_i64(),
