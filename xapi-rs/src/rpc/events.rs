@@ -288,7 +288,6 @@ pub fn event_record(ch: &Change, with_uuid: bool) -> V {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
     use crate::rpc::wire::Call;
     use crate::rpc::{dispatch, Ctx};
     use serde_json::json;
@@ -310,21 +309,7 @@ mod tests {
     impl T {
         async fn new(max_tombstones: usize) -> T {
             let dir = tempfile::tempdir().unwrap();
-            let db = Arc::new(Db::open_with(&dir.path().join("db"), max_tombstones).unwrap());
-            let probe = Arc::new(crate::xenops::probe::FakeProbe);
-            let (pool, host) = crate::api::host::bootstrap::bootstrap(&db, probe.as_ref()).unwrap();
-            let auth = Arc::new(crate::rpc::auth::StaticAuth {
-                users: vec![("root".into(), "pw".into())],
-            });
-            let ctx = Arc::new(Ctx::new(
-                db,
-                auth,
-                probe,
-                host,
-                pool,
-                Duration::from_secs(3600),
-                crate::api::handlers(),
-            ));
+            let ctx = crate::rpc::test_ctx(dir.path(), max_tombstones);
             let mut t = T {
                 ctx,
                 session: String::new(),

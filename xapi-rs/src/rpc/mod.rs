@@ -106,6 +106,28 @@ impl Ctx {
     }
 }
 
+/// The fixture of this crate's unit tests: a bootstrapped database in `dir`
+/// remembering `max_tombstones` deletions, the fake host probe, one account
+/// root/pw, and the real handler table.
+#[cfg(test)]
+pub(crate) fn test_ctx(dir: &std::path::Path, max_tombstones: usize) -> Arc<Ctx> {
+    let db = Arc::new(Db::open_with(&dir.join("db"), max_tombstones).unwrap());
+    let probe: Arc<dyn HostProbe> = Arc::new(crate::xenops::probe::FakeProbe);
+    let (pool, host) = crate::api::host::bootstrap::bootstrap(&db, probe.as_ref()).unwrap();
+    let auth = Arc::new(crate::rpc::auth::StaticAuth {
+        users: vec![("root".into(), "pw".into())],
+    });
+    Arc::new(Ctx::new(
+        db,
+        auth,
+        probe,
+        host,
+        pool,
+        Duration::from_secs(3600),
+        crate::api::handlers(),
+    ))
+}
+
 fn param_str(v: &V) -> String {
     v.as_str()
         .map(str::to_string)
@@ -389,21 +411,8 @@ mod tests {
     #[tokio::test]
     async fn roles_and_unimplemented_messages() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(&dir.path().join("db")).unwrap());
-        let probe: Arc<dyn HostProbe> = Arc::new(crate::xenops::probe::FakeProbe);
-        let (pool, host) = crate::api::host::bootstrap::bootstrap(&db, probe.as_ref()).unwrap();
-        let auth = Arc::new(crate::rpc::auth::StaticAuth {
-            users: vec![("root".into(), "pw".into())],
-        });
-        let ctx = Arc::new(Ctx::new(
-            db,
-            auth,
-            probe,
-            host,
-            pool.clone(),
-            Duration::from_secs(60),
-            crate::api::handlers(),
-        ));
+        let ctx = test_ctx(dir.path(), crate::db::MAX_TOMBSTONES);
+        let pool = ctx.pool_ref.clone();
         let call = |method: &str, params: Vec<V>| Call {
             method: method.into(),
             params,
