@@ -9,30 +9,9 @@
 //! `XAPI_FUZZ_ITERS`; `XAPI_FUZZ_SEED` reproduces a run. A failing input is
 //! saved to `$TMPDIR/xapi-fuzz-crash-PARSER-SEED-ITER`.
 
-use std::time::{Duration, Instant};
+use fuzz_loop::{Bounds, Rng};
+use std::time::Duration;
 use xapi_rs::fuzzing::{check_cli, check_expr, check_json, check_xml};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
 
 const XML_SEEDS: &[&str] = &[
     "<?xml version='1.0'?>\n<methodCall><methodName>session.login_with_password</methodName><params><param><value><string>root</string></value></param><param><value>pw</value></param></params></methodCall>",
@@ -115,7 +94,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                 }
             }
             5 => {
-                let b = rng.next() as u8;
+                let b = rng.next_u64() as u8;
                 v.insert(at, b);
             }
             6 => {
@@ -133,48 +112,27 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     v
 }
 
-fn env_u64(k: &str) -> Option<u64> {
-    std::env::var(k).ok().and_then(|v| v.parse().ok())
-}
-
-/// Runs `check` over mutations of `seeds` for the configured time.
+/// Checks the seeds, then mutations of them for the configured time
+/// (`XAPI_FUZZ_SECS`, `XAPI_FUZZ_ITERS`, `XAPI_FUZZ_SEED`).
 fn fuzz(name: &str, seeds: &[&str], check: fn(&[u8])) {
-    let secs = env_u64("XAPI_FUZZ_SECS").unwrap_or(3);
-    let iters = env_u64("XAPI_FUZZ_ITERS").unwrap_or(u64::MAX);
-    let seed = env_u64("XAPI_FUZZ_SEED").unwrap_or(0x5eed_0000 + name.len() as u64);
-    let mut rng = Rng(seed | 1);
-    let started = Instant::now();
-    let mut n = 0u64;
-    let mut slowest = Duration::ZERO;
-    // The seeds themselves, then mutations.
     for s in seeds {
         check(s.as_bytes());
     }
-    while n < iters && started.elapsed() < Duration::from_secs(secs) {
-        let base = *rng.pick(seeds);
-        let input = mutate(&mut rng, base.as_bytes());
-        let t = Instant::now();
-        let res = std::panic::catch_unwind(|| check(&input));
-        if res.is_err() {
-            let path = std::env::temp_dir().join(format!("xapi-fuzz-crash-{name}-{seed}-{n}"));
-            let _ = std::fs::write(&path, &input);
-            panic!(
-                "{name}: input {n} (seed {seed}) failed; saved to {}",
-                path.display()
-            );
-        }
-        slowest = slowest.max(t.elapsed());
-        n += 1;
-    }
+    let bounds = Bounds::from_env("XAPI_FUZZ", 0x5eed_0000 + name.len() as u64);
+    let stats = fuzz_loop::run(
+        &format!("xapi-{name}"),
+        bounds,
+        |rng| {
+            let base = *rng.pick(seeds);
+            mutate(rng, base.as_bytes())
+        },
+        check,
+    );
     // Bounded work: no input (up to a few hundred KB) takes long.
     assert!(
-        slowest < Duration::from_secs(2),
-        "{name}: slowest input took {slowest:?}"
-    );
-    assert!(n > 0 || iters == 0, "{name}: no iteration ran");
-    eprintln!(
-        "{name}: {n} inputs in {:?}, slowest {slowest:?}",
-        started.elapsed()
+        stats.slowest < Duration::from_secs(2),
+        "{name}: slowest input took {:?}",
+        stats.slowest
     );
 }
 

@@ -8,7 +8,7 @@
 //! Bounded by `XENGUEST_FUZZ_SECS` (default 3 s) and `XENGUEST_FUZZ_ITERS`;
 //! `XENGUEST_FUZZ_SEED` reproduces a run.
 
-use std::time::{Duration, Instant};
+use fuzz_loop::{Bounds, Rng};
 
 use xenguest::stream::fuzzing::check_input;
 use xenguest::stream::libxc::{DomainHeader, ImageHeader, Record};
@@ -16,25 +16,6 @@ use xenguest::stream::sample::{
     sample_checkpointed_libxl_stream, sample_pv_records, sample_pv_stream, sample_xl_save_file,
 };
 use xenguest::stream::{LibxlHeader, LibxlRecord, StreamWriter};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
 
 fn corpus() -> Vec<Vec<u8>> {
     let mut c = vec![sample_pv_stream(), sample_xl_save_file()];
@@ -116,7 +97,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
             5 => {
                 let i = rng.below(len + 1);
                 let k = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..k).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..k).map(|_| rng.next_u64() as u8).collect();
                 input.splice(i..i, bytes);
             }
             6 if len >= 16 => {
@@ -138,7 +119,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>]) {
             _ if len > 0 => {
                 // Change the option-selector byte used by check_input.
                 let last = input.len() - 1;
-                input[last] = rng.next() as u8;
+                input[last] = rng.next_u64() as u8;
             }
             _ => {}
         }
@@ -157,37 +138,17 @@ fn corpus_is_valid() {
 
 #[test]
 fn bounded_mutation_fuzz() {
-    let secs: u64 = std::env::var("XENGUEST_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let max_iters: u64 = std::env::var("XENGUEST_FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u64::MAX);
-    let seed: u64 = std::env::var("XENGUEST_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026);
-    println!("fuzz seed {seed} for {secs}s (XENGUEST_FUZZ_SEED / XENGUEST_FUZZ_SECS)");
+    // XENGUEST_FUZZ_SECS, XENGUEST_FUZZ_ITERS, XENGUEST_FUZZ_SEED.
+    let bounds = Bounds::from_env("XENGUEST_FUZZ", 0x5eed_2026);
     let corpus = corpus();
-    let mut rng = Rng(seed | 1);
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut iters = 0u64;
-    while iters < max_iters && Instant::now() < deadline {
-        let mut input = corpus[rng.below(corpus.len())].clone();
-        mutate(&mut rng, &mut input, &corpus);
-        let result = std::panic::catch_unwind(|| check_input(&input));
-        if result.is_err() {
-            let path = std::env::temp_dir().join(format!("xenguest-fuzz-crash-{seed}-{iters}"));
-            std::fs::write(&path, &input).unwrap();
-            panic!(
-                "property violated at iteration {iters} (seed {seed}); input saved to {}",
-                path.display()
-            );
-        }
-        iters += 1;
-    }
-    println!("fuzz: {iters} inputs checked");
-    assert!(iters > 0);
+    fuzz_loop::run(
+        "xenguest-stream",
+        bounds,
+        |rng| {
+            let mut input = corpus[rng.below(corpus.len())].clone();
+            mutate(rng, &mut input, &corpus);
+            input
+        },
+        check_input,
+    );
 }
