@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use dom0_support::{run, run_any, wait_for_or, xl_domains, xl_list, Guest, GUEST_BOOT};
+use dom0_support::{
+    run, run_any, wait_for_or, xl_domains, xl_list, Guest, CALM_WORKSET_MB, GUEST_BOOT,
+};
 use uuid::Uuid;
 use xapi_rs::xenops::{
     DomainEvent, DomainSpec, MemorySpec, Ownership, PvBoot, ShutdownReason, ShutdownRequest,
@@ -44,7 +46,7 @@ fn spec(name: &str, kernel: &str) -> DomainSpec {
         boot: PvBoot {
             kernel: kernel.into(),
             ramdisk: Some(RAMDISK.into()),
-            cmdline: "console=hvc0 quiet probe.ws_mb=16".into(),
+            cmdline: format!("console=hvc0 quiet probe.ws_mb={CALM_WORKSET_MB}"),
         },
     }
 }
@@ -177,7 +179,7 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
     );
 
     // Adoption: ours and started; dom0 and an xl-created guest foreign.
-    let (foreign, foreign_domid) = Guest::launch("xenops-foreign", 128, 8);
+    let (foreign, foreign_domid) = Guest::launch("xenops-foreign", 128, CALM_WORKSET_MB);
     let listing = rt.block_on(xo.list()).expect("list");
     let owner = |d: u32| listing.iter().find(|l| l.state.domid == d).map(|l| l.owner);
     assert_eq!(

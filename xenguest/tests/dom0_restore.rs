@@ -9,7 +9,7 @@ use xenguest::restore::{restore, RestoreOptions};
 /// Starts a probe guest, waits for it, `xl save`s it to FILE (which
 /// destroys it).  The guard destroys whatever carries the name later.
 fn saved_probe(name: &str, file: &str) -> Guest {
-    let (g, _) = Guest::start(name, 256, 16);
+    let (g, _) = Guest::start(name, 256, CALM_WORKSET_MB);
     run("xl", &["save", name, file]);
     g
 }

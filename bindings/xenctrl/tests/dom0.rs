@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 // Guests come from `Guest::launch`, not `start`: these tests need a running
 // PV domain, not a verified probe, and wait for what they need themselves.
-use dom0_support::{run, Guest};
+use dom0_support::{run, Guest, CALM_WORKSET_MB};
 use xenctrl::*;
 
 /// `xl info` as key -> value.
@@ -254,7 +254,7 @@ fn event_channel_loopback_in_dom0() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn foreign_map_logdirty_then_xl_migrate_still_works() {
     let xc = XenCtrl::open().unwrap();
-    let (guest, domid) = Guest::launch("xenctrl-dom0-test", 128, 16);
+    let (guest, domid) = Guest::launch("xenctrl-dom0-test", 128, CALM_WORKSET_MB);
     // Let the guest boot and start dirtying memory.
     std::thread::sleep(Duration::from_secs(3));
     let info = xc.domain_info(domid).unwrap();
@@ -416,7 +416,7 @@ const P2M_SPECIAL: u64 = (1 << 63) | (1 << 62);
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn m2p_p2m_page_types_vcpu_state_and_policy_of_a_running_guest() {
     let xc = XenCtrl::open().unwrap();
-    let (guest, domid) = Guest::launch("srbind-state", 256, 16);
+    let (guest, domid) = Guest::launch("srbind-state", 256, CALM_WORKSET_MB);
     std::thread::sleep(Duration::from_secs(3));
     let info = xc.domain_info(domid).unwrap();
 
@@ -709,7 +709,7 @@ fn populate_map_pin_and_restore_state_on_an_empty_pv_domain() {
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn suspend_via_control_shutdown_then_fast_resume() {
     let xc = XenCtrl::open().unwrap();
-    let (guest, domid) = Guest::launch("srbind-suspend", 256, 16);
+    let (guest, domid) = Guest::launch("srbind-suspend", 256, CALM_WORKSET_MB);
     let verified = || {
         run("/usr/local/bin/lab-guest-log", &[&guest.name])
             .matches("probe: verify ok")

@@ -7,7 +7,7 @@
 //! heaps (tests/lab/src/hosts.rs, `XEN_TCG_ARGS`). The first test checks the
 //! setting that prevents it; the second is the copy loop that found it.
 
-use dom0_support::Guest;
+use dom0_support::{Guest, CALM_WORKSET_MB};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -61,7 +61,7 @@ fn copy_loop(run_for: Duration) -> (u64, Vec<String>) {
 #[test]
 #[ignore = "needs a Xen dom0: run by lab test"]
 fn page_copies_in_dom0_keep_every_byte_while_a_guest_runs() {
-    let (_guest, _) = Guest::launch("lab-integrity", 128, 8);
+    let (_guest, _) = Guest::launch("lab-integrity", 128, CALM_WORKSET_MB);
     let threads: Vec<_> = (0..2)
         .map(|_| std::thread::spawn(|| copy_loop(Duration::from_secs(20))))
         .collect();

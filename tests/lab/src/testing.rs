@@ -143,3 +143,34 @@ pub fn login(st: &LabState, limit: Duration) -> String {
         panic!("{e:#}\njournal (tail):\n{log}")
     })
 }
+
+/// Prints how long a long test's steps take ("NAME: STEP +N.N s (at M s)")
+/// to stderr, so a slow phase of `lab test` shows where its time goes.
+pub struct Steps {
+    name: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Steps {
+    pub fn new(name: &'static str) -> Steps {
+        let now = std::time::Instant::now();
+        Steps {
+            name,
+            start: now,
+            last: now,
+        }
+    }
+
+    /// Marks the end of step `what`.
+    pub fn done(&mut self, what: &str) {
+        let now = std::time::Instant::now();
+        eprintln!(
+            "{}: {what} +{:.1} s (at {:.0} s)",
+            self.name,
+            (now - self.last).as_secs_f64(),
+            (now - self.start).as_secs_f64()
+        );
+        self.last = now;
+    }
+}

@@ -5,6 +5,7 @@
 //! it on a host of its own (`fresh_host` in the name); by hand: `lab up`,
 //! then `cargo test -p lab --test package -- --ignored`.
 
+use dom0_support::CALM_WORKSET_MB;
 use lab::hosts::{self, LabState};
 use lab::testing::{self, console_lines, lab, rpc_ok, sh, wait_console};
 use std::time::Duration;
@@ -111,6 +112,7 @@ fn complete(st: &LabState, words: &[&str]) -> Vec<String> {
 #[ignore = "needs the lab: run by `lab test`"]
 fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     let st = lab("lab up");
+    let mut steps = testing::Steps::new("package");
     // Installed by the package, every file where the package says.
     assert_eq!(dpkg_state(&st), "ii");
     let files = sh(&st, 1, "dpkg -L xapi-rs");
@@ -126,6 +128,7 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     assert_eq!(sh(&st, 1, "systemctl is-active xapi-rs").trim(), "active");
     let deb = format!("{}/xapi-rs_*.deb", lab::deb::DOM0_DIR);
     let deb = sh(&st, 1, &format!("ls {deb}")).trim().to_string();
+    steps.done("installed files checked");
 
     // Bash completion asks xe, which asks the daemon: command names, then
     // the chosen command's parameters.
@@ -134,6 +137,7 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     assert!(complete(&st, &["xe", "po"]).contains(&"pool-list".to_string()));
     let params = complete(&st, &["xe", "host-cpu-param-get", "param-n"]);
     assert_eq!(params, ["param-name="]);
+    steps.done("bash completion");
 
     // State written through the API, and a running guest.
     let label = format!("kept-{}", std::process::id());
@@ -145,6 +149,7 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         RPC,
     );
     assert_eq!(pool_label(&st), label);
+    steps.done("API write");
     let name = "pkg-guest";
     let _ = st.exec(1, &format!("xl destroy {name}"), Duration::from_secs(60));
     sh(
@@ -152,14 +157,16 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         1,
         &format!("rm -f /var/log/xen/console/guest-{name}*.log"),
     );
-    let domid = sh(&st, 1, &format!("lab-guest {name} 128 8"))
+    let domid = sh(&st, 1, &format!("lab-guest {name} 128 {CALM_WORKSET_MB}"))
         .trim()
         .to_string();
     wait_console(&st, 1, name, "probe: verify ok", 0, CONSOLE_WAIT);
+    steps.done("guest up");
 
     // Remove: the daemon stops, the guest runs on, the database stays.
     let db = "/var/lib/xapi-rs/state.redb";
     apt_get(&st, "remove xapi-rs");
+    steps.done("apt remove");
     assert_eq!(dpkg_state(&st), "rc");
     assert_daemon_stopped(&st, "apt remove");
     sh(&st, 1, &format!("test -f {db}"));
@@ -168,15 +175,19 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         .map(|o| !o.status.success())
         .unwrap());
     assert_guest_runs(&st, name, &domid, "apt remove");
+    steps.done("checks after remove");
 
     // Reinstall: the daemon is back with what was written before.
     apt_get(&st, &format!("install {deb}"));
+    steps.done("apt install");
     assert_eq!(dpkg_state(&st), "ii");
     assert_eq!(pool_label(&st), label, "the database after a reinstall");
     assert_guest_runs(&st, name, &domid, "reinstall");
+    steps.done("checks after reinstall");
 
     // Purge: the configuration goes, the database does not.
     apt_get(&st, "purge xapi-rs");
+    steps.done("apt purge");
     assert_eq!(dpkg_state(&st), "un");
     assert_daemon_stopped(&st, "apt purge");
     for gone in ["/etc/xensource/xapi-rs.conf", "/etc/pam.d/xapi"] {
@@ -187,6 +198,7 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     }
     sh(&st, 1, &format!("test -f {db}"));
     assert_guest_runs(&st, name, &domid, "apt purge");
+    steps.done("checks after purge");
     apt_get(&st, &format!("install {deb}"));
     assert_eq!(
         pool_label(&st),
@@ -194,5 +206,6 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         "the database after purge and install"
     );
     assert_guest_runs(&st, name, &domid, "install after purge");
+    steps.done("install after purge, checks");
     sh(&st, 1, &format!("xl destroy {name}"));
 }
