@@ -208,3 +208,38 @@ fn dom0_and_templates_are_there_from_the_start() {
     let n = d.ok("VM.get_all", json!([s])).as_array().unwrap().len();
     assert_eq!(n, all.len());
 }
+
+/// The live resource changes on a VM that does not run: vCPU hot-plug
+/// needs a running VM; the dynamic range of a halted one is only its
+/// record, with the reference's order check (a failed change keeps the
+/// old range).
+#[test]
+fn live_changes_check_the_state_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(dir.path(), &[]);
+    let s = d.login();
+    let vm = d.ok("VM.create", json!([s, vm_args("live")]));
+    let vm_s = vm.as_str().unwrap();
+    assert_eq!(
+        d.fail("VM.set_VCPUs_number_live", json!([s, vm, "2"])),
+        ["VM_BAD_POWER_STATE", vm_s, "running", "halted"]
+    );
+    d.ok(
+        "VM.set_memory_dynamic_range",
+        json!([s, vm, "134217728", "201326592"]),
+    );
+    let rec = d.ok("VM.get_record", json!([s, vm]));
+    assert_eq!(rec["memory_dynamic_min"], 134217728);
+    assert_eq!(rec["memory_dynamic_max"], 201326592);
+    assert_eq!(rec["memory_target"], 134217728);
+    // min above max, and max above static_max: refused, nothing changed.
+    for (min, max) in [("201326592", "134217728"), ("134217728", "536870912")] {
+        assert_eq!(
+            d.fail("VM.set_memory_dynamic_range", json!([s, vm, min, max])),
+            ["MEMORY_CONSTRAINT_VIOLATION_ORDER"]
+        );
+    }
+    let rec = d.ok("VM.get_record", json!([s, vm]));
+    assert_eq!(rec["memory_dynamic_max"], 201326592);
+    assert!(rec["current_operations"].as_object().unwrap().is_empty());
+}

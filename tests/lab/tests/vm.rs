@@ -265,3 +265,93 @@ fn vm_power_cycle_of_a_pv_guest_agrees_with_xl() {
     );
     ok(&st, "VM.destroy", json!([s, vm]));
 }
+
+/// `xl list`'s VCPUs and Mem (MiB) columns for domain `name`: the vCPUs
+/// online and the memory Xen has given it.
+fn xl_vcpus_mem(st: &LabState, name: &str) -> Option<(u32, u64)> {
+    let out = sh(st, 1, "xl list");
+    out.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&name)).then(|| (f[3].parse().unwrap_or(0), f[2].parse().unwrap_or(0)))
+    })
+}
+
+/// vCPU hot-plug and the balloon on a running guest, as Xen sees them: the
+/// guest's own drivers follow what the API sets.
+#[test]
+#[ignore]
+fn vm_vcpus_and_memory_change_live() {
+    let st = lab("lab up");
+    let s = login(&st);
+    let name = "lab-api-live";
+    let vm = guest_kit_vm(&st, &s, name);
+    const MIB: i64 = 1 << 20;
+    ok(&st, "VM.set_VCPUs_max", json!([s, vm, 2]));
+    ok(&st, "VM.set_VCPUs_at_startup", json!([s, vm, 1]));
+    ok(
+        &st,
+        "VM.set_memory_limits",
+        json!([s, vm, 128 * MIB, 256 * MIB, 256 * MIB, 256 * MIB]),
+    );
+    ok(&st, "VM.start", json!([s, vm, false, false]));
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        0,
+        Duration::from_secs(300),
+    );
+    let seen = |what: &str, f: &dyn Fn((u32, u64)) -> bool| {
+        poll(
+            what,
+            Duration::from_secs(300),
+            Duration::from_secs(3),
+            || Ok(xl_vcpus_mem(&st, name).filter(|v| f(*v))),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}\nxl list:\n{}", sh(&st, 1, "xl list")))
+    };
+    seen("1 vCPU online at boot", &|(v, _)| v == 1);
+
+    // vCPU 2 comes online; the record and the metrics follow.
+    ok(&st, "VM.set_VCPUs_number_live", json!([s, vm, 2]));
+    seen("2 vCPUs online", &|(v, _)| v == 2);
+    assert_eq!(ok(&st, "VM.get_VCPUs_at_startup", json!([s, vm])), 2);
+    let m = ok(&st, "VM.get_metrics", json!([s, vm]));
+    assert_eq!(ok(&st, "VM_metrics.get_VCPUs_number", json!([s, m])), 2);
+    // Beyond VCPUs_max: the reference's error, nothing changes.
+    assert_eq!(
+        fail(&st, "VM.set_VCPUs_number_live", json!([s, vm, 3]))[0],
+        "INVALID_VALUE"
+    );
+    ok(&st, "VM.set_VCPUs_number_live", json!([s, vm, 1]));
+    seen("back to 1 vCPU", &|(v, _)| v == 1);
+
+    // The balloon: down to the new top of the range, then up again.
+    ok(
+        &st,
+        "VM.set_memory_dynamic_range",
+        json!([s, vm, 128 * MIB, 160 * MIB]),
+    );
+    seen("the guest ballooned down to 160 MiB", &|(_, mem)| {
+        mem <= 161
+    });
+    assert_eq!(
+        sh(
+            &st,
+            1,
+            &format!("xenstore-read /local/domain/$(xl domid {name})/memory/target")
+        )
+        .trim(),
+        (160 * 1024).to_string()
+    );
+    ok(
+        &st,
+        "VM.set_memory_dynamic_range",
+        json!([s, vm, 128 * MIB, 256 * MIB]),
+    );
+    seen("the guest ballooned up to 256 MiB", &|(_, mem)| mem >= 250);
+    assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Running");
+    ok(&st, "VM.hard_shutdown", json!([s, vm]));
+    ok(&st, "VM.destroy", json!([s, vm]));
+}

@@ -130,6 +130,10 @@ impl Hypervisor for FakeHypervisor {
         })
     }
 
+    fn set_memory_cap(&self, domid: DomId, _: u64) -> xenctrl::Result<()> {
+        self.with("xc_domain_setmaxmem", domid, |_| ())
+    }
+
     fn destroy(&self, domid: DomId) -> xenctrl::Result<()> {
         self.with("xc_domain_destroy", domid, |_| ())?;
         self.st().domains.remove(&domid);

@@ -86,6 +86,8 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn unpause(&self, domid: DomId) -> xenctrl::Result<()>;
     /// Stops the domain's vCPUs.
     fn pause(&self, domid: DomId) -> xenctrl::Result<()>;
+    /// Caps the memory the domain may have (its balloon target plus slack).
+    fn set_memory_cap(&self, domid: DomId, target_kib: u64) -> xenctrl::Result<()>;
     /// Destroys the domain (it may linger as [`Power::Dying`]).
     fn destroy(&self, domid: DomId) -> xenctrl::Result<()>;
     /// One domain, `None` if there is no such domain.

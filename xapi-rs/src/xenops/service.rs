@@ -229,6 +229,36 @@ impl<H: Hypervisor> Xenops<H> {
             .await
     }
 
+    /// Brings vCPUs `0..online` of a running PV domain online and the rest
+    /// (up to `max`, its vCPU count) offline; the guest follows.
+    pub async fn set_vcpus_online(&self, domid: DomId, online: u32, max: u32) -> Result<()> {
+        tree::write(&self.xs, &tree::vcpus_online(domid, online, max))
+            .await
+            .map_err(Self::xs_err("set vCPU availability", domid))
+    }
+
+    /// Sets a running PV domain's memory target. Xen's cap moves first when
+    /// it grows (so the balloon may inflate to it) and last when it shrinks
+    /// (so the guest is asked to give memory back before Xen insists).
+    pub async fn set_memory_target(&self, domid: DomId, old_kib: u64, new_kib: u64) -> Result<()> {
+        if new_kib > old_kib {
+            self.blocking("raise the memory cap", Some(domid), move |h| {
+                h.set_memory_cap(domid, new_kib)
+            })
+            .await?;
+        }
+        tree::write(&self.xs, &[tree::memory_target(domid, new_kib)])
+            .await
+            .map_err(Self::xs_err("set the memory target", domid))?;
+        if new_kib < old_kib {
+            self.blocking("lower the memory cap", Some(domid), move |h| {
+                h.set_memory_cap(domid, new_kib)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// One domain's state, `None` if it does not exist.
     pub async fn domain(&self, domid: DomId) -> Result<Option<DomainState>> {
         self.blocking("domain info", Some(domid), move |h| h.domain(domid))

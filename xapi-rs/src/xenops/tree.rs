@@ -181,15 +181,28 @@ pub fn built(domid: DomId, spec: &DomainSpec, rings: &Rings) -> Vec<Node> {
             rings.console_mfn.to_string(),
         ),
     ];
-    for n in 0..spec.vcpus.max {
-        let avail = if n < spec.vcpus.at_startup {
-            "online"
-        } else {
-            "offline"
-        };
-        v.push(node(format!("{d}/cpu/{n}/availability"), avail));
-    }
+    v.extend(vcpus_online(domid, spec.vcpus.at_startup, spec.vcpus.max));
     v
+}
+
+/// vCPUs `0..online` online and the rest up to `max` offline: a PV guest's
+/// hotplug driver watches `cpu/N/availability` and follows it.
+pub fn vcpus_online(domid: DomId, online: u32, max: u32) -> Vec<Node> {
+    let d = dom_path(domid);
+    (0..max)
+        .map(|n| {
+            let avail = if n < online { "online" } else { "offline" };
+            node(format!("{d}/cpu/{n}/availability"), avail)
+        })
+        .collect()
+}
+
+/// The balloon driver's target (KiB), which a PV guest's balloon follows.
+pub fn memory_target(domid: DomId, target_kib: u64) -> Node {
+    node(
+        format!("{}/memory/target", dom_path(domid)),
+        target_kib.to_string(),
+    )
 }
 
 /// The marker's stage node.

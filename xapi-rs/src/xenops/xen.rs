@@ -75,6 +75,10 @@ impl Hypervisor for XenHypervisor {
         })
     }
 
+    fn set_memory_cap(&self, domid: DomId, target_kib: u64) -> xenctrl::Result<()> {
+        self.xc().set_max_mem(domid, target_kib + MAXMEM_SLACK_KIB)
+    }
+
     fn unpause(&self, domid: DomId) -> xenctrl::Result<()> {
         self.xc().unpause_domain(domid)
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 /// The reference's limit for a clean shutdown (acknowledgement and halt).
 const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1200);
 
-fn xenops(ctx: &Ctx) -> R<Arc<Xenops<XenHypervisor>>> {
+pub(super) fn xenops(ctx: &Ctx) -> R<Arc<Xenops<XenHypervisor>>> {
     ctx.xenops.get().cloned().ok_or_else(|| {
         errors::internal_error(
             "this daemon has no connection to the hypervisor (not on a Xen dom0)",
@@ -79,7 +79,7 @@ async fn release(
 
 /// Runs `act` on the claimed record; the claim is released whatever
 /// happens, and the record changed by `done` only if `act` succeeded.
-async fn claimed<T, Fut>(
+pub(super) async fn claimed<T, Fut>(
     ctx: &Arc<Ctx>,
     r: &Ref<Vm>,
     op: VmOperations,
@@ -148,7 +148,7 @@ pub(super) fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
 }
 
 /// A hypervisor failure as the reference reports it.
-fn xen_error(r: &Ref<Vm>, e: XenopsError) -> crate::rpc::ApiError {
+pub(super) fn xen_error(r: &Ref<Vm>, e: XenopsError) -> crate::rpc::ApiError {
     match e {
         // The kernel or ramdisk is missing or not an image: the
         // reference's bootloader error (nothing was left running).
@@ -164,7 +164,7 @@ fn xen_error(r: &Ref<Vm>, e: XenopsError) -> crate::rpc::ApiError {
     }
 }
 
-fn domid_of(vm: &Vm) -> R<u32> {
+pub(super) fn domid_of(vm: &Vm) -> R<u32> {
     u32::try_from(vm.domid).map_err(|_| errors::internal_error("the VM has no domain"))
 }
 
