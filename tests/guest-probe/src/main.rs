@@ -25,6 +25,9 @@ struct Config {
     pattern_mb: usize,
     pages_per_tick: usize,
     gap_ms: u64,
+    /// The loop's sleep: 1 ms to time a migration's pause precisely; longer
+    /// for a guest that only has to stay alive and keep its memory.
+    tick: Duration,
     verify_every: Duration,
 }
 
@@ -34,6 +37,7 @@ fn parse_args() -> Result<Config, String> {
         pattern_mb: 8,
         pages_per_tick: 0,
         gap_ms: 300,
+        tick: Duration::from_millis(1),
         verify_every: Duration::from_secs(5),
     };
     let mut args = std::env::args().skip(1);
@@ -48,13 +52,15 @@ fn parse_args() -> Result<Config, String> {
             "--pattern-mb" => c.pattern_mb = val(&a)? as usize,
             "--pages-per-tick" => c.pages_per_tick = val(&a)? as usize,
             "--gap-ms" => c.gap_ms = val(&a)?,
+            "--tick-ms" => c.tick = Duration::from_millis(val(&a)?.max(1)),
             "--verify-every-s" => c.verify_every = Duration::from_secs(val(&a)?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if c.pages_per_tick == 0 {
         // Dirty the whole working set about once a second.
-        c.pages_per_tick = (c.workset_mb * 256).div_ceil(1000).max(1);
+        let ticks_per_s = (1000 / c.tick.as_millis().max(1)).max(1) as usize;
+        c.pages_per_tick = (c.workset_mb * 256).div_ceil(ticks_per_s).max(1);
     }
     Ok(c)
 }
@@ -324,7 +330,7 @@ fn main() {
     let mut verified = 0u64;
     let mut last_verify = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(c.tick);
         let now = now_ms();
         let gap = now.saturating_sub(last);
         window_gap = window_gap.max(gap);
@@ -367,6 +373,7 @@ mod tests {
             pattern_mb: 1,
             pages_per_tick: 3,
             gap_ms: 50,
+            tick: Duration::from_millis(1),
             verify_every: Duration::from_secs(5),
         }
     }

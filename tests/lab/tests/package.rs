@@ -5,7 +5,7 @@
 //! it on a host of its own (`fresh_host` in the name); by hand: `lab up`,
 //! then `cargo test -p lab --test package -- --ignored`.
 
-use dom0_support::CALM_WORKSET_MB;
+use dom0_support::CALM_PROBE_ARGS;
 use lab::hosts::{self, LabState};
 use lab::testing::{self, console_lines, lab, rpc_ok, sh, wait_console};
 use std::time::Duration;
@@ -157,9 +157,21 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         1,
         &format!("rm -f /var/log/xen/console/guest-{name}*.log"),
     );
-    let domid = sh(&st, 1, &format!("lab-guest {name} 128 {CALM_WORKSET_MB}"))
-        .trim()
-        .to_string();
+    // A calm guest kit guest (lab-guest's probe keeps a TCG dom0 busy).
+    let kernel = sh(&st, 1, "ls /boot/vmlinuz-* | sort | tail -1");
+    let cfg = format!(
+        "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{}\"\n\
+         ramdisk = \"/opt/lab/guest/initrd.cpio\"\n\
+         extra = \"console=hvc0 quiet {CALM_PROBE_ARGS}\"\nmemory = 128\nvcpus = 1\n",
+        kernel.trim()
+    );
+    let domid = sh(
+        &st,
+        1,
+        &format!("cat > /etc/xen/{name}.cfg <<'CFG'\n{cfg}CFG\nxl create -q /etc/xen/{name}.cfg && xl domid {name}"),
+    )
+    .trim()
+    .to_string();
     wait_console(&st, 1, name, "probe: verify ok", 0, CONSOLE_WAIT);
     steps.done("guest up");
 

@@ -4,7 +4,7 @@
 //! and unpause; bad input gets the reference's errors and leaves no domain.
 //! Needs a lab that is up (`lab up`, or `lab test`, which runs it).
 
-use dom0_support::CALM_WORKSET_MB;
+use dom0_support::CALM_PROBE_ARGS;
 use lab::hosts::LabState;
 use lab::testing::{self, lab, rpc_err, rpc_ok, sh, wait_console};
 use lab::util::poll;
@@ -65,11 +65,7 @@ fn guest_kit_vm(st: &LabState, s: &Value, name: &str) -> Value {
     ok(
         st,
         "VM.set_PV_args",
-        json!([
-            s,
-            vm,
-            format!("console=hvc0 quiet probe.ws_mb={CALM_WORKSET_MB}")
-        ]),
+        json!([s, vm, format!("console=hvc0 quiet {CALM_PROBE_ARGS}")]),
     );
     vm
 }

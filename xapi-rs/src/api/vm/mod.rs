@@ -43,8 +43,14 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VmShutdown, Impl::Custom(power::shutdown)),
     (Msg::VmPause, Impl::Custom(power::pause)),
     (Msg::VmUnpause, Impl::Custom(power::unpause)),
-    (Msg::VmSetVCPUsNumberLive, Impl::Custom(live::set_vcpus_number_live)),
-    (Msg::VmSetMemoryDynamicRange, Impl::Custom(live::set_memory_dynamic_range)),
+    (
+        Msg::VmSetVCPUsNumberLive,
+        Impl::Custom(live::set_vcpus_number_live),
+    ),
+    (
+        Msg::VmSetMemoryDynamicRange,
+        Impl::Custom(live::set_memory_dynamic_range),
+    ),
 ];
 
 /// Runs a handler's body as one database transaction off the runtime's
