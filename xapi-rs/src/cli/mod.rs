@@ -9,6 +9,7 @@
 //! closed afterwards.
 
 pub mod tables;
+mod vm;
 
 use crate::generated::errors::ErrorCode;
 use crate::model::value::{Record, V};
@@ -159,6 +160,8 @@ pub enum CliError {
     ParamNotFound(String),
     /// `Unknown_command`.
     Unknown(String),
+    /// `Multiple_failure`: the operation failed on these VMs (uuid, why).
+    Multiple(Vec<(String, String)>),
 }
 
 impl From<Vec<String>> for CliError {
@@ -176,6 +179,8 @@ pub struct CmdSpec {
     pub optn: Vec<String>,
     pub help: String,
     pub standard: bool,
+    /// Takes VM selectors (the reference's `Vm_selectors` flag).
+    pub vm_selectors: bool,
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -192,6 +197,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: vec![],
             help: "Display help information.".into(),
             standard: true,
+            vm_selectors: false,
         },
         CmdSpec {
             name: "host-cpu-info".into(),
@@ -199,6 +205,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["uuid"]),
             help: "Lists information about the host's physical CPUs.".into(),
             standard: false,
+            vm_selectors: false,
         },
         CmdSpec {
             name: "task-cancel".into(),
@@ -206,8 +213,10 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: vec![],
             help: "Set a task to cancelling and return.".into(),
             standard: false,
+            vm_selectors: false,
         },
     ];
+    out.extend(vm::commands());
     for cc in tables::CLI_CLASSES {
         let cols: Vec<Column> = tables::columns(cc)
             .into_iter()
@@ -246,6 +255,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: settable,
                 help: "Sets the parameter specified. If param-value is not given, the parameter is set to a null value. To set a (key,value) pair in a map parameter, use the syntax 'map-param:key=value'.".into(),
                 standard: false,
+                vm_selectors: false,
             });
         }
         out.push(CmdSpec {
@@ -254,6 +264,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn,
             help: format!("Lists all the {}s, filtering on the optional arguments. To filter on map parameters, use the syntax 'map-param:key=value'", cc.cli),
             standard: matches!(cc.cli, "vm" | "network" | "sr"),
+            vm_selectors: false,
         });
         out.push(CmdSpec {
             name: n("param-list"),
@@ -261,6 +272,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["database:"]),
             help: "Lists all the parameters of the object specified by the uuid.".into(),
             standard: false,
+            vm_selectors: false,
         });
         out.push(CmdSpec {
             name: n("param-get"),
@@ -268,6 +280,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["param-key", "database:"]),
             help: "Gets the parameter specified of the object. If the parameter is a map of key=value pairs, use 'param-key=<key>' to get the value associated with a particular key.".into(),
             standard: false,
+            vm_selectors: false,
         });
         if addable {
             out.push(CmdSpec {
@@ -276,6 +289,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: s(&["param-key"]),
                 help: "Adds to a set or map parameter. If the parameter is a set, use param-key=<key to add>. If the parameter is a map, pass the values to add as 'key=value' pairs.".into(),
                 standard: false,
+                vm_selectors: false,
             });
             out.push(CmdSpec {
                 name: n("param-remove"),
@@ -283,6 +297,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: vec![],
                 help: "Removes a member or a key,value pair from a set/map respectively.".into(),
                 standard: false,
+                vm_selectors: false,
             });
         }
         if !clearable.is_empty() {
@@ -295,6 +310,7 @@ pub fn commands() -> Vec<CmdSpec> {
                     clearable.join(",")
                 ),
                 standard: false,
+                vm_selectors: false,
             });
         }
     }
@@ -380,6 +396,10 @@ fn error_commands(ctx: &Ctx, cl: &CommandLine, e: CliError) -> Vec<Command> {
         CliError::MissingParam(n) => server_error(ctx, "Missing parameter", &[n]),
         CliError::ParamNotFound(n) => render::param_not_found(&n),
         CliError::Unknown(n) => render::unknown_command(&n),
+        CliError::Multiple(fails) => fails
+            .into_iter()
+            .map(|(uuid, msg)| Command::Print(format!("operation failed on {uuid}: {msg}")))
+            .collect(),
     }
 }
 
@@ -456,12 +476,20 @@ fn help(cl: &CommandLine, table: &[CmdSpec], p: &mut Printer, out: &mut Vec<Comm
     if !asked.is_empty() {
         for name in asked {
             match table.iter().find(|c| c.name == name) {
-                Some(c) => out.extend(p.print(PrintVal::Table(vec![vec![
-                    ("command name        ".into(), c.name.clone()),
-                    ("reqd params     ".into(), c.reqd.join(", ")),
-                    ("optional params ".into(), c.optn.join(", ")),
-                    ("description     ".into(), c.help.clone()),
-                ]]))),
+                Some(c) => {
+                    let mut optn = c.optn.clone();
+                    let mut desc = c.help.clone();
+                    if c.vm_selectors {
+                        optn.push("<vm-selectors>".into());
+                        desc.push_str(vm::SELECTORS_INFO);
+                    }
+                    out.extend(p.print(PrintVal::Table(vec![vec![
+                        ("command name        ".into(), c.name.clone()),
+                        ("reqd params     ".into(), c.reqd.join(", ")),
+                        ("optional params ".into(), optn.join(", ")),
+                        ("description     ".into(), desc),
+                    ]])))
+                }
                 None => {
                     out.extend(p.print(PrintVal::List(vec![format!("Unknown command '{name}'")])))
                 }
@@ -620,6 +648,9 @@ async fn exec(
             return Ok(());
         }
         _ => {}
+    }
+    if let Some(res) = vm::exec(ctx, sref, name, cl, p, out).await {
+        return res;
     }
     let (cc, op) = tables::CLI_CLASSES
         .iter()
