@@ -180,14 +180,30 @@ fn vm_install_clone_copy_destroy_uninstall() {
         "You attempted an operation that was not allowed.\nreason: You cannot destroy a control domain via the CLI\n"
     );
 
-    // Uninstall lists what goes, and needs --force here (no prompt).
-    let (out, err) = fails(&d, &["vm-uninstall", "vm=a2"]);
+    // Uninstall lists what goes and asks; anything but yes keeps it.
+    let listed = format!("The following items are about to be destroyed\nVM : {a2} (a2)\n");
+    let o = xe_input(&d, &["vm-uninstall", "vm=a2"], "no\n");
     assert_eq!(
-        out,
-        format!("The following items are about to be destroyed\nVM : {a2} (a2)\n")
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (
+            0,
+            format!("{listed}Type 'yes' to continue\nAborted (you typed: 'no')\n").as_str(),
+            ""
+        )
     );
-    assert!(err.starts_with("Error: "), "{err}");
     assert!(ok(&d, &["vm-list", "--minimal"]).contains(&a2));
+    let keep = one_uuid(&ok(&d, &["vm-clone", "vm=a2", "new-name-label=a4"]));
+    let o = xe_input(&d, &["vm-uninstall", &format!("uuid={keep}")], " YES \n");
+    assert_eq!(
+        (o.code, o.stdout, o.stderr),
+        (
+            0,
+            format!("The following items are about to be destroyed\nVM : {keep} (a4)\nType 'yes' to continue\nAll objects destroyed\n"),
+            String::new()
+        )
+    );
+    assert!(!ok(&d, &["vm-list", "--minimal"]).contains(&keep));
+    // With --force it does not ask.
     assert_eq!(
         ok(&d, &["vm-uninstall", "vm=a2", "--force"]),
         format!("The following items are about to be destroyed\nVM : {a2} (a2)\nAll objects destroyed\n")

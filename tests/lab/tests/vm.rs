@@ -398,6 +398,35 @@ fn vm_power_cycle_through_xe_in_dom0_with_reboots() {
     let named = sh(&st, 1, &format!("xl list | awk '$1 == \"{name}\"' | wc -l"));
     assert_eq!(named.trim(), "1", "one domain of that name");
 
+    // The guest reboots by itself (its control node, written as from
+    // inside): actions_after_reboot=restart, the path of vm-reboot --force.
+    sh(
+        &st,
+        1,
+        &format!("xenstore-write /local/domain/{d3}/control/shutdown reboot"),
+    );
+    let d4 = poll(
+        "a new domain after the guest's own reboot",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || {
+            let d = xe0_param(&st, &uuid, "dom-id");
+            let ops = xe0_param(&st, &uuid, "current-operations");
+            Ok((d != d3.to_string() && d != "-1" && ops.is_empty()).then_some(()))
+        },
+    )
+    .map(|()| running_as(&st, &uuid, name))
+    .unwrap_or_else(|e| panic!("{e:#}\nxl list:\n{}", sh(&st, 1, "xl list")));
+    assert!(d4 != d3, "a new domain after the guest's reboot");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        3,
+        Duration::from_secs(300),
+    );
+
     // Clean shutdown: halted, no domain.
     assert_eq!(xe0(&st, &format!("vm-shutdown uuid={uuid}")), "");
     assert_eq!(xe0_param(&st, &uuid, "power-state"), "halted");
@@ -428,7 +457,7 @@ fn vm_power_cycle_through_xe_in_dom0_with_reboots() {
     assert!(!xe0(&st, "vm-list --minimal").contains(&uuid));
     assert_eq!(xl_state(&st, name), None);
     println!(
-        "xe power cycle (install, start, reboot, reboot --force, shutdown, uninstall): {:.0} s",
+        "xe power cycle (install, start, reboot, reboot --force, the guest's own reboot, shutdown, uninstall): {:.0} s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -106,14 +106,18 @@ pub async fn sniff<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Sniffed> 
 }
 
 /// Runs the protocol on a connection whose `/cli` request was read.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(ctx: Arc<Ctx>, mut s: S, body: Vec<u8>) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    ctx: Arc<Ctx>,
+    mut s: S,
+    body: Vec<u8>,
+) {
     if let Err(e) = serve_inner(&ctx, &mut s, &body).await {
         tracing::debug!("cli: {e}");
     }
     let _ = s.shutdown().await;
 }
 
-async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin + Send>(
     ctx: &Arc<Ctx>,
     s: &mut S,
     body: &[u8],
@@ -136,13 +140,89 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(std::io::Error::other("client protocol major mismatch"));
     }
     let text = String::from_utf8_lossy(body).to_string();
-    let (cmds, code) = run(ctx, &text).await;
+    let (cmds, code) = run(ctx, &text, &mut Client(Some(s))).await;
     let mut out = Vec::new();
     for c in cmds.into_iter().chain([Command::Exit(code)]) {
         out.extend(Message::Command(c).encode_frame());
     }
     s.write_all(&out).await?;
     s.flush().await
+}
+
+/// A connection the server can talk on while a command runs.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The client of a running command, for the commands that ask the user
+/// something (`None`: nobody to ask).
+pub struct Client<'a>(pub Option<&'a mut dyn Duplex>);
+
+/// How long a question waits for its answer before the command gives up.
+const PROMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest answer read.
+const ANSWER_LIMIT: usize = 64 * 1024;
+
+impl Client<'_> {
+    /// The reference's `user_says_yes`: sends what the command printed so
+    /// far (`pending`), "Type 'yes' to continue" and a `Prompt`, reads the
+    /// answer the client sends as blobs, and prints "Aborted (you typed:
+    /// '...')" unless it is yes (trimmed, any case).
+    pub async fn user_says_yes(&mut self, pending: &mut Vec<Command>) -> CR<bool> {
+        let Some(s) = self.0.as_mut() else {
+            return Err(CliError::Failure(
+                "no client to ask for confirmation".into(),
+            ));
+        };
+        let io = |e: std::io::Error| CliError::Failure(format!("Protocol error: {e}"));
+        pending.push(Command::Print("Type 'yes' to continue".into()));
+        pending.push(Command::Prompt);
+        let mut frames = Vec::new();
+        for c in pending.drain(..) {
+            frames.extend(Message::Command(c).encode_frame());
+        }
+        s.write_all(&frames).await.map_err(io)?;
+        s.flush().await.map_err(io)?;
+        let answer = tokio::time::timeout(PROMPT_TIMEOUT, read_answer(&mut **s))
+            .await
+            .map_err(|_| CliError::Failure("no answer to the prompt".into()))?
+            .map_err(io)?;
+        let yes = answer.trim().eq_ignore_ascii_case("yes");
+        if !yes {
+            pending.push(Command::Print(format!("Aborted (you typed: '{answer}')")));
+        }
+        Ok(yes)
+    }
+}
+
+/// A prompt's answer: blob chunks (each frame followed by its bytes) up to
+/// the end frame.
+async fn read_answer(s: &mut dyn Duplex) -> std::io::Result<String> {
+    let bad = |m: &str| std::io::Error::other(m.to_string());
+    let mut data = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await?;
+        let len = usize::try_from(i32::from_le_bytes(len)).map_err(|_| bad("bad frame length"))?;
+        if len > 64 {
+            return Err(bad("frame too long for a blob"));
+        }
+        let mut frame = vec![0u8; len];
+        s.read_exact(&mut frame).await?;
+        match Message::decode(&frame).map_err(|e| bad(&e.to_string()))? {
+            Message::Blob(protocol::Blob::Chunk(n)) => {
+                let n = n as usize;
+                if data.len() + n > ANSWER_LIMIT {
+                    return Err(bad("answer too long"));
+                }
+                let start = data.len();
+                data.resize(start + n, 0);
+                s.read_exact(&mut data[start..]).await?;
+            }
+            Message::Blob(protocol::Blob::End) => break,
+            _ => return Err(bad("expected the answer's blobs")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
 /// Why a command failed, mapped to the reference's exception handler.
@@ -318,7 +398,7 @@ pub fn commands() -> Vec<CmdSpec> {
 }
 
 /// Runs one command line: the commands to send and the exit status.
-pub async fn run(ctx: &Arc<Ctx>, body: &str) -> (Vec<Command>, i32) {
+pub async fn run(ctx: &Arc<Ctx>, body: &str, client: &mut Client<'_>) -> (Vec<Command>, i32) {
     let (session, lines) = args::parse_body(body);
     let cl = match args::parse_commandline(&lines) {
         Ok(cl) => cl,
@@ -326,7 +406,7 @@ pub async fn run(ctx: &Arc<Ctx>, body: &str) -> (Vec<Command>, i32) {
     };
     let mut printer = Printer::new(cl.minimal());
     let mut out = Vec::new();
-    let res = run_cl(ctx, session, &cl, &mut printer, &mut out).await;
+    let res = run_cl(ctx, session, &cl, &mut printer, &mut out, client).await;
     match res {
         Ok(()) => {
             out.extend(printer.flush());
@@ -430,6 +510,7 @@ async fn run_cl(
     cl: &CommandLine,
     p: &mut Printer,
     out: &mut Vec<Command>,
+    client: &mut Client<'_>,
 ) -> CR<()> {
     let table = commands();
     let spec = table
@@ -459,7 +540,7 @@ async fn run_cl(
             (r.as_str().unwrap_or("").to_string(), true)
         }
     };
-    let res = exec(ctx, &sref, spec, cl, p, out).await;
+    let res = exec(ctx, &sref, spec, cl, p, out, client).await;
     if owned {
         let _ = call(ctx, "session.logout", vec![V::S(sref)]).await;
     }
@@ -626,6 +707,7 @@ async fn exec(
     cl: &CommandLine,
     p: &mut Printer,
     out: &mut Vec<Command>,
+    client: &mut Client<'_>,
 ) -> CR<()> {
     let name = spec.name.as_str();
     match name {
@@ -649,7 +731,7 @@ async fn exec(
         }
         _ => {}
     }
-    if let Some(res) = vm::exec(ctx, sref, name, cl, p, out).await {
+    if let Some(res) = vm::exec(ctx, sref, name, cl, p, out, client).await {
         return res;
     }
     let (cc, op) = tables::CLI_CLASSES

@@ -4,7 +4,7 @@
 //! selectors (`uuid=`, `vm=<name or uuid>`, any field `name-label=X`,
 //! `power-state=running`, `other-config:key=v`, `tags:contains=x`).
 
-use super::{all_records, by_uuid, call, server_error, sv, tables, CliError, CmdSpec, CR};
+use super::{all_records, by_uuid, call, server_error, sv, tables, CliError, Client, CmdSpec, CR};
 use crate::generated::errors::ErrorCode;
 use crate::model;
 use crate::model::value::{Record, V};
@@ -338,6 +338,7 @@ pub async fn exec(
     cl: &CommandLine,
     p: &mut Printer,
     out: &mut Vec<Command>,
+    client: &mut Client<'_>,
 ) -> Option<CR<()>> {
     let res = match name {
         "vm-start" => start(ctx, sref, cl).await,
@@ -364,7 +365,7 @@ pub async fn exec(
         "vm-destroy" => destroy(ctx, sref, cl).await,
         "vm-clone" | "vm-copy" => clone_or_copy(ctx, sref, cl, name == "vm-copy", p, out).await,
         "vm-install" => install(ctx, sref, cl, p, out).await,
-        "vm-uninstall" => uninstall(ctx, sref, cl, out).await,
+        "vm-uninstall" => uninstall(ctx, sref, cl, out, client).await,
         _ => return None,
     };
     Some(res)
@@ -634,9 +635,14 @@ async fn has_default_sr(ctx: &Arc<Ctx>, sref: &str) -> CR<bool> {
 
 /// `vm-uninstall`: lists the VM (and its snapshots) with the disks it owns
 /// (VBDs whose other-config has `owner`), then destroys them, shutting a
-/// VM down hard first. The reference asks for confirmation without
-/// `--force`; that prompt is not implemented here, so `--force` is needed.
-async fn uninstall(ctx: &Arc<Ctx>, sref: &str, cl: &CommandLine, out: &mut Vec<Command>) -> CR<()> {
+/// VM down hard first; without `--force` only once the user types yes.
+async fn uninstall(
+    ctx: &Arc<Ctx>,
+    sref: &str,
+    cl: &CommandLine,
+    out: &mut Vec<Command>,
+    client: &mut Client<'_>,
+) -> CR<()> {
     let vms = select(ctx, sref, cl, &PLAIN).await?;
     let mut all: Vec<String> = vms.iter().map(|v| v.r.clone()).collect();
     for v in &vms {
@@ -689,10 +695,8 @@ async fn uninstall(ctx: &Arc<Ctx>, sref: &str, cl: &CommandLine, out: &mut Vec<C
         "The following items are about to be destroyed".into(),
     ));
     out.extend(lines.into_iter().map(Command::Print));
-    if !cl.get_bool("force") {
-        return Err(CliError::Cli(
-            "confirmation is not implemented by this server: add --force to destroy these".into(),
-        ));
+    if !cl.get_bool("force") && !client.user_says_yes(out).await? {
+        return Ok(());
     }
     for (vm, vdis) in plan {
         let state = vm_call(ctx, sref, "VM.get_power_state", &vm, vec![]).await?;

@@ -66,3 +66,33 @@ pub fn ok(d: &Daemon, args: &[&str]) -> String {
     assert_eq!(o.stderr, "", "xe {args:?}");
     o.stdout
 }
+
+/// Runs `xe` with `input` on its standard input (answers to prompts).
+pub fn xe_input(d: &Daemon, args: &[&str], input: &str) -> Out {
+    use std::io::Write;
+    let home = d.dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = Command::new(xe_bin())
+        .args(args)
+        .args(["-u", USER, "-pw", PASS])
+        .env("XE_UNIX_SOCKET", &d.unix)
+        .env("HOME", &home)
+        .env_remove("XE_EXTRA_ARGS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run xe");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().expect("xe output");
+    Out {
+        stdout: String::from_utf8(o.stdout).unwrap(),
+        stderr: String::from_utf8(o.stderr).unwrap(),
+        code: o.status.code().unwrap_or(-1),
+    }
+}
