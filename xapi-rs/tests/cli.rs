@@ -3,72 +3,9 @@
 
 mod common;
 
+use common::xe_cli::*;
 use common::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
-
-/// The `xe` binary: next to the daemon's binary when cargo built it (it
-/// does for `cargo test -p xapi-rs -p xe` and for workspace builds),
-/// otherwise built once into a private target directory.
-fn xe_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let daemon = PathBuf::from(env!("CARGO_BIN_EXE_xapi-rs"));
-        let dir = daemon.parent().unwrap();
-        let beside = dir.join("xe");
-        if beside.exists() {
-            return beside;
-        }
-        let target = dir.parent().unwrap().join("xe-for-tests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "xe", "--bin", "xe", "--target-dir"])
-            .arg(&target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p xe");
-        assert!(st.success(), "building xe failed");
-        target.join("debug").join("xe")
-    })
-}
-
-struct Out {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
-
-/// Runs `xe` against the daemon's Unix socket (the client's local path).
-fn xe(d: &Daemon, args: &[&str]) -> Out {
-    xe_with(d, args, &["-u", USER, "-pw", PASS])
-}
-
-fn xe_with(d: &Daemon, args: &[&str], auth: &[&str]) -> Out {
-    let home = d.dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let o = Command::new(xe_bin())
-        .args(args)
-        .args(auth)
-        .env("XE_UNIX_SOCKET", &d.unix)
-        .env("HOME", &home)
-        .env_remove("XE_EXTRA_ARGS")
-        .output()
-        .expect("run xe");
-    Out {
-        stdout: String::from_utf8(o.stdout).unwrap(),
-        stderr: String::from_utf8(o.stderr).unwrap(),
-        code: o.status.code().unwrap_or(-1),
-    }
-}
-
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = xe(d, args);
-    assert_eq!(o.code, 0, "xe {args:?}: stderr {:?}", o.stderr);
-    assert_eq!(o.stderr, "", "xe {args:?}");
-    o.stdout
-}
 
 fn start() -> (tempfile::TempDir, Daemon) {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,7 @@
 //! the direct-kernel PV template boots the guest kit, and `xl list` agrees
 //! with `power_state` at every step; clean and hard shutdown, start paused
 //! and unpause; bad input gets the reference's errors and leaves no domain.
+//! The same power cycle through `xe` in dom0, reboots included.
 //! Needs a lab that is up (`lab up`, or `lab test`, which runs it).
 
 use dom0_support::CALM_PROBE_ARGS;
@@ -9,7 +10,7 @@ use lab::hosts::LabState;
 use lab::testing::{self, lab, rpc_err, rpc_ok, sh, wait_console};
 use lab::util::poll;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Each call; generous: a start under TCG.
 const RPC: Duration = Duration::from_secs(900);
@@ -350,4 +351,154 @@ fn vm_vcpus_and_memory_change_live() {
     assert_eq!(ok(&st, "VM.get_power_state", json!([s, vm])), "Running");
     ok(&st, "VM.hard_shutdown", json!([s, vm]));
     ok(&st, "VM.destroy", json!([s, vm]));
+}
+
+/// `xe` in dom0 as its administrator runs it (the local socket): stdout.
+/// Panics, with what it printed, if it fails.
+fn xe0(st: &LabState, args: &str) -> String {
+    sh(st, 1, &format!("xe -u root -pw '{}' {args}", st.password))
+}
+
+fn xe0_param(st: &LabState, uuid: &str, name: &str) -> String {
+    xe0(st, &format!("vm-param-get uuid={uuid} param-name={name}"))
+        .trim_end()
+        .to_string()
+}
+
+/// Running in the record and in Xen, on the domain the record names.
+fn running_as(st: &LabState, uuid: &str, name: &str) -> u32 {
+    assert_eq!(xe0_param(st, uuid, "power-state"), "running");
+    let (domid, state) = xl_state(st, name).expect("xl list shows the VM");
+    assert!(!state.contains('p'), "running, not paused: {state}");
+    assert_eq!(xe0_param(st, uuid, "dom-id"), domid.to_string());
+    domid
+}
+
+#[test]
+#[ignore]
+fn vm_power_cycle_through_xe_in_dom0_with_reboots() {
+    let st = lab("lab up");
+    let t0 = Instant::now();
+    let name = "lab-xe-vm";
+    // Installed from the template: prints the new VM's uuid alone.
+    let out = xe0(
+        &st,
+        &format!("vm-install template='Linux PV (direct kernel boot)' new-name-label={name}"),
+    );
+    let uuid = out.trim_end().to_string();
+    assert_eq!(uuid.len(), 36, "vm-install printed {out:?}");
+    assert_eq!(xe0_param(&st, &uuid, "is-a-template"), "false");
+    let kernel = sh(&st, 1, "ls /boot/vmlinuz-* | sort | tail -1")
+        .trim()
+        .to_string();
+    xe0(
+        &st,
+        &format!(
+            "vm-param-set uuid={uuid} PV-kernel={kernel} PV-ramdisk=/opt/lab/guest/initrd.cpio PV-args='console=hvc0 quiet {CALM_PROBE_ARGS}'"
+        ),
+    );
+
+    // Start: nothing printed; running in both.
+    assert_eq!(xe0(&st, &format!("vm-start uuid={uuid}")), "");
+    let d1 = running_as(&st, &uuid, name);
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        0,
+        Duration::from_secs(300),
+    );
+
+    // Clean reboot: the guest is asked and reboots; a new domain, running,
+    // booting again.
+    assert_eq!(xe0(&st, &format!("vm-reboot vm={name}")), "");
+    let d2 = running_as(&st, &uuid, name);
+    assert_ne!(d2, d1, "a new domain after vm-reboot");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        1,
+        Duration::from_secs(300),
+    );
+
+    // Hard reboot: destroyed and rebuilt at once.
+    assert_eq!(xe0(&st, &format!("vm-reboot uuid={uuid} --force")), "");
+    let d3 = running_as(&st, &uuid, name);
+    assert!(d3 != d2 && d3 != d1, "a new domain after vm-reboot --force");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        2,
+        Duration::from_secs(300),
+    );
+    let named = sh(&st, 1, &format!("xl list | awk '$1 == \"{name}\"' | wc -l"));
+    assert_eq!(named.trim(), "1", "one domain of that name");
+
+    // The guest reboots by itself (its control node, written as from
+    // inside): actions_after_reboot=restart, the path of vm-reboot --force.
+    sh(
+        &st,
+        1,
+        &format!("xenstore-write /local/domain/{d3}/control/shutdown reboot"),
+    );
+    let d4 = poll(
+        "a new domain after the guest's own reboot",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || {
+            let d = xe0_param(&st, &uuid, "dom-id");
+            let ops = xe0_param(&st, &uuid, "current-operations");
+            Ok((d != d3.to_string() && d != "-1" && ops.is_empty()).then_some(()))
+        },
+    )
+    .map(|()| running_as(&st, &uuid, name))
+    .unwrap_or_else(|e| panic!("{e:#}\nxl list:\n{}", sh(&st, 1, "xl list")));
+    assert!(d4 != d3, "a new domain after the guest's reboot");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        3,
+        Duration::from_secs(300),
+    );
+
+    // Clean shutdown: halted, no domain.
+    assert_eq!(xe0(&st, &format!("vm-shutdown uuid={uuid}")), "");
+    assert_eq!(xe0_param(&st, &uuid, "power-state"), "halted");
+    assert_eq!(xl_state(&st, name), None, "no domain after vm-shutdown");
+    // A halted VM cannot be rebooted: the reference's error, exit 1.
+    let o = st
+        .exec(
+            1,
+            &format!("xe -u root -pw '{}' vm-reboot uuid={uuid}", st.password),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.ends_with(&format!(
+            "vm: {uuid} ({name})\nexpected: running\nactual: halted\n"
+        )),
+        "{err}"
+    );
+
+    // Uninstall, forced: gone from the database.
+    let out = xe0(&st, &format!("vm-uninstall uuid={uuid} --force"));
+    assert_eq!(
+        out,
+        format!("The following items are about to be destroyed\nVM : {uuid} ({name})\nAll objects destroyed\n")
+    );
+    assert!(!xe0(&st, "vm-list --minimal").contains(&uuid));
+    assert_eq!(xl_state(&st, name), None);
+    println!(
+        "xe power cycle (install, start, reboot, reboot --force, the guest's own reboot, shutdown, uninstall): {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
 }

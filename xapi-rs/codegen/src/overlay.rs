@@ -81,6 +81,7 @@ pub const ERRORS: &[ErrorInfo] = &[
     // descriptions are what `xe` prints for them.
     err("VM_BAD_POWER_STATE", &["vm", "expected", "actual"], "You attempted an operation on a VM that was not in an appropriate power state at the time; for example, you attempted to start a VM that was already running. The parameters returned are the VM's handle, and the expected and actual VM state at the time of the call."),
     err("VM_IS_TEMPLATE", &["vm", "operation"], "The operation attempted is not valid for a template VM"),
+    err("ONLY_PROVISION_TEMPLATE", &[], "The provision call can only be invoked on templates, not regular VMs."),
     err("VM_CANNOT_DELETE_DEFAULT_TEMPLATE", &["vm"], "You cannot delete the specified default template."),
     err("OTHER_OPERATION_IN_PROGRESS", &["class", "object", "operation_type", "operation_ref"], "Another operation involving the object is currently in progress"),
     err("MEMORY_CONSTRAINT_VIOLATION", &["constraint"], "The dynamic memory range does not satisfy the following constraint."),

@@ -9,6 +9,7 @@
 //! closed afterwards.
 
 pub mod tables;
+mod vm;
 
 use crate::generated::errors::ErrorCode;
 use crate::model::value::{Record, V};
@@ -105,14 +106,18 @@ pub async fn sniff<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Sniffed> 
 }
 
 /// Runs the protocol on a connection whose `/cli` request was read.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(ctx: Arc<Ctx>, mut s: S, body: Vec<u8>) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    ctx: Arc<Ctx>,
+    mut s: S,
+    body: Vec<u8>,
+) {
     if let Err(e) = serve_inner(&ctx, &mut s, &body).await {
         tracing::debug!("cli: {e}");
     }
     let _ = s.shutdown().await;
 }
 
-async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin + Send>(
     ctx: &Arc<Ctx>,
     s: &mut S,
     body: &[u8],
@@ -135,13 +140,89 @@ async fn serve_inner<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(std::io::Error::other("client protocol major mismatch"));
     }
     let text = String::from_utf8_lossy(body).to_string();
-    let (cmds, code) = run(ctx, &text).await;
+    let (cmds, code) = run(ctx, &text, &mut Client(Some(s))).await;
     let mut out = Vec::new();
     for c in cmds.into_iter().chain([Command::Exit(code)]) {
         out.extend(Message::Command(c).encode_frame());
     }
     s.write_all(&out).await?;
     s.flush().await
+}
+
+/// A connection the server can talk on while a command runs.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The client of a running command, for the commands that ask the user
+/// something (`None`: nobody to ask).
+pub struct Client<'a>(pub Option<&'a mut dyn Duplex>);
+
+/// How long a question waits for its answer before the command gives up.
+const PROMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest answer read.
+const ANSWER_LIMIT: usize = 64 * 1024;
+
+impl Client<'_> {
+    /// The reference's `user_says_yes`: sends what the command printed so
+    /// far (`pending`), "Type 'yes' to continue" and a `Prompt`, reads the
+    /// answer the client sends as blobs, and prints "Aborted (you typed:
+    /// '...')" unless it is yes (trimmed, any case).
+    pub async fn user_says_yes(&mut self, pending: &mut Vec<Command>) -> CR<bool> {
+        let Some(s) = self.0.as_mut() else {
+            return Err(CliError::Failure(
+                "no client to ask for confirmation".into(),
+            ));
+        };
+        let io = |e: std::io::Error| CliError::Failure(format!("Protocol error: {e}"));
+        pending.push(Command::Print("Type 'yes' to continue".into()));
+        pending.push(Command::Prompt);
+        let mut frames = Vec::new();
+        for c in pending.drain(..) {
+            frames.extend(Message::Command(c).encode_frame());
+        }
+        s.write_all(&frames).await.map_err(io)?;
+        s.flush().await.map_err(io)?;
+        let answer = tokio::time::timeout(PROMPT_TIMEOUT, read_answer(&mut **s))
+            .await
+            .map_err(|_| CliError::Failure("no answer to the prompt".into()))?
+            .map_err(io)?;
+        let yes = answer.trim().eq_ignore_ascii_case("yes");
+        if !yes {
+            pending.push(Command::Print(format!("Aborted (you typed: '{answer}')")));
+        }
+        Ok(yes)
+    }
+}
+
+/// A prompt's answer: blob chunks (each frame followed by its bytes) up to
+/// the end frame.
+async fn read_answer(s: &mut dyn Duplex) -> std::io::Result<String> {
+    let bad = |m: &str| std::io::Error::other(m.to_string());
+    let mut data = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await?;
+        let len = usize::try_from(i32::from_le_bytes(len)).map_err(|_| bad("bad frame length"))?;
+        if len > 64 {
+            return Err(bad("frame too long for a blob"));
+        }
+        let mut frame = vec![0u8; len];
+        s.read_exact(&mut frame).await?;
+        match Message::decode(&frame).map_err(|e| bad(&e.to_string()))? {
+            Message::Blob(protocol::Blob::Chunk(n)) => {
+                let n = n as usize;
+                if data.len() + n > ANSWER_LIMIT {
+                    return Err(bad("answer too long"));
+                }
+                let start = data.len();
+                data.resize(start + n, 0);
+                s.read_exact(&mut data[start..]).await?;
+            }
+            Message::Blob(protocol::Blob::End) => break,
+            _ => return Err(bad("expected the answer's blobs")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
 /// Why a command failed, mapped to the reference's exception handler.
@@ -159,6 +240,8 @@ pub enum CliError {
     ParamNotFound(String),
     /// `Unknown_command`.
     Unknown(String),
+    /// `Multiple_failure`: the operation failed on these VMs (uuid, why).
+    Multiple(Vec<(String, String)>),
 }
 
 impl From<Vec<String>> for CliError {
@@ -176,6 +259,8 @@ pub struct CmdSpec {
     pub optn: Vec<String>,
     pub help: String,
     pub standard: bool,
+    /// Takes VM selectors (the reference's `Vm_selectors` flag).
+    pub vm_selectors: bool,
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -192,6 +277,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: vec![],
             help: "Display help information.".into(),
             standard: true,
+            vm_selectors: false,
         },
         CmdSpec {
             name: "host-cpu-info".into(),
@@ -199,6 +285,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["uuid"]),
             help: "Lists information about the host's physical CPUs.".into(),
             standard: false,
+            vm_selectors: false,
         },
         CmdSpec {
             name: "task-cancel".into(),
@@ -206,8 +293,10 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: vec![],
             help: "Set a task to cancelling and return.".into(),
             standard: false,
+            vm_selectors: false,
         },
     ];
+    out.extend(vm::commands());
     for cc in tables::CLI_CLASSES {
         let cols: Vec<Column> = tables::columns(cc)
             .into_iter()
@@ -246,6 +335,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: settable,
                 help: "Sets the parameter specified. If param-value is not given, the parameter is set to a null value. To set a (key,value) pair in a map parameter, use the syntax 'map-param:key=value'.".into(),
                 standard: false,
+                vm_selectors: false,
             });
         }
         out.push(CmdSpec {
@@ -254,6 +344,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn,
             help: format!("Lists all the {}s, filtering on the optional arguments. To filter on map parameters, use the syntax 'map-param:key=value'", cc.cli),
             standard: matches!(cc.cli, "vm" | "network" | "sr"),
+            vm_selectors: false,
         });
         out.push(CmdSpec {
             name: n("param-list"),
@@ -261,6 +352,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["database:"]),
             help: "Lists all the parameters of the object specified by the uuid.".into(),
             standard: false,
+            vm_selectors: false,
         });
         out.push(CmdSpec {
             name: n("param-get"),
@@ -268,6 +360,7 @@ pub fn commands() -> Vec<CmdSpec> {
             optn: s(&["param-key", "database:"]),
             help: "Gets the parameter specified of the object. If the parameter is a map of key=value pairs, use 'param-key=<key>' to get the value associated with a particular key.".into(),
             standard: false,
+            vm_selectors: false,
         });
         if addable {
             out.push(CmdSpec {
@@ -276,6 +369,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: s(&["param-key"]),
                 help: "Adds to a set or map parameter. If the parameter is a set, use param-key=<key to add>. If the parameter is a map, pass the values to add as 'key=value' pairs.".into(),
                 standard: false,
+                vm_selectors: false,
             });
             out.push(CmdSpec {
                 name: n("param-remove"),
@@ -283,6 +377,7 @@ pub fn commands() -> Vec<CmdSpec> {
                 optn: vec![],
                 help: "Removes a member or a key,value pair from a set/map respectively.".into(),
                 standard: false,
+                vm_selectors: false,
             });
         }
         if !clearable.is_empty() {
@@ -295,6 +390,7 @@ pub fn commands() -> Vec<CmdSpec> {
                     clearable.join(",")
                 ),
                 standard: false,
+                vm_selectors: false,
             });
         }
     }
@@ -302,7 +398,7 @@ pub fn commands() -> Vec<CmdSpec> {
 }
 
 /// Runs one command line: the commands to send and the exit status.
-pub async fn run(ctx: &Arc<Ctx>, body: &str) -> (Vec<Command>, i32) {
+pub async fn run(ctx: &Arc<Ctx>, body: &str, client: &mut Client<'_>) -> (Vec<Command>, i32) {
     let (session, lines) = args::parse_body(body);
     let cl = match args::parse_commandline(&lines) {
         Ok(cl) => cl,
@@ -310,7 +406,7 @@ pub async fn run(ctx: &Arc<Ctx>, body: &str) -> (Vec<Command>, i32) {
     };
     let mut printer = Printer::new(cl.minimal());
     let mut out = Vec::new();
-    let res = run_cl(ctx, session, &cl, &mut printer, &mut out).await;
+    let res = run_cl(ctx, session, &cl, &mut printer, &mut out, client).await;
     match res {
         Ok(()) => {
             out.extend(printer.flush());
@@ -380,6 +476,10 @@ fn error_commands(ctx: &Ctx, cl: &CommandLine, e: CliError) -> Vec<Command> {
         CliError::MissingParam(n) => server_error(ctx, "Missing parameter", &[n]),
         CliError::ParamNotFound(n) => render::param_not_found(&n),
         CliError::Unknown(n) => render::unknown_command(&n),
+        CliError::Multiple(fails) => fails
+            .into_iter()
+            .map(|(uuid, msg)| Command::Print(format!("operation failed on {uuid}: {msg}")))
+            .collect(),
     }
 }
 
@@ -410,6 +510,7 @@ async fn run_cl(
     cl: &CommandLine,
     p: &mut Printer,
     out: &mut Vec<Command>,
+    client: &mut Client<'_>,
 ) -> CR<()> {
     let table = commands();
     let spec = table
@@ -439,7 +540,7 @@ async fn run_cl(
             (r.as_str().unwrap_or("").to_string(), true)
         }
     };
-    let res = exec(ctx, &sref, spec, cl, p, out).await;
+    let res = exec(ctx, &sref, spec, cl, p, out, client).await;
     if owned {
         let _ = call(ctx, "session.logout", vec![V::S(sref)]).await;
     }
@@ -456,12 +557,20 @@ fn help(cl: &CommandLine, table: &[CmdSpec], p: &mut Printer, out: &mut Vec<Comm
     if !asked.is_empty() {
         for name in asked {
             match table.iter().find(|c| c.name == name) {
-                Some(c) => out.extend(p.print(PrintVal::Table(vec![vec![
-                    ("command name        ".into(), c.name.clone()),
-                    ("reqd params     ".into(), c.reqd.join(", ")),
-                    ("optional params ".into(), c.optn.join(", ")),
-                    ("description     ".into(), c.help.clone()),
-                ]]))),
+                Some(c) => {
+                    let mut optn = c.optn.clone();
+                    let mut desc = c.help.clone();
+                    if c.vm_selectors {
+                        optn.push("<vm-selectors>".into());
+                        desc.push_str(vm::SELECTORS_INFO);
+                    }
+                    out.extend(p.print(PrintVal::Table(vec![vec![
+                        ("command name        ".into(), c.name.clone()),
+                        ("reqd params     ".into(), c.reqd.join(", ")),
+                        ("optional params ".into(), optn.join(", ")),
+                        ("description     ".into(), desc),
+                    ]])))
+                }
                 None => {
                     out.extend(p.print(PrintVal::List(vec![format!("Unknown command '{name}'")])))
                 }
@@ -598,6 +707,7 @@ async fn exec(
     cl: &CommandLine,
     p: &mut Printer,
     out: &mut Vec<Command>,
+    client: &mut Client<'_>,
 ) -> CR<()> {
     let name = spec.name.as_str();
     match name {
@@ -620,6 +730,9 @@ async fn exec(
             return Ok(());
         }
         _ => {}
+    }
+    if let Some(res) = vm::exec(ctx, sref, name, cl, p, out, client).await {
+        return res;
     }
     let (cc, op) = tables::CLI_CLASSES
         .iter()

@@ -60,6 +60,7 @@ pub enum ErrorCode {
     NotSupportedDuringUpgrade,
     NoClusterHostsReachable,
     NoHostsAvailable,
+    OnlyProvisionTemplate,
     OpenvswitchNotActive,
     OperationNotAllowed,
     OperationPartiallyFailed,
@@ -190,6 +191,7 @@ impl ErrorCode {
             ErrorCode::NotSupportedDuringUpgrade => "NOT_SUPPORTED_DURING_UPGRADE",
             ErrorCode::NoClusterHostsReachable => "NO_CLUSTER_HOSTS_REACHABLE",
             ErrorCode::NoHostsAvailable => "NO_HOSTS_AVAILABLE",
+            ErrorCode::OnlyProvisionTemplate => "ONLY_PROVISION_TEMPLATE",
             ErrorCode::OpenvswitchNotActive => "OPENVSWITCH_NOT_ACTIVE",
             ErrorCode::OperationNotAllowed => "OPERATION_NOT_ALLOWED",
             ErrorCode::OperationPartiallyFailed => "OPERATION_PARTIALLY_FAILED",
@@ -329,6 +331,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "NOT_SUPPORTED_DURING_UPGRADE", params: &[], doc: "" },
     ErrorDef { code: "NO_CLUSTER_HOSTS_REACHABLE", params: &[], doc: "" },
     ErrorDef { code: "NO_HOSTS_AVAILABLE", params: &[], doc: "" },
+    ErrorDef { code: "ONLY_PROVISION_TEMPLATE", params: &[], doc: "The provision call can only be invoked on templates, not regular VMs." },
     ErrorDef { code: "OPENVSWITCH_NOT_ACTIVE", params: &[], doc: "" },
     ErrorDef { code: "OPERATION_NOT_ALLOWED", params: &["reason"], doc: "You attempted an operation that was not allowed." },
     ErrorDef { code: "OPERATION_PARTIALLY_FAILED", params: &[], doc: "" },
@@ -522,6 +525,11 @@ pub fn vm_bad_power_state(vm: &str, expected: &str, actual: &str) -> ApiError {
 /// `VM_IS_TEMPLATE` [vm; operation]
 pub fn vm_is_template(vm: &str, operation: &str) -> ApiError {
     ErrorCode::VmIsTemplate.with(&[vm, operation])
+}
+
+/// `ONLY_PROVISION_TEMPLATE` []
+pub fn only_provision_template() -> ApiError {
+    ErrorCode::OnlyProvisionTemplate.with(&[])
 }
 
 /// `VM_CANNOT_DELETE_DEFAULT_TEMPLATE` [vm]

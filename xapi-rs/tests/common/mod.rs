@@ -3,6 +3,8 @@
 //! raw HTTP/1.1 to it.
 #![allow(dead_code)]
 
+pub mod xe_cli;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -5,13 +5,14 @@
 //! `current_operations` and changes the record only after Xen and xenstore
 //! have their part.
 
-use super::power::{claimed, domid_of, xen_error, xenops};
+use super::power::{claimed, claimed_with, domid_of, xen_error, xenops};
 use super::{checks, power_state_in};
 use crate::generated::errors;
 use crate::generated::records::{DomainType, Vm, VmMetrics, VmOperations, VmPowerState};
 use crate::model::typed::{DateTime, Ref};
 use crate::model::value::V;
 use crate::rpc::{BoxFut, Ctx, Req};
+use crate::xenops::{XenHypervisor, Xenops};
 use std::sync::Arc;
 
 fn kib(bytes: i64) -> u64 {
@@ -21,9 +22,8 @@ fn kib(bytes: i64) -> u64 {
 pub fn set_vcpus_number_live(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let (r, n): (Ref<Vm>, i64) = (q.get(0), q.get(1));
     Box::pin(async move {
-        let r1 = r.clone();
-        let check = move |vm: &Vm| {
-            power_state_in(&r1, vm, &[VmPowerState::Running])?;
+        let check = move |r: &Ref<Vm>, vm: &Vm| {
+            power_state_in(r, vm, &[VmPowerState::Running])?;
             if vm.domain_type == DomainType::Hvm {
                 return Err(errors::operation_not_allowed("HVM VMs cannot hotplug CPUs"));
             }
@@ -36,14 +36,12 @@ pub fn set_vcpus_number_live(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             }
             Ok(())
         };
-        let (r2, c2) = (r.clone(), ctx.clone());
-        let act = |vm: Vm| async move {
-            let x = xenops(&c2)?;
+        let act = |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
             let domid = domid_of(&vm)?;
             let max = vm.VCPUs_max.clamp(1, u32::MAX as i64) as u32;
             x.set_vcpus_online(domid, n as u32, max)
                 .await
-                .map_err(|e| xen_error(&r2, e))?;
+                .map_err(|e| xen_error(&r, e))?;
             Ok(vm.metrics.clone())
         };
         let metrics = claimed(
@@ -63,16 +61,15 @@ pub fn set_vcpus_number_live(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 pub fn set_memory_dynamic_range(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let (r, min, max): (Ref<Vm>, i64, i64) = (q.get(0), q.get(1), q.get(2));
     Box::pin(async move {
-        let r1 = r.clone();
-        let check = move |vm: &Vm| {
-            power_state_in(&r1, vm, &[VmPowerState::Running, VmPowerState::Halted])?;
+        let check = move |r: &Ref<Vm>, vm: &Vm| {
+            power_state_in(r, vm, &[VmPowerState::Running, VmPowerState::Halted])?;
             let mut want = vm.clone();
             want.memory_dynamic_min = min;
             want.memory_dynamic_max = max;
             checks::memory_order(&want)
         };
-        let (r2, c2) = (r.clone(), ctx.clone());
-        let act = |vm: Vm| async move {
+        let c2 = ctx.clone();
+        let act = |r: Ref<Vm>, vm: Vm| async move {
             if vm.power_state == VmPowerState::Running {
                 // No squeezer shares the host's memory out between the VMs'
                 // ranges: a running VM's target is the top of its range.
@@ -80,11 +77,11 @@ pub fn set_memory_dynamic_range(ctx: Arc<Ctx>, q: Req) -> BoxFut {
                 let domid = domid_of(&vm)?;
                 x.set_memory_target(domid, kib(vm.memory_dynamic_max), kib(max))
                     .await
-                    .map_err(|e| xen_error(&r2, e))?;
+                    .map_err(|e| xen_error(&r, e))?;
             }
             Ok(())
         };
-        claimed(
+        claimed_with(
             &ctx,
             &r,
             VmOperations::ChangingDynamicRange,

@@ -22,6 +22,7 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VmDestroy, Impl::Custom(destroy)),
     (Msg::VmClone, Impl::Custom(clone)),
     (Msg::VmCopy, Impl::Custom(copy)),
+    (Msg::VmProvision, Impl::Custom(provision)),
     (Msg::VmSetMemoryLimits, Impl::Custom(set_memory_limits)),
     (Msg::VmSetVCPUsMax, Impl::Custom(set_vcpus_max)),
     (Msg::VmSetVCPUsAtStartup, Impl::Custom(set_vcpus_at_startup)),
@@ -41,6 +42,8 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VmCleanShutdown, Impl::Custom(power::clean_shutdown)),
     (Msg::VmHardShutdown, Impl::Custom(power::hard_shutdown)),
     (Msg::VmShutdown, Impl::Custom(power::shutdown)),
+    (Msg::VmCleanReboot, Impl::Custom(power::clean_reboot)),
+    (Msg::VmHardReboot, Impl::Custom(power::hard_reboot)),
     (Msg::VmPause, Impl::Custom(power::pause)),
     (Msg::VmUnpause, Impl::Custom(power::unpause)),
     (
@@ -72,6 +75,23 @@ fn put_vm(tx: &mut Tx, r: &Ref<Vm>, vm: &mut Vm) -> R<()> {
     vm.allowed_operations = checks::allowed_operations(vm);
     tx.create("VM", r.as_str(), vm.to_record())?;
     Ok(())
+}
+
+/// Changes the VM's record in a transaction of its own, for what the
+/// hypervisor did with no client to answer (a failure is logged).
+async fn update_vm(ctx: &Ctx, r: &Ref<Vm>, f: impl FnOnce(&mut Vm) + Send + 'static) {
+    let r2 = r.clone();
+    let res = ctx
+        .db
+        .transaction_async(move |tx| {
+            let mut vm = get_vm(tx, &r2)?;
+            f(&mut vm);
+            put_vm(tx, &r2, &mut vm)
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("VM {r}: record not updated: {e:?}");
+    }
 }
 
 /// In one of `want` power states, else `VM_BAD_POWER_STATE`.
@@ -246,6 +266,32 @@ fn duplicate(tx: &mut Tx, r: &Ref<Vm>, name: &str, op: &str) -> R<Ref<Vm>> {
         tx.create("VIF", &new_ref(), vif.to_record())?;
     }
     Ok(new)
+}
+
+/// VM.provision of a VM cloned from a template: it stops being a template.
+/// The disks its provision spec (`other_config:disks`) lists and a
+/// post-install script would be created by the SR driver, which does not
+/// exist yet: such a VM is refused, unchanged. With neither (an empty
+/// spec included) the keys stay, as the reference leaves them.
+fn provision(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    in_tx(ctx, move |tx| {
+        let mut vm = get_vm(tx, &r)?;
+        if !vm.is_a_template {
+            return Err(errors::only_provision_template());
+        }
+        let disks = vm
+            .other_config
+            .get("disks")
+            .is_some_and(|d| d.contains("<disk "));
+        if disks || vm.other_config.contains_key("postinstall") {
+            return Err(errors::operation_not_allowed(
+                "provisioning disks needs the SR driver's VDI create, which is not implemented yet",
+            ));
+        }
+        vm.is_a_template = false;
+        put_vm(tx, &r, &mut vm)
+    })
 }
 
 /// A locally administered unicast MAC, as the reference generates them

@@ -1,16 +1,16 @@
 //! VM power operations on this host's hypervisor: start (direct-kernel PV),
-//! clean and hard shutdown, shutdown (clean, then hard), pause, unpause.
+//! clean and hard shutdown, shutdown (clean, then hard), clean and hard
+//! reboot (also the path of a guest's own reboot), pause, unpause.
 //! Each marks the VM's `current_operations` for its duration, so a second
 //! operation on the same VM is refused with `OTHER_OPERATION_IN_PROGRESS`,
 //! and changes the record only once the hypervisor has done its part: a
 //! failed start leaves the VM halted and no domain behind.
 
-use super::{checks, get_vm, power_state_in, put_vm};
+use super::{checks, get_vm, power_state_in, put_vm, update_vm};
 use crate::generated::errors;
 use crate::generated::records::{Host, Vm, VmMetrics, VmOperations, VmPowerState};
 use crate::model::typed::{DateTime, Ref, Wire};
-use crate::model::value::V;
-use crate::rpc::{new_ref, BoxFut, Ctx, Req, R};
+use crate::rpc::{new_ref, void, BoxFut, Ctx, Req, R};
 use crate::xenops::{
     DomainSpec, MemorySpec, PvBoot, ShutdownRequest, VcpuSpec, XenHypervisor, Xenops, XenopsError,
 };
@@ -34,7 +34,7 @@ async fn claim(
     ctx: &Ctx,
     r: &Ref<Vm>,
     op: VmOperations,
-    check: impl FnOnce(&Vm) -> R<()> + Send + 'static,
+    check: impl FnOnce(&Ref<Vm>, &Vm) -> R<()> + Send + 'static,
 ) -> R<(Vm, String)> {
     let key = new_ref();
     let (r2, k2) = (r.clone(), key.clone());
@@ -50,7 +50,7 @@ async fn claim(
                     task,
                 ));
             }
-            check(&vm)?;
+            check(&r2, &vm)?;
             vm.current_operations.insert(k2, op);
             put_vm(tx, &r2, &mut vm)?;
             Ok::<_, crate::rpc::ApiError>(vm)
@@ -77,14 +77,37 @@ async fn release(
         .await
 }
 
-/// Runs `act` on the claimed record; the claim is released whatever
-/// happens, and the record changed by `done` only if `act` succeeded.
+/// Runs `act` on the claimed record with the hypervisor; the claim is
+/// released whatever happens, and the record changed by `done` only if
+/// `act` succeeded. The record is checked before the hypervisor is
+/// needed, so bad input gets its own error on any host.
 pub(super) async fn claimed<T, Fut>(
     ctx: &Arc<Ctx>,
     r: &Ref<Vm>,
     op: VmOperations,
-    check: impl FnOnce(&Vm) -> R<()> + Send + 'static,
-    act: impl FnOnce(Vm) -> Fut,
+    check: impl FnOnce(&Ref<Vm>, &Vm) -> R<()> + Send + 'static,
+    act: impl FnOnce(Arc<Xenops<XenHypervisor>>, Ref<Vm>, Vm) -> Fut,
+    done: impl FnOnce(&mut Vm, &T) + Send + 'static,
+) -> R<T>
+where
+    T: Clone + Send + 'static,
+    Fut: std::future::Future<Output = R<T>>,
+{
+    let ctx2 = ctx.clone();
+    claimed_with(ctx, r, op, check, move |r, vm| async move {
+        act(xenops(&ctx2)?, r, vm).await
+    }, done)
+    .await
+}
+
+/// As [`claimed`], for an operation that may not need the hypervisor (a
+/// change of a halted VM's record): `act` gets only the record.
+pub(super) async fn claimed_with<T, Fut>(
+    ctx: &Arc<Ctx>,
+    r: &Ref<Vm>,
+    op: VmOperations,
+    check: impl FnOnce(&Ref<Vm>, &Vm) -> R<()> + Send + 'static,
+    act: impl FnOnce(Ref<Vm>, Vm) -> Fut,
     done: impl FnOnce(&mut Vm, &T) + Send + 'static,
 ) -> R<T>
 where
@@ -92,7 +115,8 @@ where
     Fut: std::future::Future<Output = R<T>>,
 {
     let (vm, key) = claim(ctx, r, op, check).await?;
-    match act(vm).await {
+    let res = act(r.clone(), vm).await;
+    match res {
         Ok(t) => {
             let t2 = t.clone();
             release(ctx, r, &key, move |vm| done(vm, &t2)).await?;
@@ -103,6 +127,27 @@ where
             Err(e)
         }
     }
+}
+
+/// A power operation's message: [`claimed`] on the VM in the call's first
+/// argument, answering void.
+fn operation<T, Fut>(
+    ctx: Arc<Ctx>,
+    q: Req,
+    op: VmOperations,
+    check: impl FnOnce(&Ref<Vm>, &Vm) -> R<()> + Send + 'static,
+    act: impl FnOnce(Arc<Xenops<XenHypervisor>>, Ref<Vm>, Vm) -> Fut + Send + 'static,
+    done: impl FnOnce(&mut Vm, &T) + Send + 'static,
+) -> BoxFut
+where
+    T: Clone + Send + 'static,
+    Fut: std::future::Future<Output = R<T>> + Send + 'static,
+{
+    let r: Ref<Vm> = q.get(0);
+    Box::pin(async move {
+        claimed(&ctx, &r, op, check, act, done).await?;
+        Ok(void())
+    })
 }
 
 /// The domain the record describes, for a direct-kernel PV boot.
@@ -175,10 +220,24 @@ pub(super) fn halted(vm: &mut Vm) {
     vm.resident_on = Ref::null();
 }
 
+/// Records a new domain's start in the VM's metrics (best effort: the VM
+/// runs either way).
+fn note_started(ctx: &Ctx, r: &Ref<Vm>) {
+    if let Some(vm) = ctx.db.get_typed(r) {
+        let vm: Vm = vm;
+        let m: Ref<VmMetrics> = vm.metrics.clone();
+        let _ = ctx.db.update_typed(&m, |m| {
+            m.start_time = DateTime::now();
+            m.memory_actual = vm.memory_dynamic_max;
+            m.VCPUs_number = vm.VCPUs_at_startup;
+            m.last_updated = DateTime::now();
+        });
+    }
+}
+
 pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let (r, paused): (Ref<Vm>, bool) = (q.get(0), q.get(1));
     Box::pin(async move {
-        let x = xenops(&ctx)?;
         let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
         let free = {
             let probe = ctx.probe.clone();
@@ -187,12 +246,11 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
                 .map_err(|e| errors::internal_error(&e.to_string()))?
                 .map_err(|e| errors::internal_error(&e.to_string()))?
         };
-        let r1 = r.clone();
-        let check = move |vm: &Vm| {
+        let check = move |r: &Ref<Vm>, vm: &Vm| {
             if vm.is_a_template {
-                return Err(errors::vm_is_template(r1.as_str(), "start"));
+                return Err(errors::vm_is_template(r.as_str(), "start"));
             }
-            power_state_in(&r1, vm, &[VmPowerState::Halted])?;
+            power_state_in(r, vm, &[VmPowerState::Halted])?;
             checks::memory_order(vm)?;
             checks::vcpus(vm)?;
             if vm.memory_static_max > free {
@@ -203,9 +261,7 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             }
             Ok(())
         };
-        let r2 = r.clone();
-        let act = |vm: Vm| async move {
-            let r = r2;
+        let act = |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
             let spec = spec(&r, &vm)?;
             let domid = if paused {
                 x.build(&spec).await
@@ -231,56 +287,40 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             },
         )
         .await?;
-        // The new domain's metrics (best effort: the VM runs either way).
-        if let Some(vm) = ctx.db.get_typed(&r) {
-            let vm: Vm = vm;
-            let m: Ref<VmMetrics> = vm.metrics.clone();
-            let _ = ctx.db.update_typed(&m, |m| {
-                m.start_time = DateTime::now();
-                m.memory_actual = vm.memory_dynamic_max;
-                m.VCPUs_number = vm.VCPUs_at_startup;
-                m.last_updated = DateTime::now();
-            });
-        }
-        Ok(V::S(String::new()))
+        note_started(&ctx, &r);
+        Ok(void())
     })
 }
 
 /// Stops the VM's domain: `clean` asks the guest first (and fails if it
 /// does not acknowledge), `fallback` then destroys it anyway.
 fn stop(ctx: Arc<Ctx>, q: Req, op: VmOperations, clean: bool, fallback: bool) -> BoxFut {
-    let r: Ref<Vm> = q.get(0);
-    Box::pin(async move {
-        let x = xenops(&ctx)?;
-        let r1 = r.clone();
-        let check = move |vm: &Vm| {
-            let ok: &[VmPowerState] = if clean {
-                &[VmPowerState::Running]
-            } else {
-                &[VmPowerState::Running, VmPowerState::Paused]
-            };
-            power_state_in(&r1, vm, ok)
-        };
-        let r2 = r.clone();
-        let act = |vm: Vm| async move {
-            let r = r2;
-            let domid = domid_of(&vm)?;
-            if clean {
-                let res = x
-                    .clean_shutdown(domid, ShutdownRequest::Poweroff, CLEAN_SHUTDOWN_TIMEOUT)
-                    .await;
-                if let Err(e) = res {
-                    if !fallback {
-                        return Err(xen_error(&r, e));
-                    }
-                    tracing::info!("VM {r}: clean shutdown failed ({e}); destroying its domain");
+    let check = move |r: &Ref<Vm>, vm: &Vm| power_state_in(r, vm, stoppable(clean));
+    let act = move |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
+        let domid = domid_of(&vm)?;
+        if clean {
+            let res = x
+                .clean_shutdown(domid, ShutdownRequest::Poweroff, CLEAN_SHUTDOWN_TIMEOUT)
+                .await;
+            if let Err(e) = res {
+                if !fallback {
+                    return Err(xen_error(&r, e));
                 }
+                tracing::info!("VM {r}: clean shutdown failed ({e}); destroying its domain");
             }
-            x.destroy(domid).await.map_err(|e| xen_error(&r, e))
-        };
-        claimed(&ctx, &r, op, check, act, |vm, _| halted(vm)).await?;
-        Ok(V::S(String::new()))
-    })
+        }
+        x.destroy(domid).await.map_err(|e| xen_error(&r, e))
+    };
+    operation(ctx, q, op, check, act, |vm, _| halted(vm))
+}
+
+/// The states a clean operation (asking the guest) or a hard one accepts.
+fn stoppable(clean: bool) -> &'static [VmPowerState] {
+    if clean {
+        &[VmPowerState::Running]
+    } else {
+        &[VmPowerState::Running, VmPowerState::Paused]
+    }
 }
 
 pub fn clean_shutdown(ctx: Arc<Ctx>, q: Req) -> BoxFut {
@@ -297,39 +337,112 @@ pub fn shutdown(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     stop(ctx, q, VmOperations::Shutdown, true, true)
 }
 
-fn pause_or_unpause(ctx: Arc<Ctx>, q: Req, pause: bool) -> BoxFut {
+/// Replaces the VM's domain `old` by a fresh one built from the record,
+/// running: a reboot, the guest's own (tracking) or asked for. If the new
+/// domain cannot be built the old one is gone all the same, so the VM is
+/// marked halted before the error is returned.
+async fn rebuild(ctx: &Ctx, x: &Xenops<XenHypervisor>, r: &Ref<Vm>, vm: &Vm, old: u32) -> R<u32> {
+    match x.destroy(old).await {
+        Ok(()) | Err(XenopsError::NoSuchDomain(_)) => {}
+        Err(e) => return Err(xen_error(r, e)),
+    }
+    let started = match spec(r, vm) {
+        Ok(s) => x.start(&s).await.map_err(|e| xen_error(r, e)),
+        Err(e) => Err(e),
+    };
+    if started.is_err() {
+        update_vm(ctx, r, halted).await;
+    } else {
+        note_started(ctx, r);
+    }
+    started
+}
+
+/// A reboot as one claimed operation: `clean` asks the guest to reboot and
+/// waits for its domain to go down (as a clean shutdown does) before the
+/// new domain is built; otherwise the domain is destroyed at once.
+async fn reboot_claimed(
+    ctx: &Arc<Ctx>,
+    r: &Ref<Vm>,
+    op: VmOperations,
+    clean: bool,
+    check: impl FnOnce(&Ref<Vm>, &Vm) -> R<()> + Send + 'static,
+) -> R<u32> {
+    let c = ctx.clone();
+    let act = move |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
+        let domid = domid_of(&vm)?;
+        if clean {
+            x.clean_shutdown(domid, ShutdownRequest::Reboot, CLEAN_SHUTDOWN_TIMEOUT)
+                .await
+                .map_err(|e| xen_error(&r, e))?;
+        }
+        rebuild(&c, &x, &r, &vm, domid).await
+    };
+    let done = |vm: &mut Vm, domid: &u32| {
+        vm.power_state = VmPowerState::Running;
+        vm.domid = i64::from(*domid);
+    };
+    claimed(ctx, r, op, check, act, done).await
+}
+
+fn reboot(ctx: Arc<Ctx>, q: Req, op: VmOperations, clean: bool) -> BoxFut {
     let r: Ref<Vm> = q.get(0);
     Box::pin(async move {
-        let x = xenops(&ctx)?;
-        let (op, from, to) = if pause {
-            (
-                VmOperations::Pause,
-                VmPowerState::Running,
-                VmPowerState::Paused,
-            )
-        } else {
-            (
-                VmOperations::Unpause,
-                VmPowerState::Paused,
-                VmPowerState::Running,
-            )
-        };
-        let r1 = r.clone();
-        let check = move |vm: &Vm| power_state_in(&r1, vm, &[from]);
-        let r2 = r.clone();
-        let act = |vm: Vm| async move {
-            let r = r2;
-            let domid = domid_of(&vm)?;
-            let res = if pause {
-                x.pause(domid).await
-            } else {
-                x.unpause(domid).await
-            };
-            res.map_err(|e| xen_error(&r, e))
-        };
-        claimed(&ctx, &r, op, check, act, move |vm, _| vm.power_state = to).await?;
-        Ok(V::S(String::new()))
+        let check = move |r: &Ref<Vm>, vm: &Vm| power_state_in(r, vm, stoppable(clean));
+        reboot_claimed(&ctx, &r, op, clean, check).await?;
+        Ok(void())
     })
+}
+
+pub fn clean_reboot(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    reboot(ctx, q, VmOperations::CleanReboot, true)
+}
+
+pub fn hard_reboot(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    reboot(ctx, q, VmOperations::HardReboot, false)
+}
+
+/// A domain of the VM rebooted by itself (or its watchdog, or a crash with
+/// a restart action): the same path as `VM.hard_reboot` on domain `old`,
+/// claimed like it so that no client operation runs meanwhile. Nothing
+/// happens if the VM has moved on to another domain since.
+pub(super) async fn restart_after_guest_shutdown(ctx: &Arc<Ctx>, r: &Ref<Vm>, old: u32) -> R<u32> {
+    let check = move |r: &Ref<Vm>, vm: &Vm| {
+        if vm.domid != i64::from(old) {
+            return Err(errors::operation_not_allowed(&format!(
+                "VM {r} no longer runs as domain {old}"
+            )));
+        }
+        Ok(())
+    };
+    reboot_claimed(ctx, r, VmOperations::HardReboot, false, check).await
+}
+
+fn pause_or_unpause(ctx: Arc<Ctx>, q: Req, pause: bool) -> BoxFut {
+    let (op, from, to) = if pause {
+        (
+            VmOperations::Pause,
+            VmPowerState::Running,
+            VmPowerState::Paused,
+        )
+    } else {
+        (
+            VmOperations::Unpause,
+            VmPowerState::Paused,
+            VmPowerState::Running,
+        )
+    };
+    let check = move |r: &Ref<Vm>, vm: &Vm| power_state_in(r, vm, &[from]);
+    let act = move |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
+        let domid = domid_of(&vm)?;
+        let res = if pause {
+            x.pause(domid).await
+        } else {
+            x.unpause(domid).await
+        };
+        res.map_err(|e| xen_error(&r, e))
+    };
+    operation(ctx, q, op, check, act, move |vm, _| vm.power_state = to)
 }
 
 pub fn pause(ctx: Arc<Ctx>, q: Req) -> BoxFut {

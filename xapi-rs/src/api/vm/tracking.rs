@@ -3,8 +3,8 @@
 //! never kills, duplicates or forgets a guest) and the guests' own
 //! shutdowns, reboots and crashes, handled by the VM's `actions_after_*`.
 
-use super::power::{halted, spec};
-use super::put_vm;
+use super::power::{halted, restart_after_guest_shutdown};
+use super::update_vm;
 use crate::generated::records::{OnCrashBehaviour, OnNormalExit, Vm, VmPowerState};
 use crate::model::typed::Ref;
 use crate::rpc::Ctx;
@@ -51,21 +51,6 @@ fn vm_by_uuid(ctx: &Ctx, uuid: &str) -> Option<(Ref<Vm>, Vm)> {
         .find(|(_, v)| v.uuid == uuid)
 }
 
-async fn set(ctx: &Ctx, r: &Ref<Vm>, f: impl FnOnce(&mut Vm) + Send + 'static) {
-    let r2 = r.clone();
-    let res = ctx
-        .db
-        .transaction_async(move |tx| {
-            let mut vm = super::get_vm(tx, &r2)?;
-            f(&mut vm);
-            put_vm(tx, &r2, &mut vm)
-        })
-        .await;
-    if let Err(e) = res {
-        tracing::warn!("VM {r}: record not updated: {e:?}");
-    }
-}
-
 /// A domain of ours shut down: apply the VM's action.
 async fn on_shutdown(
     ctx: &Arc<Ctx>,
@@ -89,25 +74,18 @@ async fn on_shutdown(
     );
     match act {
         Action::Ignore => {}
-        Action::Preserve => set(ctx, &r, |vm| vm.power_state = VmPowerState::Paused).await,
-        Action::Halt | Action::Restart => {
+        Action::Preserve => update_vm(ctx, &r, |vm| vm.power_state = VmPowerState::Paused).await,
+        Action::Halt => {
             if let Err(e) = x.destroy(domid).await {
                 tracing::warn!("VM {r}: destroying domain {domid}: {e}");
             }
-            if act == Action::Halt {
-                set(ctx, &r, halted).await;
-                return;
-            }
-            let started = match spec(&r, &vm) {
-                Ok(s) => x.start(&s).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("{e:?}")),
-            };
-            match started {
-                Ok(d) => set(ctx, &r, move |vm| vm.domid = i64::from(d)).await,
-                Err(e) => {
-                    tracing::warn!("VM {r}: restart failed: {e}");
-                    set(ctx, &r, halted).await;
-                }
+            update_vm(ctx, &r, halted).await;
+        }
+        // The path of VM.hard_reboot (it marks the VM halted if the new
+        // domain cannot be built).
+        Action::Restart => {
+            if let Err(e) = restart_after_guest_shutdown(ctx, &r, domid).await {
+                tracing::warn!("VM {r}: restart after domain {domid} shut down: {e:?}");
             }
         }
     }
@@ -149,7 +127,7 @@ pub async fn adopt(ctx: &Arc<Ctx>, x: &Xenops<XenHypervisor>) {
         match dom {
             None => {
                 tracing::info!("adoption: VM {r} ({}) has no domain: halted", vm.name_label);
-                set(ctx, &r, halted).await;
+                update_vm(ctx, &r, halted).await;
             }
             Some(l) => {
                 let (domid, power) = (l.state.domid, l.state.power);
@@ -157,7 +135,7 @@ pub async fn adopt(ctx: &Arc<Ctx>, x: &Xenops<XenHypervisor>) {
                     "adoption: VM {r} ({}) runs as domain {domid}",
                     vm.name_label
                 );
-                set(ctx, &r, move |vm| {
+                update_vm(ctx, &r, move |vm| {
                     vm.domid = i64::from(domid);
                     vm.current_operations.clear();
                     vm.power_state = match power {
@@ -202,7 +180,7 @@ pub fn spawn(ctx: Arc<Ctx>, x: Arc<Xenops<XenHypervisor>>) {
                             && vm.domid == i64::from(domid)
                             && vm.power_state != VmPowerState::Halted
                         {
-                            set(&ctx, &r, halted).await;
+                            update_vm(&ctx, &r, halted).await;
                         }
                     }
                 }
