@@ -193,7 +193,21 @@ pub fn stage(root: &Path, release: &Path) -> Result<Vec<PathBuf>> {
     }
     let conf: String = conffiles().iter().map(|c| format!("{c}\n")).collect();
     std::fs::write(debian.join("conffiles"), conf)?;
+    std::fs::write(debian.join("md5sums"), md5sums(root)?)?;
     Ok(bins)
+}
+
+/// `DEBIAN/md5sums` as dh_md5sums writes it: `md5  path` (relative to
+/// the root) for every shipped file but the conffiles, whose sums dpkg
+/// keeps itself; `debsums` and `dpkg --verify` check installs against it.
+fn md5sums(root: &Path) -> Result<String> {
+    let conf = conffiles();
+    let mut c = Command::new("md5sum");
+    c.current_dir(root);
+    for i in ITEMS.iter().filter(|i| !conf.contains(&i.path)) {
+        c.arg(i.path.trim_start_matches('/'));
+    }
+    capture(&mut c).context("md5sum of the staged files")
 }
 
 /// `create_dir_all` with mode 0755 for every directory made below `root`
@@ -518,8 +532,30 @@ mod tests {
         )))
         .unwrap();
         assert_eq!(conf.lines().collect::<Vec<_>>(), conffiles());
+        // md5sums: every file but the conffiles, and the sums hold.
+        let sums = capture(Command::new("sh").arg("-c").arg(format!(
+            "dpkg-deb --ctrl-tarfile {} | tar -xOf - ./md5sums",
+            deb.display()
+        )))
+        .unwrap();
+        let listed: Vec<&str> = sums.lines().map(|l| &l[34..]).collect();
+        for i in ITEMS {
+            let rel = i.path.trim_start_matches('/');
+            assert_eq!(
+                listed.contains(&rel),
+                !conffiles().contains(&i.path),
+                "{rel} in md5sums:\n{sums}"
+            );
+        }
+        let check = Command::new("md5sum")
+            .args(["-c", "--quiet", "-"])
+            .current_dir(&root)
+            .stdin(std::fs::File::open(root.join("DEBIAN/md5sums")).unwrap())
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{check:?}");
         let info = capture(Command::new("dpkg-deb").arg("--info").arg(&deb)).unwrap();
-        for s in ["postinst", "prerm", "postrm", "conffiles"] {
+        for s in ["postinst", "prerm", "postrm", "conffiles", "md5sums"] {
             assert!(info.contains(s), "{s} missing:\n{info}");
         }
         assert_eq!(

@@ -124,6 +124,8 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
         );
     }
     assert_eq!(sh(&st, 1, "command -v xe").trim(), "/usr/bin/xe");
+    // The installed files are the packaged ones (md5sums).
+    assert_eq!(sh(&st, 1, "dpkg --verify xapi-rs").trim(), "");
     assert_eq!(sh(&st, 1, "systemctl is-enabled xapi-rs").trim(), "enabled");
     assert_eq!(sh(&st, 1, "systemctl is-active xapi-rs").trim(), "active");
     let deb = format!("{}/xapi-rs_*.deb", lab::deb::DOM0_DIR);
