@@ -391,3 +391,31 @@ fn vm_commands_have_help_and_completion() {
     assert!(std.contains("vm-install") && std.contains("vm-start"));
     assert!(!std.contains("vm-destroy"));
 }
+
+/// records.ml's computed device fields: the free slots the API's
+/// `get_allowed_*_devices` gives, a set in `param-list`, `<expensive
+/// field>` in `vm-list` unless asked for.
+#[test]
+fn allowed_device_fields() {
+    let (_dir, d) = start();
+    let uuid = install(&d, "devices");
+    assert_eq!(
+        param(&d, &uuid, "allowed-VIF-devices"),
+        "0; 1; 2; 3; 4; 5; 6"
+    );
+    let vbd = param(&d, &uuid, "allowed-VBD-devices");
+    let slots: Vec<&str> = vbd.split("; ").collect();
+    assert_eq!(slots.len(), 255, "{vbd}");
+    assert_eq!((slots[0], slots[254]), ("0", "254"));
+    let all = ok(&d, &["vm-param-list", &format!("uuid={uuid}")]);
+    assert!(
+        all.lines()
+            .any(|l| l.trim_start() == "allowed-VIF-devices (SRO): 0; 1; 2; 3; 4; 5; 6"),
+        "{all}"
+    );
+    // The API agrees.
+    let s = d.login();
+    let vm = d.ok("VM.get_by_uuid", json!([s, uuid]));
+    let api = d.ok("VM.get_allowed_VIF_devices", json!([s, vm]));
+    assert_eq!(api, json!(["0", "1", "2", "3", "4", "5", "6"]));
+}

@@ -65,7 +65,13 @@ pub struct Entry {
     /// Shown for a read-through field whose object does not exist
     /// (records.ml's `Option.fold ~none:`), and for a COMPUTED field.
     pub none: &'static str,
+    /// A set the reference computes with a call (`allowed-VBD-devices`),
+    /// worked out here from the database as that call's handler does.
+    pub derive: Option<Derive>,
 }
+
+/// Computes a derived set field of a record.
+pub type Derive = fn(&Db, &Record) -> Vec<String>;
 
 const fn e(field: &'static str, name: &'static str, flags: u16) -> Entry {
     Entry {
@@ -73,6 +79,7 @@ const fn e(field: &'static str, name: &'static str, flags: u16) -> Entry {
         name,
         flags,
         none: NOT_IN_DATABASE,
+        derive: None,
     }
 }
 const fn g(field: &'static str) -> Entry {
@@ -85,7 +92,40 @@ const fn n(field: &'static str, name: &'static str, flags: u16, none: &'static s
         name,
         flags,
         none,
+        derive: None,
     }
+}
+/// A set field computed by `derive` (shown through the datamodel field
+/// `field`'s type and access).
+const fn d(field: &'static str, name: &'static str, flags: u16, derive: Derive) -> Entry {
+    Entry {
+        field,
+        name,
+        flags,
+        none: NOT_IN_DATABASE,
+        derive: Some(derive),
+    }
+}
+
+/// The device slots a VM's VBDs (`vif`: VIFs) leave free, as
+/// `VM.get_allowed_VBD_devices`/`get_allowed_VIF_devices` answer.
+fn allowed_devices(db: &Db, rec: &Record, vif: bool) -> Vec<String> {
+    let (set, class, key) = if vif {
+        ("VIFs", "VIF", "device")
+    } else {
+        ("VBDs", "VBD", "userdevice")
+    };
+    let used: Vec<String> = match rec.get(set) {
+        Some(V::A(refs)) => refs
+            .iter()
+            .filter_map(V::as_str)
+            .filter_map(|r| db.get(class, r))
+            .filter_map(|d| d.get(key).and_then(V::as_str).map(str::to_string))
+            .collect(),
+        _ => vec![],
+    };
+    let control = rec.get("is_control_domain") == Some(&V::B(true));
+    crate::api::vm::checks::free_devices(control, vif, &used)
 }
 
 /// A class as the CLI shows it.
@@ -329,8 +369,12 @@ const VM_LAYOUT: &[Entry] = &[
     g("allowed_operations"),
     e("current_operations", "", VALUES),
     e("blocked_operations", "", W),
-    // allowed-VBD-devices: computed by the reference, not shown yet
-    // allowed-VIF-devices: computed by the reference, not shown yet
+    d("VBDs", "allowed-VBD-devices", EXPENSIVE | RO, |db, r| {
+        allowed_devices(db, r, false)
+    }),
+    d("VIFs", "allowed-VIF-devices", EXPENSIVE | RO, |db, r| {
+        allowed_devices(db, r, true)
+    }),
     // possible-hosts: computed by the reference, not shown yet
     e("domain_type", "", W),
     e("metrics.current_domain_type", "current-domain-type", 0),
@@ -845,6 +889,8 @@ pub struct Column {
     /// [`Entry::none`].
     pub none: &'static str,
     pub access: Access,
+    /// [`Entry::derive`].
+    pub derive: Option<Derive>,
 }
 
 impl Column {
@@ -928,6 +974,7 @@ pub fn columns(cc: &CliClass) -> Vec<Column> {
                 flags: en.flags,
                 none: en.none,
                 access,
+                derive: en.derive,
             })
         })
         .collect()
@@ -1155,7 +1202,9 @@ fn rendered(db: &Db, col: &Column, ty: Ty, value: &V) -> Field {
 pub fn record_fields(db: &Db, cols: &[Column], rec: &Record) -> Vec<Field> {
     cols.iter()
         .map(|col| {
-            let mut f = if col.flags & COMPUTED != 0 {
+            let mut f = if let Some(derive) = col.derive {
+                Field::set(&col.name, derive(db, rec), false)
+            } else if col.flags & COMPUTED != 0 {
                 Field::new(&col.name, col.none, col.access)
             } else if col.flags & GONE_MAP != 0 {
                 let shown = column_value(db, col, rec).map_or(col.none, |_| "");

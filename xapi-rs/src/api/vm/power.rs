@@ -94,9 +94,14 @@ where
     Fut: std::future::Future<Output = R<T>>,
 {
     let ctx2 = ctx.clone();
-    claimed_with(ctx, r, op, check, move |r, vm| async move {
-        act(xenops(&ctx2)?, r, vm).await
-    }, done)
+    claimed_with(
+        ctx,
+        r,
+        op,
+        check,
+        move |r, vm| async move { act(xenops(&ctx2)?, r, vm).await },
+        done,
+    )
     .await
 }
 
