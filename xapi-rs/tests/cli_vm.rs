@@ -419,3 +419,52 @@ fn allowed_device_fields() {
     let api = d.ok("VM.get_allowed_VIF_devices", json!([s, vm]));
     assert_eq!(api, json!(["0", "1", "2", "3", "4", "5", "6"]));
 }
+
+/// `vm-vcpu-hotplug` needs a running VM; `vm-memory-dynamic-range-set`
+/// takes the reference's sizes (`128MiB`, `1 GiB`, bytes) and sets a
+/// halted VM's range, refusing a range out of order.
+#[test]
+fn vcpu_hotplug_and_memory_range_commands() {
+    let (_dir, d) = start();
+    let a = install(&d, "a");
+    assert_eq!(
+        fails(&d, &["vm-vcpu-hotplug", "vm=a", "new-vcpus=2"]),
+        (
+            String::new(),
+            format!("{BAD_POWER}vm: {a} (a)\nexpected: running\nactual: halted\n")
+        )
+    );
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vm-memory-dynamic-range-set",
+                "vm=a",
+                "min=128MiB",
+                "max=134217728"
+            ]
+        ),
+        ""
+    );
+    assert_eq!(param(&d, &a, "memory-dynamic-min"), "134217728");
+    assert_eq!(param(&d, &a, "memory-dynamic-max"), "134217728");
+    assert_eq!(
+        fails(&d, &["vm-memory-dynamic-range-set", "vm=a", "min=1x", "max=1"]).1,
+        failure("Failed to parse field 'min': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '1x'")
+    );
+    let (out, err) = fails(
+        &d,
+        &[
+            "vm-memory-dynamic-range-set",
+            "vm=a",
+            "min=4GiB",
+            "max=8GiB",
+        ],
+    );
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "The dynamic memory range violates constraint static_min <= dynamic_min <= dynamic_max <= static_max.\n"
+    );
+    assert_eq!(param(&d, &a, "memory-dynamic-max"), "134217728");
+}

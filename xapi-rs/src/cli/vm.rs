@@ -93,7 +93,57 @@ pub fn commands() -> Vec<CmdSpec> {
             "Uninstall a VM. This operation will destroy those VDIs that are marked RW and connected to this VM only. To simply destroy the VM record, use vm-destroy.",
             true,
         ),
+        CmdSpec {
+            standard: false,
+            ..spec(
+                "vm-vcpu-hotplug",
+                &["new-vcpus"],
+                &[],
+                "Dynamically adjust the number of VCPUs available to running VM.",
+                true,
+            )
+        },
+        CmdSpec {
+            standard: false,
+            // The reference's text has two tabs where its OCaml source
+            // continues a line with `\t\t`.
+            ..spec(
+                "vm-memory-dynamic-range-set",
+                &["min", "max"],
+                &[],
+                "Configure the dynamic memory range of a VM. The dynamic memory \t\trange defines soft lower and upper limits for a VM's memory. It's \t\tpossible to change these fields when a VM is running or halted. The \t\tdynamic range must fit within the static range.",
+                true,
+            )
+        },
     ]
+}
+
+/// A memory size as the reference's `Record_util.bytes_of_string` reads
+/// it: an integer, optional blanks, then an optional unit (b/bytes,
+/// k/kb/kib, m/mb/mib, g/gb/gib, t/tb/tib; any case).
+pub fn bytes_of_string(field: &str, x: &str) -> CR<i64> {
+    let bad = || {
+        failure(format!(
+            "Failed to parse field '{field}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{x}'"
+        ))
+    };
+    let t = x.trim_start();
+    let digits = t
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map_or(t.len(), |(i, _)| i);
+    let size: i64 = t[..digits].parse().map_err(|_| bad())?;
+    let unit = t[digits..].trim_start();
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        _ if size < 0 => return Err(bad()),
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    size.checked_mul(1 << shift).ok_or_else(bad)
 }
 
 /// A VM as the selectors see it: its reference, record and CLI fields.
@@ -362,6 +412,46 @@ pub async fn exec(
             };
             simple(ctx, sref, cl, &how, method).await
         }
+        "vm-vcpu-hotplug" => {
+            let n = cl.get("new-vcpus").unwrap_or_default();
+            match n.trim().parse::<i64>() {
+                Ok(n) => {
+                    let how = Selecting {
+                        ignore: &["new-vcpus"],
+                        ..PLAIN
+                    };
+                    simple_with(
+                        ctx,
+                        sref,
+                        cl,
+                        &how,
+                        "VM.set_VCPUs_number_live",
+                        vec![V::I(n)],
+                    )
+                    .await
+                }
+                Err(_) => Err(failure(format!("int_of_string: {n}"))),
+            }
+        }
+        "vm-memory-dynamic-range-set" => {
+            let range = bytes_of_string("min", cl.get("min").unwrap_or_default()).and_then(|min| {
+                Ok((
+                    min,
+                    bytes_of_string("max", cl.get("max").unwrap_or_default())?,
+                ))
+            });
+            match range {
+                Ok((min, max)) => {
+                    let how = Selecting {
+                        ignore: &["min", "max"],
+                        ..PLAIN
+                    };
+                    let args = vec![V::I(min), V::I(max)];
+                    simple_with(ctx, sref, cl, &how, "VM.set_memory_dynamic_range", args).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         "vm-destroy" => destroy(ctx, sref, cl).await,
         "vm-clone" | "vm-copy" => clone_or_copy(ctx, sref, cl, name == "vm-copy", p, out).await,
         "vm-install" => install(ctx, sref, cl, p, out).await,
@@ -378,9 +468,22 @@ async fn simple(
     how: &Selecting,
     method: &str,
 ) -> CR<()> {
+    simple_with(ctx, sref, cl, how, method, vec![]).await
+}
+
+/// `method` on each selected VM with the arguments `extra` after it.
+async fn simple_with(
+    ctx: &Arc<Ctx>,
+    sref: &str,
+    cl: &CommandLine,
+    how: &Selecting,
+    method: &str,
+    extra: Vec<V>,
+) -> CR<()> {
     let vms = select(ctx, sref, cl, how).await?;
-    each(ctx, vms, |vm| async move {
-        vm_call(ctx, sref, method, &vm.r, vec![]).await.map(|_| ())
+    each(ctx, vms, |vm| {
+        let extra = extra.clone();
+        async move { vm_call(ctx, sref, method, &vm.r, extra).await.map(|_| ()) }
     })
     .await?;
     Ok(())
@@ -710,4 +813,23 @@ async fn uninstall(
     }
     out.push(Command::Print("All objects destroyed".into()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes_of_string;
+
+    #[test]
+    fn sizes_parse_as_the_reference_reads_them() {
+        let b = |s: &str| bytes_of_string("f", s).ok();
+        assert_eq!(b("512"), Some(512));
+        assert_eq!(b("128MiB"), Some(128 << 20));
+        assert_eq!(b("1 GiB"), Some(1 << 30));
+        assert_eq!(b("2k"), Some(2048));
+        assert_eq!(b("3TB"), Some(3 << 40));
+        assert_eq!(b("7 bytes"), Some(7));
+        for bad in ["", "x", "1x", "-1", "1 PiB", "99999999999999TiB"] {
+            assert_eq!(b(bad), None, "{bad}");
+        }
+    }
 }
