@@ -468,3 +468,31 @@ fn vcpu_hotplug_and_memory_range_commands() {
     );
     assert_eq!(param(&d, &a, "memory-dynamic-max"), "134217728");
 }
+
+/// The memory fields take sizes with units in `vm-param-set`, as
+/// records.ml's setters do.
+#[test]
+fn memory_params_take_units() {
+    let (_dir, d) = start();
+    let a = install(&d, "a");
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vm-param-set",
+                &format!("uuid={a}"),
+                "memory-static-max=1GiB"
+            ]
+        ),
+        ""
+    );
+    assert_eq!(param(&d, &a, "memory-static-max"), "1073741824");
+    assert_eq!(
+        fails(
+            &d,
+            &["vm-param-set", &format!("uuid={a}"), "memory-static-max=lots"]
+        )
+        .1,
+        failure("Failed to parse field 'memory-static-max': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got 'lots'")
+    );
+}

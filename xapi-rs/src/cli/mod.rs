@@ -944,8 +944,11 @@ async fn param_set_one(
     if let Some(col) = cols.iter().find(|c| c.name == k) {
         let dm = col.field.name;
         if col.settable() && col.via.is_none() {
-            let value =
-                tables::parse_value(&ctx.db, k, &col.field.ty, v).map_err(CliError::Failure)?;
+            let value = if col.flags & tables::BYTES != 0 {
+                V::I(vm::bytes_of_string(k, v)?)
+            } else {
+                tables::parse_value(&ctx.db, k, &col.field.ty, v).map_err(CliError::Failure)?
+            };
             call(
                 ctx,
                 &generic_method(cc, Generic::Set(dm))?,

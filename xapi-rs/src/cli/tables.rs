@@ -54,6 +54,9 @@ pub const EMPTY: u16 = 4096;
 pub const GONE_MAP: u16 = 8192;
 /// The value in single quotes (VM `last-boot-record`).
 pub const QUOTED: u16 = 16384;
+/// Set from a size with a unit (`512MiB`), as records.ml's setters read
+/// the memory fields (`Record_util.bytes_of_string`).
+pub const BYTES: u16 = 32768;
 
 /// One override entry: a datamodel field (or `ref_field.target_field`),
 /// the CLI name (`""`: the generic name) and flags.
@@ -345,10 +348,10 @@ const VM_LAYOUT: &[Entry] = &[
         "<unknown>",
     ),
     g("memory_overhead"),
-    e("memory_static_max", "", W),
-    e("memory_dynamic_max", "", W),
-    e("memory_dynamic_min", "", W),
-    e("memory_static_min", "", W),
+    e("memory_static_max", "", W | BYTES),
+    e("memory_dynamic_max", "", W | BYTES),
+    e("memory_dynamic_min", "", W | BYTES),
+    e("memory_static_min", "", W | BYTES),
     e("suspend_VDI", "suspend-VDI-uuid", W),
     e("suspend_SR", "suspend-SR-uuid", 0),
     g("VCPUs_params"),

@@ -60,7 +60,36 @@ pub fn set_vcpus_number_live(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 
 pub fn set_memory_dynamic_range(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let (r, min, max): (Ref<Vm>, i64, i64) = (q.get(0), q.get(1), q.get(2));
+    Box::pin(dynamic_range(ctx, r, min, max))
+}
+
+/// `set_memory_dynamic_min`/`max`: the range with one end moved.
+fn dynamic_end(ctx: Arc<Ctx>, q: Req, top: bool) -> BoxFut {
+    let (r, value): (Ref<Vm>, i64) = (q.get(0), q.get(1));
     Box::pin(async move {
+        let vm: Vm = ctx
+            .db
+            .get_typed(&r)
+            .ok_or_else(|| errors::handle_invalid("VM", r.as_str()))?;
+        let (min, max) = if top {
+            (vm.memory_dynamic_min, value)
+        } else {
+            (value, vm.memory_dynamic_max)
+        };
+        dynamic_range(ctx, r, min, max).await
+    })
+}
+
+pub fn set_memory_dynamic_min(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    dynamic_end(ctx, q, false)
+}
+
+pub fn set_memory_dynamic_max(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    dynamic_end(ctx, q, true)
+}
+
+async fn dynamic_range(ctx: Arc<Ctx>, r: Ref<Vm>, min: i64, max: i64) -> crate::rpc::R<V> {
+    {
         let check = move |r: &Ref<Vm>, vm: &Vm| {
             power_state_in(r, vm, &[VmPowerState::Running, VmPowerState::Halted])?;
             let mut want = vm.clone();
@@ -97,7 +126,7 @@ pub fn set_memory_dynamic_range(ctx: Arc<Ctx>, q: Req) -> BoxFut {
         )
         .await?;
         Ok(V::S(String::new()))
-    })
+    }
 }
 
 /// Updates the VM's metrics object (best effort: the change has been made).

@@ -54,6 +54,22 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
         Msg::VmSetMemoryDynamicRange,
         Impl::Custom(live::set_memory_dynamic_range),
     ),
+    (
+        Msg::VmSetMemoryDynamicMin,
+        Impl::Custom(live::set_memory_dynamic_min),
+    ),
+    (
+        Msg::VmSetMemoryDynamicMax,
+        Impl::Custom(live::set_memory_dynamic_max),
+    ),
+    (
+        Msg::VmSetMemoryStaticMin,
+        Impl::Custom(set_memory_static_min),
+    ),
+    (
+        Msg::VmSetMemoryStaticMax,
+        Impl::Custom(set_memory_static_max),
+    ),
 ];
 
 /// Runs a handler's body as one database transaction off the runtime's
@@ -322,6 +338,30 @@ fn set_memory_limits(ctx: Arc<Ctx>, q: Req) -> BoxFut {
         checks::memory_order(&vm)?;
         put_vm(tx, &r, &mut vm)
     })
+}
+
+/// One end of a halted VM's static range, with the reference's order check.
+fn set_memory_static_end(ctx: Arc<Ctx>, q: Req, top: bool) -> BoxFut {
+    let (r, value): (Ref<Vm>, i64) = (q.get(0), q.get(1));
+    in_tx(ctx, move |tx| {
+        let mut vm = get_vm(tx, &r)?;
+        power_state_in(&r, &vm, &[VmPowerState::Halted])?;
+        if top {
+            vm.memory_static_max = value;
+        } else {
+            vm.memory_static_min = value;
+        }
+        checks::memory_order(&vm)?;
+        put_vm(tx, &r, &mut vm)
+    })
+}
+
+fn set_memory_static_min(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    set_memory_static_end(ctx, q, false)
+}
+
+fn set_memory_static_max(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    set_memory_static_end(ctx, q, true)
 }
 
 fn set_vcpus_max(ctx: Arc<Ctx>, q: Req) -> BoxFut {
