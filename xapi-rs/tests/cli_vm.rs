@@ -496,3 +496,36 @@ fn memory_params_take_units() {
         failure("Failed to parse field 'memory-static-max': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got 'lots'")
     );
 }
+
+/// `vm-list` works out only what it shows: an expensive field is
+/// `<expensive field>`, filters still see every field.
+#[test]
+fn vm_list_shows_expensive_fields_as_the_reference() {
+    let (_dir, d) = start();
+    let a = install(&d, "listed");
+    let out = ok(
+        &d,
+        &[
+            "vm-list",
+            "name-label=listed",
+            "params=uuid,allowed-VIF-devices",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!(
+            "uuid ( RO)                   : {a}\n    allowed-VIF-devices (SRO): <expensive field>\n\n\n"
+        )
+    );
+    // A filter on a field that is not shown.
+    assert_eq!(
+        ok(&d, &["vm-list", "PV-kernel=/no/such", "--minimal"]),
+        "\n"
+    );
+    let all = ok(&d, &["vm-list", "name-label=listed", "params=all"]);
+    assert!(
+        all.contains("allowed-VBD-devices (SRO): <expensive field>"),
+        "{all}"
+    );
+    assert!(all.contains("name-label ( RW): listed"), "{all}");
+}

@@ -759,23 +759,45 @@ async fn exec(
     let fields_of = |rec: &Record| tables::record_fields(&db, &cols, rec);
     match op {
         "list" => {
-            let recs: Vec<Vec<render::Field>> = all_records(ctx, sref, cc)
-                .await?
-                .iter()
-                .map(|(_, r)| fields_of(r))
-                .collect();
-            let mut shown = recs.clone();
-            let class_filter = cc
+            let filters: Vec<(String, String)> = cc
                 .filter
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()));
-            for (k, v) in class_filter.chain(cl.filter_params()) {
-                shown.retain(|r| render::matches_filter(r, &k, &v));
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(cl.filter_params())
+                .collect();
+            // Only the columns shown or filtered on are worked out (a list
+            // of 1,000 VMs would otherwise render every field of each), and
+            // an expensive one only if filtered on: a list prints
+            // `<expensive field>` in its place.
+            let shown_names = render::choose_params(cl.get("params"), cc.list_defaults);
+            let filtered = |c: &tables::Column| {
+                filters.iter().any(|(k, _)| {
+                    k == &c.name || k.split_once(':').is_some_and(|(b, _)| b == c.name)
+                })
+            };
+            let list_cols: Vec<tables::Column> = cols
+                .iter()
+                .filter(|c| shown_names.is_empty() || shown_names.contains(&c.name) || filtered(c))
+                .map(|c| {
+                    let mut c = c.clone();
+                    if c.flags & tables::EXPENSIVE != 0 && !filtered(&c) {
+                        c.derive = None;
+                        c.flags |= tables::COMPUTED;
+                    }
+                    c
+                })
+                .collect();
+            let mut recs: Vec<Vec<render::Field>> = all_records(ctx, sref, cc)
+                .await?
+                .iter()
+                .map(|(_, r)| tables::record_fields(&db, &list_cols, r))
+                .collect();
+            if !cl.get_bool("all") {
+                for (k, v) in &filters {
+                    recs.retain(|r| render::matches_filter(r, k, v));
+                }
             }
-            if cl.get_bool("all") {
-                shown = recs;
-            }
-            let t = render::list_table(&shown, cl.get("params"), cc.list_defaults);
+            let t = render::list_table(&recs, cl.get("params"), cc.list_defaults);
             out.extend(p.print(PrintVal::Table(t)));
         }
         "param-list" => {
