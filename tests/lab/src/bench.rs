@@ -6,7 +6,9 @@
 //! absolute figures under TCG: compare runs of the same lab, not machines.
 
 mod migrate;
+mod vm;
 pub use migrate::migrate;
+pub use vm::vm;
 
 use crate::hosts::LabState;
 use anyhow::{bail, Context, Result};

@@ -100,6 +100,12 @@ enum Bench {
         #[arg(long, requires = "vms")]
         native: bool,
     },
+    /// Start and clean shutdown of a guest-kit VM, xl against xe,
+    /// interleaved, and the ratio line; on the lab that is up
+    Vm {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// xl migrate against ours to localhost, interleaved, and the ratio
     /// line; boots a host of its own
     Migrate {
@@ -191,6 +197,10 @@ fn run(cmd: Cmd) -> Result<i32> {
                 Some(n) => lab::bench::api_vms(n, native)?,
                 None => lab::bench::api(requests)?,
             }
+            Ok(0)
+        }
+        Cmd::Bench(Bench::Vm { runs }) => {
+            lab::bench::vm(runs)?;
             Ok(0)
         }
         Cmd::Bench(Bench::Migrate { runs, keep }) => {
