@@ -18,6 +18,15 @@ gap=$(sed -n 's/.*probe\.gap_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
 tick=$(sed -n 's/.*probe\.tick_ms=\([0-9]*\).*/\1/p' /proc/cmdline)
 every=$(sed -n 's/.*probe\.verify_s=\([0-9]*\).*/\1/p' /proc/cmdline)
 echo "lab-guest: init up"
+# What a distribution's udev rule does in a real guest: a vCPU the toolstack
+# makes available (cpu/N/availability=online: the kernel marks it present)
+# is brought online. One taken away is removed by the kernel itself. Only
+# in a guest that can have more than one vCPU (migration tests have one).
+[ "$(cat /sys/devices/system/cpu/possible)" = 0 ] || (while sleep 1; do
+    for c in /sys/devices/system/cpu/cpu[0-9]*; do
+        [ "$(cat $c/online 2>/dev/null)" = 0 ] && echo 1 > $c/online
+    done
+done) </dev/null >/dev/null 2>&1 &
 # Under TCG the clock stutters by up to ~250 ms at rest: report gaps above 300 ms
 # unless told otherwise (probe.gap_ms=N on the kernel command line).
 # probe.tick_ms and probe.verify_s calm a guest that is not migrated: under
