@@ -792,7 +792,17 @@ pub fn down_with_snapshot() -> Result<()> {
 pub fn down_all() -> Result<()> {
     let base = base_run_dir();
     for s in OWN_LABS {
-        down_dir(&base.join(s), false)?;
+        let dir = base.join(s);
+        // A `lab test` that is running would lose its hosts mid-test (seen:
+        // a user's `lab down` failed the test run beside it).
+        if let Some(pid) = crate::util::running_owner(&dir) {
+            say(format!(
+                "{} belongs to a running lab command (pid {pid}): left up; it stops its hosts itself",
+                dir.display()
+            ));
+            continue;
+        }
+        down_dir(&dir, false)?;
     }
     down_dir(&base, false)
 }

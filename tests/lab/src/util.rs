@@ -213,7 +213,35 @@ pub fn use_own_lab(name: &str) -> Result<PathBuf> {
     OWN_RUN_DIR
         .set(dir.clone())
         .map_err(|d| anyhow::anyhow!("this process's lab is already {}", d.display()))?;
+    // So that a `lab down` typed meanwhile leaves this command's hosts alone.
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())?;
     Ok(dir)
+}
+
+/// In an own lab's directory: the pid of the command (`lab test`, `lab
+/// bench`) whose hosts it holds.
+const OWNER_FILE: &str = "owner.pid";
+
+/// The pid of the `lab` command still running that owns the lab in `dir`,
+/// if any (a stale file, or a pid now used by another program, is none).
+pub fn running_owner(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let lab = cmdline
+        .split(|b| *b == 0)
+        .next()
+        .and_then(|arg0| {
+            Path::new(std::str::from_utf8(arg0).ok()?)
+                .file_name()?
+                .to_str()
+        })
+        .is_some_and(|n| n == "lab" || n.starts_with("lab-"));
+    (pid != std::process::id() && pid_alive(pid) && lab).then_some(pid)
 }
 
 /// The directory of own lab `name` under the run directory `base`.
@@ -327,6 +355,31 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_owner_is_a_live_lab_command() {
+        let dir = std::env::temp_dir().join(format!("lab-owner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(running_owner(&dir), None, "no file");
+        std::fs::write(dir.join(OWNER_FILE), "junk").unwrap();
+        assert_eq!(running_owner(&dir), None, "junk");
+        // pid 1 runs, but is not a lab command.
+        std::fs::write(dir.join(OWNER_FILE), "1").unwrap();
+        assert_eq!(running_owner(&dir), None, "not lab");
+        // A process whose argv[0] is `lab`, as the lab binary's is.
+        let mut child = Command::new("bash")
+            .args(["-c", "exec -a lab sleep 20"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join(OWNER_FILE), child.id().to_string()).unwrap();
+        assert_eq!(running_owner(&dir), Some(child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(running_owner(&dir), None, "exited");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn quoting_survives_a_shell() {
