@@ -848,6 +848,14 @@ fn down_dir(dir: &Path, keep_snapshot: bool) -> Result<()> {
             if keep && p.is_dir() {
                 continue;
             }
+            // This command's own mark stays while it takes its hosts down
+            // between phases (a stale one is ignored once it has exited).
+            if e.file_name() == crate::util::OWNER_FILE
+                && std::fs::read_to_string(&p).ok().as_deref().map(str::trim)
+                    == Some(std::process::id().to_string().as_str())
+            {
+                continue;
+            }
             let r = if p.is_dir() && !p.is_symlink() {
                 std::fs::remove_dir_all(&p)
             } else {

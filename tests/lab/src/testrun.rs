@@ -635,6 +635,9 @@ fn finish(
     if !keep {
         // `lab down` must leave no process of the lab behind: checked every run.
         let _ = hosts::down_with_snapshot();
+        // Its hosts are gone: nothing left for `lab down` to spare.
+        let _ = std::fs::remove_file(dir.join(crate::util::OWNER_FILE));
+        let _ = std::fs::remove_dir(dir);
         let left: String = hosts::lab_processes(dir)
             .iter()
             .map(|(pid, cmd)| format!("{pid} {cmd}\n"))

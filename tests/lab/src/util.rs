@@ -221,7 +221,7 @@ pub fn use_own_lab(name: &str) -> Result<PathBuf> {
 
 /// In an own lab's directory: the pid of the command (`lab test`, `lab
 /// bench`) whose hosts it holds.
-const OWNER_FILE: &str = "owner.pid";
+pub const OWNER_FILE: &str = "owner.pid";
 
 /// The pid of the `lab` command still running that owns the lab in `dir`,
 /// if any (a stale file, or a pid now used by another program, is none).
