@@ -37,7 +37,7 @@ struct Run {
     bytes: u64,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(super) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -77,7 +77,7 @@ fn expect_verifies(st: &LabState) -> Result<()> {
 }
 
 /// `total_ns=N` printed by the timing wrapper.
-fn total_s(out: &str) -> Result<f64> {
+pub(super) fn total_s(out: &str) -> Result<f64> {
     let ns: f64 = out
         .lines()
         .find_map(|l| l.strip_prefix("total_ns="))

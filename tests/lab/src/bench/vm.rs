@@ -31,13 +31,7 @@ fn timed(st: &LabState, cmd: &str) -> Result<f64> {
              e=$(date +%s%N); echo total_ns=$((e - s))"
         ),
     )?;
-    let ns: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("total_ns="))
-        .context("no total_ns line")?
-        .trim()
-        .parse()?;
-    Ok(ns / 1e9)
+    super::migrate::total_s(&out)
 }
 
 fn boots(st: &LabState, name: &str) -> Result<usize> {
@@ -69,9 +63,15 @@ fn gone(st: &LabState, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// One timed start of guest `name` by `start`, its boot (untimed), one
+/// timed shutdown by `stop`: (start s, shutdown s).
+fn cycle(st: &LabState, name: &str, start: &str, stop: &str) -> Result<(f64, f64)> {
+    let b = boots(st, name)?;
+    let up = timed(st, start)?;
+    booted(st, name, b)?;
+    let down = timed(st, stop)?;
+    gone(st, name)?;
+    Ok((up, down))
 }
 
 /// Runs the benchmark `runs` times on the lab that is up.
@@ -127,28 +127,32 @@ pub fn vm(runs: usize) -> Result<()> {
     println!("guest kit VM, {mem} MiB, 1 vCPU, no devices; {runs} run(s) each, interleaved");
     let (mut xl, mut ours) = (vec![], vec![]);
     for i in 1..=runs {
-        let b = boots(&st, XL_NAME)?;
-        let start = timed(&st, &format!("xl create -q /etc/xen/{XL_NAME}.cfg"))?;
-        booted(&st, XL_NAME, b)?;
-        let stop = timed(&st, &format!("xl shutdown -w {XL_NAME}"))?;
-        gone(&st, XL_NAME)?;
-        println!("xl   run {i}: start {start:.3} s, shutdown {stop:.3} s");
-        xl.push((start, stop));
-
-        let b = boots(&st, OUR_NAME)?;
-        let start = timed(&st, &format!("{xe} vm-start uuid={uuid}"))?;
-        booted(&st, OUR_NAME, b)?;
-        let stop = timed(&st, &format!("{xe} vm-shutdown uuid={uuid}"))?;
-        gone(&st, OUR_NAME)?;
-        println!("ours run {i}: start {start:.3} s, shutdown {stop:.3} s");
-        ours.push((start, stop));
+        let r = cycle(
+            &st,
+            XL_NAME,
+            &format!("xl create -q /etc/xen/{XL_NAME}.cfg"),
+            &format!("xl shutdown -w {XL_NAME}"),
+        )?;
+        println!("xl   run {i}: start {:.3} s, shutdown {:.3} s", r.0, r.1);
+        xl.push(r);
+        let r = cycle(
+            &st,
+            OUR_NAME,
+            &format!("{xe} vm-start uuid={uuid}"),
+            &format!("{xe} vm-shutdown uuid={uuid}"),
+        )?;
+        println!("ours run {i}: start {:.3} s, shutdown {:.3} s", r.0, r.1);
+        ours.push(r);
     }
     let _ = st.exec(
         1,
         &format!("{xe} vm-uninstall uuid={uuid} --force"),
         Duration::from_secs(300),
     );
-    let m = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(v.iter().map(f).collect());
+    // runs >= 1: every median exists.
+    let m = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        super::migrate::median(v.iter().map(f).collect()).unwrap_or(f64::NAN)
+    };
     println!(
         "ratio start={:.2} shutdown={:.2}",
         m(&ours, |r| r.0) / m(&xl, |r| r.0),
