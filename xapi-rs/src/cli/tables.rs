@@ -110,25 +110,9 @@ const fn d(field: &'static str, name: &'static str, flags: u16, derive: Derive) 
     }
 }
 
-/// The device slots a VM's VBDs (`vif`: VIFs) leave free, as
-/// `VM.get_allowed_VBD_devices`/`get_allowed_VIF_devices` answer.
+/// records.ml's `allowed-VBD-devices`/`allowed-VIF-devices`.
 fn allowed_devices(db: &Db, rec: &Record, vif: bool) -> Vec<String> {
-    let (set, class, key) = if vif {
-        ("VIFs", "VIF", "device")
-    } else {
-        ("VBDs", "VBD", "userdevice")
-    };
-    let used: Vec<String> = match rec.get(set) {
-        Some(V::A(refs)) => refs
-            .iter()
-            .filter_map(V::as_str)
-            .filter_map(|r| db.get(class, r))
-            .filter_map(|d| d.get(key).and_then(V::as_str).map(str::to_string))
-            .collect(),
-        _ => vec![],
-    };
-    let control = rec.get("is_control_domain") == Some(&V::B(true));
-    crate::api::vm::checks::free_devices(control, vif, &used)
+    crate::api::vm::checks::allowed_devices(rec, vif, |c, r| db.get(c, r))
 }
 
 /// A class as the CLI shows it.

@@ -3,6 +3,7 @@
 
 use crate::generated::errors;
 use crate::generated::records::{Vm, VmOperations, VmPowerState};
+use crate::model::value::{Record, V};
 use crate::rpc::R;
 
 /// static_min <= dynamic_min <= dynamic_max <= static_max, else
@@ -111,6 +112,33 @@ pub fn free_devices(control_domain: bool, vif: bool, used: &[String]) -> Vec<Str
         .map(|n: u32| n.to_string())
         .filter(|d| !used.iter().any(|u| u == d))
         .collect()
+}
+
+/// The device slots a VM's VBDs (`vif`: its VIFs) leave free, from its
+/// record `vm` and `get` reading a VBD or VIF record by class and
+/// reference: what `VM.get_allowed_VBD_devices`/`get_allowed_VIF_devices`
+/// answer and `xe` shows as `allowed-VBD-devices`/`allowed-VIF-devices`.
+pub fn allowed_devices(
+    vm: &Record,
+    vif: bool,
+    get: impl Fn(&str, &str) -> Option<Record>,
+) -> Vec<String> {
+    let (set, class, key) = if vif {
+        ("VIFs", "VIF", "device")
+    } else {
+        ("VBDs", "VBD", "userdevice")
+    };
+    let used: Vec<String> = match vm.get(set) {
+        Some(V::A(refs)) => refs
+            .iter()
+            .filter_map(V::as_str)
+            .filter_map(|r| get(class, r))
+            .filter_map(|d| d.get(key).and_then(V::as_str).map(str::to_string))
+            .collect(),
+        _ => vec![],
+    };
+    let control = vm.get("is_control_domain") == Some(&V::B(true));
+    free_devices(control, vif, &used)
 }
 
 #[cfg(test)]

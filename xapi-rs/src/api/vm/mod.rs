@@ -385,36 +385,20 @@ fn set_vcpus_at_startup(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     })
 }
 
-fn used_userdevices(tx: &Tx, class: &str, refs: &[String]) -> Vec<String> {
-    refs.iter()
-        .filter_map(|x| tx.get(class, x))
-        .filter_map(|rec| {
-            let key = if class == "VIF" {
-                "device"
-            } else {
-                "userdevice"
-            };
-            rec.get(key).and_then(V::as_str).map(str::to_string)
-        })
-        .collect()
+fn allowed_devices(ctx: Arc<Ctx>, q: Req, vif: bool) -> BoxFut {
+    let r: Ref<Vm> = q.get(0);
+    in_tx(ctx, move |tx| {
+        let vm = tx
+            .get("VM", r.as_str())
+            .ok_or_else(|| errors::handle_invalid("VM", r.as_str()))?;
+        Ok(checks::allowed_devices(&vm, vif, |c, x| tx.get(c, x)))
+    })
 }
 
 fn allowed_vbd_devices(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    let r: Ref<Vm> = q.get(0);
-    in_tx(ctx, move |tx| {
-        let vm = get_vm(tx, &r)?;
-        let refs: Vec<String> = vm.VBDs.iter().map(|b| b.as_str().to_string()).collect();
-        let used = used_userdevices(tx, "VBD", &refs);
-        Ok(checks::free_devices(vm.is_control_domain, false, &used))
-    })
+    allowed_devices(ctx, q, false)
 }
 
 fn allowed_vif_devices(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    let r: Ref<Vm> = q.get(0);
-    in_tx(ctx, move |tx| {
-        let vm = get_vm(tx, &r)?;
-        let refs: Vec<String> = vm.VIFs.iter().map(|b| b.as_str().to_string()).collect();
-        let used = used_userdevices(tx, "VIF", &refs);
-        Ok(checks::free_devices(vm.is_control_domain, true, &used))
-    })
+    allowed_devices(ctx, q, true)
 }
