@@ -35,6 +35,17 @@ exec /probe --workset-mb "${ws:-16}" --gap-ms "${gap:-300}" --tick-ms "${tick:-1
     --verify-every-s "${every:-5}" </dev/hvc0 >/dev/hvc0 2>&1
 "#;
 
+/// An `xl` configuration of a one-vCPU guest-kit guest (dom0's kernel at
+/// `kernel`, the kit pushed to `/opt/lab/guest/initrd.cpio`), for tests and
+/// benchmarks that start one with their own kernel command line `extra`.
+pub fn xl_config(name: &str, kernel: &str, mem_mb: u64, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{kernel}\"\n\
+         ramdisk = \"/opt/lab/guest/initrd.cpio\"\nextra = \"{extra}\"\n\
+         memory = {mem_mb}\nmaxmem = {mem_mb}\nvcpus = 1\n"
+    )
+}
+
 /// The kernel answers a toolstack's `control/shutdown=poweroff` by running
 /// `/sbin/poweroff`, and does nothing if that fails. The probe is pid 1 and
 /// handles no signals, so the applet must power off directly (-f).
@@ -158,6 +169,16 @@ pub fn build(out_dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xl_config_of_a_guest_kit_guest() {
+        assert_eq!(
+            xl_config("g", "/boot/vmlinuz-6", 128, "console=hvc0 quiet"),
+            "name = \"g\"\ntype = \"pv\"\nkernel = \"/boot/vmlinuz-6\"\n\
+             ramdisk = \"/opt/lab/guest/initrd.cpio\"\nextra = \"console=hvc0 quiet\"\n\
+             memory = 128\nmaxmem = 128\nvcpus = 1\n"
+        );
+    }
     use std::process::Command;
 
     #[test]

@@ -161,11 +161,11 @@ fn fresh_host_package_remove_and_reinstall_keep_the_guests_and_the_database() {
     );
     // A calm guest kit guest (lab-guest's probe keeps a TCG dom0 busy).
     let kernel = sh(&st, 1, "ls /boot/vmlinuz-* | sort | tail -1");
-    let cfg = format!(
-        "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{}\"\n\
-         ramdisk = \"/opt/lab/guest/initrd.cpio\"\n\
-         extra = \"console=hvc0 quiet {CALM_PROBE_ARGS}\"\nmemory = 128\nvcpus = 1\n",
-        kernel.trim()
+    let cfg = lab::guestkit::xl_config(
+        name,
+        kernel.trim(),
+        128,
+        &format!("console=hvc0 quiet {CALM_PROBE_ARGS}"),
     );
     let domid = sh(
         &st,

@@ -118,10 +118,8 @@ pub fn vm(runs: usize) -> Result<()> {
         &st,
         &format!(
             "rm -f /var/log/xen/console/guest-{XL_NAME}*.log /var/log/xen/console/guest-{OUR_NAME}*.log; \
-             cat > /etc/xen/{XL_NAME}.cfg <<'CFG'\n\
-             name = \"{XL_NAME}\"\ntype = \"pv\"\nkernel = \"{kernel}\"\n\
-             ramdisk = \"/opt/lab/guest/initrd.cpio\"\nextra = \"{args}\"\n\
-             memory = {mem}\nmaxmem = {mem}\nvcpus = 1\nCFG"
+             cat > /etc/xen/{XL_NAME}.cfg <<'CFG'\n{}CFG",
+            crate::guestkit::xl_config(XL_NAME, &kernel, mem, &args)
         ),
     )?;
     println!("guest kit VM, {mem} MiB, 1 vCPU, no devices; {runs} run(s) each, interleaved");
