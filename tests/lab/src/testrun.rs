@@ -30,6 +30,9 @@ pub struct Tally {
     pub skipped: u64,
     /// Phases that could not run at all (a build or the lab failed).
     pub broken: Vec<String>,
+    /// What went wrong without failing a test or a phase (a fallback was
+    /// taken): shown with the summary.
+    pub warnings: Vec<String>,
 }
 
 impl Tally {
@@ -294,9 +297,12 @@ fn fresh_hosts(snap: Option<&Snapshot>, hosts_n: u32, tally: &mut Tally) -> Opti
             Ok(st) => return Some(st),
             Err(e) => {
                 eprintln!("lab: error: restoring the snapshot: {e:#}; booting instead");
-                tally
-                    .broken
-                    .push(format!("restore {hosts_n} host(s) from the snapshot"));
+                // Not a failed phase: the cold-booted host is as fresh, only
+                // slower to get. The reason goes in the summary, as the log's
+                // middle may be cut where CI shows only its ends.
+                tally.warnings.push(format!(
+                    "restoring {hosts_n} host(s) from the snapshot failed, booted cold instead: {e:#}"
+                ));
                 let _ = hosts::down();
             }
         }
@@ -659,6 +665,9 @@ fn finish(
     }
     print!("{}", phase_table(&ph.0, run_start.elapsed().as_secs()));
     ok &= t.broken.is_empty() && t.failed == 0;
+    for w in &t.warnings {
+        println!("lab: warning: {w}");
+    }
     for b in &t.broken {
         println!("lab: phase failed to run: {b}");
     }

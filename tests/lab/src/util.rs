@@ -358,6 +358,7 @@ mod tests {
 
     #[test]
     fn running_owner_is_a_live_lab_command() {
+        use std::os::unix::process::CommandExt;
         let dir = std::env::temp_dir().join(format!("lab-owner-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(running_owner(&dir), None, "no file");
@@ -366,9 +367,12 @@ mod tests {
         // pid 1 runs, but is not a lab command.
         std::fs::write(dir.join(OWNER_FILE), "1").unwrap();
         assert_eq!(running_owner(&dir), None, "not lab");
-        // A process whose argv[0] is `lab`, as the lab binary's is.
-        let mut child = Command::new("bash")
-            .args(["-c", "exec -a lab sleep 20"])
+        // A process whose argv[0] is `lab`, as the lab binary's is: set by
+        // the exec itself (a shell's `exec -a` left a window in which the
+        // child was still `bash`, and CI hit it).
+        let mut child = Command::new("sleep")
+            .arg0("lab")
+            .arg("20")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
