@@ -342,7 +342,7 @@ impl LabState {
 /// subdirectories ([`OWN_LABS`]).
 pub fn labs_in(base: &Path) -> Vec<(PathBuf, LabState)> {
     std::iter::once(base.to_path_buf())
-        .chain(OWN_LABS.iter().map(|s| base.join(s)))
+        .chain(crate::util::own_lab_dirs(base))
         .filter_map(|d| LabState::load_from(&d).ok().map(|st| (d, st)))
         .collect()
 }
@@ -520,7 +520,7 @@ pub fn qemu_argv(m: &Machine, dir: &Path, h: &HostState) -> Vec<String> {
 
 /// Starts the lab network hub for `n` hosts in `dir`; returns its pid.
 pub(crate) fn start_hub(dir: &Path, n: u32) -> Result<u32> {
-    let exe = std::env::current_exe()?;
+    let exe = crate::util::lab_exe()?;
     // The hub runs in its own process group so it outlives this command; its
     // command line names the run directory so `lab down` always finds it.
     let hub_log = dir.join("hub.log");
@@ -791,8 +791,7 @@ pub fn down_with_snapshot() -> Result<()> {
 /// those `lab test` and `lab bench migrate` keep in its subdirectories.
 pub fn down_all() -> Result<()> {
     let base = base_run_dir();
-    for s in OWN_LABS {
-        let dir = base.join(s);
+    for dir in crate::util::own_lab_dirs(&base) {
         // A `lab test` that is running would lose its hosts mid-test (seen:
         // a user's `lab down` failed the test run beside it).
         if let Some(pid) = crate::util::running_owner(&dir) {

@@ -73,6 +73,9 @@ enum Cmd {
     /// Build the toolstack's Debian package (target/debian/xapi-rs_VERSION_amd64.deb), print its path
     Deb,
     // New commands go here, with their arm in `run`.
+    /// `lab test`'s second stream of phases (started by `lab test`)
+    #[command(hide = true)]
+    TestStream,
     /// The lab network's hub (started by `lab up`)
     #[command(hide = true)]
     Hub {
@@ -178,6 +181,7 @@ fn run(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Test { keep } => testrun::run(keep),
+        Cmd::TestStream => testrun::run_stream(),
         Cmd::Deb => {
             println!("{}", lab::deb::build()?.display());
             Ok(0)
@@ -226,7 +230,7 @@ fn lab_name(dir: &std::path::Path) -> String {
 /// the default).
 fn up_message(st: &LabState) -> Result<String> {
     let h = st.host(1)?;
-    let lab = std::env::current_exe()?;
+    let lab = util::lab_exe()?;
     let run = std::env::var_os("XAPI_LAB_RUN")
         .map(|_| {
             format!(

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const SNAPSHOT_DIR: &str = "snapshot";
 
 /// A saved lab: hosts `1..=hosts`, as they were when [`save`] stopped them.
-#[derive(Debug, Clone)]
+/// Serialisable: `lab test`'s second stream of phases restores its hosts
+/// from its parent's snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub dir: PathBuf,
     pub hosts: u32,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Default, Debug, PartialEq)]
+#[derive(Default, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     pub passed: u64,
     pub failed: u64,
@@ -33,6 +33,58 @@ pub struct Tally {
     /// What went wrong without failing a test or a phase (a fallback was
     /// taken): shown with the summary.
     pub warnings: Vec<String>,
+    /// Each test's wall time, for the table of the slowest.
+    pub times: Vec<TestTime>,
+}
+
+impl Tally {
+    /// Adds what another stream of phases counted.
+    pub fn merge(&mut self, o: Tally) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+        self.skipped += o.skipped;
+        self.broken.extend(o.broken);
+        self.warnings.extend(o.warnings);
+        self.times.extend(o.times);
+    }
+}
+
+/// One test's wall time (its line of libtest output to the next).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TestTime {
+    pub name: String,
+    pub secs: u64,
+    pub ok: bool,
+}
+
+/// The test name and outcome of a libtest progress line
+/// (`test NAME ... ok`), if `line` is one.
+fn test_line(line: &str) -> Option<(&str, bool)> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, status) = rest.split_once(" ... ")?;
+    match status.split_whitespace().next()? {
+        "ok" => Some((name, true)),
+        s if s.starts_with("FAILED") => Some((name, false)),
+        _ => None,
+    }
+}
+
+/// The tests that took at least `min_secs`, slowest first, as a table:
+/// where the suite's time goes, in every run's log.
+pub fn slowest_table(times: &[TestTime], min_secs: u64) -> String {
+    let mut t: Vec<&TestTime> = times.iter().filter(|t| t.secs >= min_secs).collect();
+    t.sort_by(|a, b| b.secs.cmp(&a.secs).then(a.name.cmp(&b.name)));
+    let mut s = format!("== tests of {min_secs} s or more (wall clock)\n");
+    for x in t {
+        s.push_str(&format!(
+            "{:>6} s  {:<6}  {}\n",
+            x.secs,
+            if x.ok { "ok" } else { "FAILED" },
+            x.name
+        ));
+    }
+    s
 }
 
 impl Tally {
@@ -69,18 +121,32 @@ impl Tally {
     }
 }
 
-/// Runs a command, echoing its stdout while keeping it for the tally.
-fn run_echo(phase: &str, cmd: &mut Command, tally: &mut Tally) -> Result<bool> {
+/// Runs a command, echoing its stdout while keeping it for the tally;
+/// `timed`: it runs tests one at a time, each timed to the tally.
+fn run_echo(phase: &str, cmd: &mut Command, timed: bool, tally: &mut Tally) -> Result<bool> {
     say(format!("== {phase}"));
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("{phase}: cannot start {:?}", cmd.get_program()))?;
     let mut all = String::new();
+    // With one test thread, libtest ends a test's line when it ends.
+    let mut since = Instant::now();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines() {
             let line = line.unwrap_or_default();
             println!("{line}");
+            if line.starts_with("running ") {
+                since = Instant::now();
+            }
+            if let Some((name, ok)) = test_line(&line).filter(|_| timed) {
+                tally.times.push(TestTime {
+                    name: name.to_string(),
+                    secs: since.elapsed().as_secs(),
+                    ok,
+                });
+                since = Instant::now();
+            }
             all.push_str(&line);
             all.push('\n');
         }
@@ -106,13 +172,19 @@ struct TestExe {
 }
 
 /// The test executables of every workspace package, from one `cargo test
-/// --workspace --no-run`: what the unit tests phase built, with the same
+/// --workspace --release --no-run`: what the unit tests phase built, with the same
 /// feature resolution, so the dom0 and black-box tests compile nothing
 /// again (`-p PKG` resolves features for PKG alone, and rebuilt tokio,
 /// serde_json, syn, ... differently).
 fn workspace_test_exes() -> Result<Vec<TestExe>> {
     let out = cargo()
-        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "--workspace",
+            "--release",
+            "--no-run",
+            "--message-format=json",
+        ])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
@@ -228,47 +300,63 @@ fn dom0_tests(st: &LabState, b: &TestExe, t: &mut Tally) -> bool {
     say(format!("== dom0 tests: {}", b.name));
     // Most test binaries of these packages have no test for dom0: pushing
     // one to run nothing costs TCG seconds. libtest lists them here.
-    match ignored_tests(&b.exe) {
-        Ok(0) => {
+    let names = match ignored_tests(&b.exe) {
+        Ok(n) if n.is_empty() => {
             say(format!(
                 "{}: no ignored tests, nothing to run in dom0",
                 b.name
             ));
             return true;
         }
-        Ok(_) => {}
+        Ok(n) => n,
         Err(e) => {
             eprintln!("lab: error: {e:#}");
             t.broken.push(format!("dom0 tests {}", b.name));
             return false;
         }
+    };
+    if let Err(e) = strip_copy(&b.exe).and_then(|small| st.push(1, &small, &remote)) {
+        eprintln!("lab: error: {e:#}");
+        t.broken.push(format!("dom0 tests {}", b.name));
+        return false;
     }
-    let res = strip_copy(&b.exe)
-        .and_then(|small| st.push(1, &small, &remote))
-        .and_then(|_| {
-            st.exec(
-                1,
-                &format!("cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1"),
-                Duration::from_secs(1800),
-            )
-        });
-    match res {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            print!("{text}");
-            eprint!("{}", String::from_utf8_lossy(&out.stderr));
-            t.add_output(&text);
-            if !out.status.success() && !text.contains("test result:") {
-                t.broken.push(format!("dom0 tests {}", b.name));
+    // One test per run, so that each is timed (the output of one run
+    // comes back only when it ends).
+    let mut ok = true;
+    for name in names {
+        let start = Instant::now();
+        let res = st.exec(
+            1,
+            &format!(
+                "cd /tmp && RUST_BACKTRACE=1 {remote} --ignored --test-threads=1 --exact {}",
+                crate::util::shell_quote(&name)
+            ),
+            Duration::from_secs(1800),
+        );
+        match res {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                print!("{text}");
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+                t.add_output(&text);
+                t.times.push(TestTime {
+                    name,
+                    secs: start.elapsed().as_secs(),
+                    ok: out.status.success(),
+                });
+                if !out.status.success() && !text.contains("test result:") {
+                    t.broken.push(format!("dom0 tests {}", b.name));
+                }
+                ok &= out.status.success();
             }
-            out.status.success()
-        }
-        Err(e) => {
-            eprintln!("lab: error: {e:#}");
-            t.broken.push(format!("dom0 tests {}", b.name));
-            false
+            Err(e) => {
+                eprintln!("lab: error: {e:#}");
+                t.broken.push(format!("dom0 tests {}", b.name));
+                ok = false;
+            }
         }
     }
+    ok
 }
 
 /// A lab of `hosts_n` freshly booted hosts with the toolstack installed.
@@ -326,6 +414,7 @@ fn black_box(phase: &str, exes: &[&TestExe], filter: &[&str], tally: &mut Tally)
                 .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
                 // The tests find the lab through its state file: this run's.
                 .env("XAPI_LAB_RUN", crate::util::run_dir()),
+            true,
             tally,
         )?;
     }
@@ -349,9 +438,9 @@ fn fresh_host_black_box(exe: &TestExe) -> Result<Vec<String>> {
     Ok(fresh_host_names(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// How many `#[ignore]`d tests the test executable `exe` has (libtest's
+/// The `#[ignore]`d tests of the test executable `exe` (libtest's
 /// `--ignored --list`, run on the build machine).
-fn ignored_tests(exe: &Path) -> Result<usize> {
+fn ignored_tests(exe: &Path) -> Result<Vec<String>> {
     let out = Command::new(exe)
         .args(["--ignored", "--list"])
         .stderr(Stdio::inherit())
@@ -360,7 +449,9 @@ fn ignored_tests(exe: &Path) -> Result<usize> {
     if !out.status.success() {
         bail!("listing the tests of {} failed", exe.display());
     }
-    Ok(test_names(&String::from_utf8_lossy(&out.stdout)).count())
+    Ok(test_names(&String::from_utf8_lossy(&out.stdout))
+        .map(str::to_string)
+        .collect())
 }
 
 /// The test names in libtest `--list` output ("NAME: test" lines).
@@ -401,7 +492,7 @@ impl<T, E> Outcome for std::result::Result<T, E> {
 }
 
 /// One phase's wall time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PhaseTime {
     pub name: String,
     pub secs: u64,
@@ -500,6 +591,7 @@ pub fn run(keep: bool) -> Result<i32> {
         run_echo(
             "cargo fmt --check",
             cargo().args(["fmt", "--all", "--check"]),
+            false,
             &mut t,
         )
     })?;
@@ -514,11 +606,20 @@ pub fn run(keep: bool) -> Result<i32> {
                 "-D",
                 "warnings",
             ]),
+            false,
             &mut t,
         )
     })?;
     ok &= ph.time("unit tests", || {
-        run_echo("unit tests", cargo().args(["test", "--workspace"]), &mut t)
+        run_echo(
+            "unit tests",
+            // Release, as the toolstack and the lab are built: one build of
+            // the workspace instead of a debug one beside it, and the dom0
+            // tests exercise the code users run.
+            cargo().args(["test", "--workspace", "--release"]),
+            false,
+            &mut t,
+        )
     })?;
     let exes = match ph.time("list test binaries", workspace_test_exes) {
         Ok(b) => b,
@@ -558,6 +659,7 @@ pub fn run(keep: bool) -> Result<i32> {
         }
     };
     let snap = snap.as_ref();
+    let mut second = snap.map(Second::start);
     if let Some(st) = ph.time("fresh host (shared dom0 tests)", || {
         fresh_hosts(snap, 1, &mut t)
     }) {
@@ -576,46 +678,18 @@ pub fn run(keep: bool) -> Result<i32> {
             });
         }
     }
-    // A fresh host for the black-box tests: the dom0 tests migrate and
-    // restore guests, after which this TCG lab's dom0 has been seen to
-    // corrupt memory (see README, "known lab problem").
-    if ph
-        .time("fresh host (lab tests)", || fresh_hosts(snap, 1, &mut t))
-        .is_some()
-    {
-        ok &= ph.time("lab tests (1 host)", || {
-            black_box(
-                "lab tests (1 host)",
-                &lab_exes,
-                &["--skip", "two_hosts", "--skip", FRESH_HOST],
-                &mut t,
-            )
-        })?;
-    }
-    // Those that change the host itself (`fresh_host*`), each on a host
-    // of its own, so what they leave cannot affect others.
-    for e in &lab_exes {
-        match fresh_host_black_box(e) {
-            Ok(names) => {
-                for name in names {
-                    if ph
-                        .time(&format!("fresh host ({name})"), || {
-                            fresh_hosts(snap, 1, &mut t)
-                        })
-                        .is_some()
-                    {
-                        let phase = format!("lab test {name} (fresh host)");
-                        ok &= ph.time(&phase, || {
-                            black_box(&phase, &[e], &[&name, "--exact"], &mut t)
-                        })?;
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("lab: error: {e:#}");
-                t.broken.push("list fresh-host lab tests".into());
-            }
+    // The black-box tests run beside them (see `Second`), or here after
+    // them where the second stream could not start.
+    match second.take() {
+        Some(Ok(child)) => ok &= child.join(&mut ph, &mut t),
+        Some(Err(e)) => {
+            eprintln!("lab: error: starting the black-box tests beside the dom0 tests: {e:#}; running them after");
+            t.warnings.push(format!(
+                "the black-box tests ran after the dom0 tests, not beside them: {e:#}"
+            ));
+            ok &= black_box_phases(snap, &lab_exes, &mut ph, &mut t)?;
         }
+        None => ok &= black_box_phases(snap, &lab_exes, &mut ph, &mut t)?,
     }
     if ph
         .time("fresh hosts (2)", || fresh_hosts(snap, 2, &mut t))
@@ -626,6 +700,211 @@ pub fn run(keep: bool) -> Result<i32> {
         })?;
     }
     finish(keep, &dir, t, ph, run_start, ok)
+}
+
+/// The black-box lab tests on one host: those that share one, then each
+/// `fresh_host*` test on a host of its own; true if all passed.
+fn black_box_phases(
+    snap: Option<&Snapshot>,
+    lab_exes: &[&TestExe],
+    ph: &mut Phases,
+    t: &mut Tally,
+) -> Result<bool> {
+    let mut ok = true;
+    // A fresh host for the black-box tests, never one the dom0 tests
+    // used: they migrate and restore guests, after which this TCG lab's
+    // dom0 has been seen to corrupt memory (see README, "known lab problem").
+    if ph
+        .time("fresh host (lab tests)", || fresh_hosts(snap, 1, t))
+        .is_some()
+    {
+        ok &= ph.time("lab tests (1 host)", || {
+            black_box(
+                "lab tests (1 host)",
+                lab_exes,
+                &["--skip", "two_hosts", "--skip", FRESH_HOST],
+                t,
+            )
+        })?;
+    }
+    // Those that change the host itself (`fresh_host*`), each on a host
+    // of its own, so what they leave cannot affect others.
+    for e in lab_exes {
+        match fresh_host_black_box(e) {
+            Ok(names) => {
+                for name in names {
+                    if ph
+                        .time(&format!("fresh host ({name})"), || fresh_hosts(snap, 1, t))
+                        .is_some()
+                    {
+                        let phase = format!("lab test {name} (fresh host)");
+                        ok &=
+                            ph.time(&phase, || black_box(&phase, &[e], &[&name, "--exact"], t))?;
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("lab: error: {e:#}");
+                t.broken.push("list fresh-host lab tests".into());
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// The second stream of phases: the black-box tests in a `lab test-stream`
+/// child, on hosts of its own (in `<run>/test2`) restored from this run's
+/// snapshot, while this process runs the dom0 tests. Two TCG hosts at once
+/// fill the two cores better than one (one host's tests kept them 65% busy);
+/// the two streams share nothing but the snapshot's read-only files.
+struct Second {
+    child: std::process::Child,
+    log: PathBuf,
+    result: PathBuf,
+}
+
+/// The child's snapshot, as a file named in this environment variable (not
+/// on its command line: a process that names a file of this run directory
+/// counts as one of its lab's, and taking a phase's hosts down kills those).
+const STREAM_SNAPSHOT_ENV: &str = "XAPI_LAB_STREAM_SNAPSHOT";
+
+/// Where the child writes what it counted ([`StreamResult`]), in the
+/// snapshot's directory (which outlives the phases' hosts).
+const STREAM_RESULT: &str = "stream2.json";
+
+/// What the second stream reports back.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct StreamResult {
+    tally: Tally,
+    phases: Vec<PhaseTime>,
+    ok: bool,
+}
+
+impl Second {
+    fn start(snap: &Snapshot) -> Result<Second> {
+        let file = snap.dir.join("snapshot.json");
+        std::fs::write(&file, serde_json::to_vec(snap)?)?;
+        let result = snap.dir.join(STREAM_RESULT);
+        let _ = std::fs::remove_file(&result);
+        let logs = crate::util::cache_dir().join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join("lab-test-stream2.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(crate::util::lab_exe()?)
+            .arg("test-stream")
+            .env(STREAM_SNAPSHOT_ENV, &file)
+            // Its own lab is nested in this one's directory.
+            .env("XAPI_LAB_RUN", crate::util::run_dir())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting `lab test-stream`")?;
+        say(format!(
+            "the black-box tests run beside the dom0 tests (pid {}, log {})",
+            child.id(),
+            log.display()
+        ));
+        Ok(Second { child, log, result })
+    }
+
+    /// Waits for the child, prints its log and adds its phases and tally;
+    /// true if all its tests passed.
+    fn join(mut self, ph: &mut Phases, t: &mut Tally) -> bool {
+        say("waiting for the black-box tests beside");
+        let status = self.child.wait();
+        say(format!(
+            "== the black-box tests' log (they ran beside the dom0 tests): {}",
+            self.log.display()
+        ));
+        if let Ok(text) = std::fs::read_to_string(&self.log) {
+            print!("{text}");
+        }
+        let r: Result<StreamResult> = std::fs::read(&self.result)
+            .context("reading its result")
+            .and_then(|b| serde_json::from_slice(&b).context("parsing its result"));
+        match (status, r) {
+            (Ok(st), Ok(r)) => {
+                for mut p in r.phases {
+                    p.name = format!("(beside) {}", p.name);
+                    ph.0.push(p);
+                }
+                t.merge(r.tally);
+                r.ok && st.success()
+            }
+            (st, r) => {
+                let why = match (st, r) {
+                    (Err(e), _) => format!("{e}"),
+                    (Ok(st), Err(e)) => format!("it exited {st}: {e:#}"),
+                    (Ok(st), Ok(_)) => format!("it exited {st}"),
+                };
+                eprintln!("lab: error: the black-box tests beside: {why}");
+                t.broken
+                    .push(format!("black-box tests (beside the dom0 tests): {why}"));
+                false
+            }
+        }
+    }
+}
+
+/// `lab test-stream`: [`Second`]'s child. Runs the black-box phases on
+/// hosts restored from the parent's snapshot, takes them down, and writes
+/// what it counted for the parent.
+pub fn run_stream() -> Result<i32> {
+    let file = std::env::var_os(STREAM_SNAPSHOT_ENV)
+        .with_context(|| format!("{STREAM_SNAPSHOT_ENV} is not set: `lab test` runs this"))?;
+    let snap: Snapshot = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let dir = crate::util::use_own_lab("test2")?;
+    say(format!(
+        "lab test-stream: its hosts run in {}",
+        dir.display()
+    ));
+    let mut t = Tally::default();
+    let mut ph = Phases::default();
+    let exes = ph
+        .time("list test binaries", workspace_test_exes)
+        .unwrap_or_else(|e| {
+            eprintln!("lab: error: {e:#}");
+            t.broken.push("build test binaries".into());
+            vec![]
+        });
+    let lab_exes: Vec<&TestExe> = exes
+        .iter()
+        .filter(|e| e.manifest == lab_manifest())
+        .collect();
+    let ok = black_box_phases(Some(&snap), &lab_exes, &mut ph, &mut t).unwrap_or_else(|e| {
+        eprintln!("lab: error: {e:#}");
+        t.broken.push(format!("black-box tests: {e:#}"));
+        false
+    });
+    down_and_check(&dir, &mut t);
+    let r = StreamResult {
+        tally: t,
+        phases: ph.0,
+        ok,
+    };
+    std::fs::write(snap.dir.join(STREAM_RESULT), serde_json::to_vec(&r)?)?;
+    Ok(0)
+}
+
+/// Takes this process's lab down, snapshot included, and counts a test
+/// that nothing of it is left (checked every run).
+fn down_and_check(dir: &Path, t: &mut Tally) {
+    let _ = hosts::down_with_snapshot();
+    // Its hosts are gone: nothing left for `lab down` to spare.
+    let _ = std::fs::remove_file(dir.join(crate::util::OWNER_FILE));
+    let _ = std::fs::remove_dir(dir);
+    let left: String = hosts::lab_processes(dir)
+        .iter()
+        .map(|(pid, cmd)| format!("{pid} {cmd}\n"))
+        .collect();
+    if left.trim().is_empty() {
+        t.passed += 1;
+        println!("test lab_down_leaves_no_process_behind ... ok");
+    } else {
+        t.failed += 1;
+        println!("test lab_down_leaves_no_process_behind ... FAILED:\n{left}");
+    }
 }
 
 /// The end of `lab test`: the lab taken down (unless `keep`) and checked
@@ -640,21 +919,7 @@ fn finish(
 ) -> Result<i32> {
     if !keep {
         // `lab down` must leave no process of the lab behind: checked every run.
-        let _ = hosts::down_with_snapshot();
-        // Its hosts are gone: nothing left for `lab down` to spare.
-        let _ = std::fs::remove_file(dir.join(crate::util::OWNER_FILE));
-        let _ = std::fs::remove_dir(dir);
-        let left: String = hosts::lab_processes(dir)
-            .iter()
-            .map(|(pid, cmd)| format!("{pid} {cmd}\n"))
-            .collect();
-        if left.trim().is_empty() {
-            t.passed += 1;
-            println!("test lab_down_leaves_no_process_behind ... ok");
-        } else {
-            t.failed += 1;
-            println!("test lab_down_leaves_no_process_behind ... FAILED:\n{left}");
-        }
+        down_and_check(dir, &mut t);
     }
     if keep {
         say(format!(
@@ -663,6 +928,7 @@ fn finish(
             dir.display()
         ));
     }
+    print!("{}", slowest_table(&t.times, 10));
     print!("{}", phase_table(&ph.0, run_start.elapsed().as_secs()));
     ok &= t.broken.is_empty() && t.failed == 0;
     for w in &t.warnings {
@@ -720,7 +986,29 @@ mod tests {
         );
         // This very executable has no ignored test.
         let me = std::env::current_exe().unwrap();
-        assert_eq!(ignored_tests(&me).unwrap(), 0);
+        assert!(ignored_tests(&me).unwrap().is_empty());
+    }
+
+    #[test]
+    fn test_lines_are_timed_and_the_slowest_listed_first() {
+        assert_eq!(test_line("test a::b ... ok"), Some(("a::b", true)));
+        assert_eq!(test_line("test c ... FAILED"), Some(("c", false)));
+        assert_eq!(test_line("test d ... ignored"), None);
+        assert_eq!(test_line("test result: ok. 1 passed"), None);
+        assert_eq!(test_line("running 2 tests"), None);
+        let t = |name: &str, secs, ok| TestTime {
+            name: name.into(),
+            secs,
+            ok,
+        };
+        let table = slowest_table(
+            &[t("fast", 3, true), t("slow", 70, true), t("mid", 12, false)],
+            10,
+        );
+        assert_eq!(
+            table,
+            "== tests of 10 s or more (wall clock)\n    70 s  ok      slow\n    12 s  FAILED  mid\n"
+        );
     }
 
     #[test]

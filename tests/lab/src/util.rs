@@ -201,8 +201,10 @@ pub fn base_run_dir() -> PathBuf {
 
 /// The subdirectories of the run directory where `lab test` and `lab bench
 /// migrate` keep their own labs (they boot and take down hosts as they go,
-/// and must never take down the lab the user brought up).
-pub const OWN_LABS: &[&str] = &["test", "bench"];
+/// and must never take down the lab the user brought up). `test2` is
+/// nested in `test`: the hosts of `lab test`'s second stream of phases,
+/// which its own phases must not take down.
+pub const OWN_LABS: &[&str] = &["test", "bench", "test2"];
 
 static OWN_RUN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -242,6 +244,32 @@ pub fn running_owner(dir: &Path) -> Option<u32> {
         })
         .is_some_and(|n| n == "lab" || n.starts_with("lab-"));
     (pid != std::process::id() && pid_alive(pid) && lab).then_some(pid)
+}
+
+/// Every own lab's directory under the user's run directory `base`, the
+/// nested one first (taking `test` down leaves `test/test2` alone).
+pub fn own_lab_dirs(base: &Path) -> Vec<PathBuf> {
+    vec![
+        base.join("test").join("test2"),
+        base.join("test"),
+        base.join("bench"),
+    ]
+}
+
+/// This `lab` program's path, to start it again (the hub, `lab test`'s
+/// second stream) or print it. `lab test`'s unit tests phase builds the
+/// workspace, which links `target/release/lab` again (its dependencies'
+/// features unify with the workspace's) while this one runs: the kernel
+/// then names the running file "PATH (deleted)", and the file at PATH is
+/// the same program rebuilt.
+pub fn lab_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(
+        match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(p) => PathBuf::from(p),
+            None => exe,
+        },
+    )
 }
 
 /// The directory of own lab `name` under the run directory `base`.
@@ -456,6 +484,25 @@ mod tests {
                 "{p}: the user's lab must not take the test's down"
             );
         }
+        // The second stream's hosts, restored from the test's snapshot,
+        // belong to it alone: the test's phases taking their hosts down
+        // leave them running.
+        let test2 = test.join("test2");
+        let restored = format!(
+            "{} -incoming exec:cat {}/snapshot/host1.state",
+            qemu(&test2),
+            test.display()
+        );
+        for p in [restored, hub(&test2), ssh(&test2)] {
+            assert!(belongs_to_lab(&p, &test2), "{p}");
+            assert!(!belongs_to_lab(&p, &test), "{p}");
+            assert!(!belongs_to_lab(&p, base), "{p}");
+        }
+        assert_eq!(
+            own_lab_dirs(base)[0],
+            test2,
+            "the nested lab goes down first"
+        );
         // A sibling directory whose name starts like the lab's is another lab.
         assert!(!belongs_to_lab(&qemu(Path::new("/var/tmp/lab-xy")), base));
         assert!(!belongs_to_lab(&hub(Path::new("/var/tmp/lab-x2")), base));
