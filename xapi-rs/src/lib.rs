@@ -119,9 +119,25 @@ pub async fn start_with_probe(
     };
     let (pool, host) = {
         let (db, probe) = (db.clone(), probe.clone());
-        tokio::task::spawn_blocking(move || api::host::bootstrap::bootstrap(&db, probe.as_ref()))
-            .await
-            .map_err(|e| e.to_string())??
+        // The local SR lives beside the database (/var/lib/xapi-rs/sr).
+        let state_dir = cfg
+            .db
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let (pool, host) = api::host::bootstrap::bootstrap(&db, probe.as_ref())?;
+            api::storage::local::ensure(
+                &db,
+                &model::typed::Ref::new(host.clone()),
+                &model::typed::Ref::new(pool.clone()),
+                &state_dir,
+            )
+            .map_err(|e| format!("local storage: {e}"))?;
+            Ok::<_, String>((pool, host))
+        })
+        .await
+        .map_err(|e| e.to_string())??
     };
     let mut ctx = rpc::Ctx::new(
         db.clone(),

@@ -387,10 +387,14 @@ fn pool_param_set_add_remove() {
     );
 
     let (_, host) = cpus(&d);
+    // The host's local SR is the pool's default from its first start.
+    let sr = ok(&d, &["sr-list", "name-label=Local storage", "--minimal"]);
+    let sr = sr.trim();
+    assert_eq!(sr.len(), 36, "one local SR: {sr:?}");
     let list = ok(&d, &["pool-list"]);
     assert_eq!(
         list,
-        format!("uuid ( RO)                : {p}\n          name-label ( RW): lab pool\n    name-description ( RW): \n              master ( RO): {host}\n          default-SR ( RW): <not in database>\n\n\n")
+        format!("uuid ( RO)                : {p}\n          name-label ( RW): lab pool\n    name-description ( RW): \n              master ( RO): {host}\n          default-SR ( RW): {sr}\n\n\n")
     );
 }
 

@@ -135,7 +135,7 @@ fn vm_install_clone_copy_destroy_uninstall() {
             &["vm-install", "template=Debian Bookworm 12 (PV, pygrub)", "new-name-label=x"]
         )
         .1,
-        failure("Failed to find a valid default SR for the Pool. Please provide an sr-name-label or sr-uuid parameter.")
+        "You attempted an operation that was not allowed.\nreason: provisioning a template's disks (other_config:disks) is not implemented yet\n"
     );
     assert_eq!(
         fails(&d, &["vm-install", &format!("template={TEMPLATE}")]).1,

@@ -10,8 +10,8 @@ use dom0_support::{
 };
 use uuid::Uuid;
 use xapi_rs::xenops::{
-    DomainEvent, DomainSpec, MemorySpec, Ownership, PvBoot, ShutdownReason, ShutdownRequest,
-    Tracker, VcpuSpec, Xenops, XenopsError,
+    DiskSpec, DomainEvent, DomainSpec, MemorySpec, Ownership, PvBoot, ShutdownReason,
+    ShutdownRequest, Tracker, VcpuSpec, Xenops, XenopsError,
 };
 
 const RAMDISK: &str = "/opt/lab/guest/initrd.cpio";
@@ -48,6 +48,7 @@ fn spec(name: &str, kernel: &str) -> DomainSpec {
             ramdisk: Some(RAMDISK.into()),
             cmdline: format!("console=hvc0 quiet probe.ws_mb={CALM_WORKSET_MB}"),
         },
+        disks: vec![],
     }
 }
 
@@ -250,6 +251,78 @@ fn our_builder_boots_the_guest_kit_then_clean_shutdown_and_destroy_leave_nothing
         !dump.contains(&s.uuid.to_string()) && !dump.contains(NAME),
         "{dump}"
     );
+}
+
+#[test]
+#[ignore = "needs a Xen dom0: run by lab test"]
+fn an_image_file_is_the_guests_xvda_through_blkback_and_nothing_is_left_after() {
+    const NAME: &str = "xenops-disk";
+    let rt = runtime();
+    let xo = rt
+        .block_on(Xenops::connect())
+        .expect("open Xen and xenstore");
+    let guest = Guest { name: NAME.into() };
+    let _ = std::fs::remove_file(format!("/var/log/xen/console/guest-{NAME}.log"));
+    // An 8 MiB image whose first sector says what it held before.
+    let img = std::env::temp_dir().join("xenops-disk.img");
+    std::fs::write(&img, b"lab-disk=before\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let img_name = img.display().to_string();
+    let mut s = spec(NAME, &dom0_kernel());
+    s.boot.cmdline.push_str(" lab.disk=written-by-the-guest");
+    s.disks = vec![DiskSpec {
+        slot: 0,
+        path: img.clone(),
+        read_only: false,
+    }];
+
+    let domid = rt.block_on(xo.start(&s)).expect("build and start with a disk");
+    let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
+    // The loop device blkback opened is the image's.
+    let dev = run("xenstore-read", &[&format!("{be}/params")]).trim().to_string();
+    let loops = run("losetup", &["-a"]);
+    assert!(
+        loops.lines().any(|l| l.starts_with(&format!("{dev}:")) && l.contains(&img_name)),
+        "{dev} on {img_name}:\n{loops}"
+    );
+    wait_for_or(
+        "the guest to write its disk marker",
+        GUEST_BOOT,
+        || guest.log().contains("lab-guest: xvda marker written"),
+        || format!("{}\n{}", guest.diagnostics(), run_any("xenstore-ls", &["-f", &be]).1),
+    );
+    // blkback and blkfront connected (state 4), and the guest saw the image.
+    assert_eq!(run("xenstore-read", &[&format!("{be}/state")]).trim(), "4");
+    let log = guest.log();
+    assert!(
+        log.contains("lab-guest: xvda 16384 sectors, held: lab-disk=before"),
+        "{log}"
+    );
+
+    rt.block_on(xo.clean_shutdown(domid, ShutdownRequest::Poweroff, Duration::from_secs(300)))
+        .unwrap_or_else(|e| panic!("clean shutdown: {e}\n{}", guest.diagnostics()));
+    rt.block_on(xo.destroy(domid)).expect("destroy");
+    // The guest's write is in the image file.
+    let head = std::fs::read(&img).unwrap();
+    assert!(
+        head.starts_with(b"lab-disk=written-by-the-guest\n"),
+        "first bytes: {:?}",
+        String::from_utf8_lossy(&head[..64])
+    );
+    // Nothing of the disk is left: no backend, no loop device.
+    assert!(!xenstore_exists(&format!("/local/domain/0/backend/vbd/{domid}")));
+    wait_for_or(
+        "the loop device to be detached",
+        Duration::from_secs(60),
+        || !run("losetup", &["-a"]).contains(&img_name),
+        || run("losetup", &["-a"]),
+    );
+    let _ = std::fs::remove_file(&img);
 }
 
 #[test]

@@ -27,6 +27,23 @@ echo "lab-guest: init up"
         [ "$(cat $c/online 2>/dev/null)" = 0 ] && echo 1 > $c/online
     done
 done) </dev/null >/dev/null 2>&1 &
+# The PV disk and network drivers: dom0's kernel has them as modules, which
+# the lab appends to this archive in each dom0 (MODULES_DIR).
+for m in /xen/*.ko; do [ -e "$m" ] && insmod "$m"; done
+# lab.disk=MARKER: report what the first sector of xvda held, then write
+# "lab-disk=MARKER" there (flushed), so tests see the guest's disk from dom0.
+marker=$(sed -n 's/.*lab\.disk=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$marker" ]; then
+    i=0
+    while [ ! -b /dev/xvda ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+    if [ -b /dev/xvda ]; then
+        echo "lab-guest: xvda $(cat /sys/block/xvda/size) sectors, held: $(head -c 64 /dev/xvda | tr -cd 'a-zA-Z0-9_.=-')"
+        printf 'lab-disk=%s\n' "$marker" | dd of=/dev/xvda bs=512 conv=sync,fsync 2>/dev/null && sync \
+            && echo "lab-guest: xvda marker written"
+    else
+        echo "lab-guest: no xvda after ${i}s"
+    fi
+fi
 # Under TCG the clock stutters by up to ~250 ms at rest: report gaps above 300 ms
 # unless told otherwise (probe.gap_ms=N on the kernel command line).
 # probe.tick_ms and probe.verify_s calm a guest that is not migrated: under
@@ -34,6 +51,22 @@ done) </dev/null >/dev/null 2>&1 &
 exec /probe --workset-mb "${ws:-16}" --gap-ms "${gap:-300}" --tick-ms "${tick:-1}" \
     --verify-every-s "${every:-5}" </dev/hvc0 >/dev/hvc0 2>&1
 "#;
+
+/// Where in the kit the PV drivers go (see [`append_modules_script`]).
+pub const MODULES_DIR: &str = "xen";
+
+/// A dom0 shell script that appends dom0's own PV frontend modules
+/// (xen-blkfront, xen-netfront: the guest boots dom0's kernel) to the kit
+/// at `kit` as a second newc archive, which the kernel unpacks after the
+/// first. Built here, the kit cannot hold them: the build machine's
+/// kernel is not the guest's.
+pub fn append_modules_script(kit: &str) -> String {
+    format!(
+        "set -e; m=/lib/modules/$(uname -r)/kernel/drivers; t=$(mktemp -d); \
+         mkdir $t/{MODULES_DIR}; cp $m/block/xen-blkfront.ko $m/net/xen-netfront.ko $t/{MODULES_DIR}/; \
+         (cd $t && find {MODULES_DIR} | cpio -o -H newc --quiet) >> {kit}; rm -rf $t"
+    )
+}
 
 /// An `xl` configuration of a one-vCPU guest-kit guest (dom0's kernel at
 /// `kernel`, the kit pushed to `/opt/lab/guest/initrd.cpio`), for tests and

@@ -91,6 +91,11 @@ pub fn install(state: &LabState, built: &Built, wait_xapi: bool) -> Result<()> {
     let remote = format!("{}/{name}", deb::DOM0_DIR);
     for h in &state.hosts {
         state.push(h.index, &built.initrd, "/opt/lab/guest/initrd.cpio")?;
+        state.exec_ok(
+            h.index,
+            &guestkit::append_modules_script("/opt/lab/guest/initrd.cpio"),
+            Duration::from_secs(60),
+        )?;
         // Also what the lab copied in before it installed a package (a
         // lab booted then and redeployed now): /usr/local would shadow it.
         state.exec_ok(

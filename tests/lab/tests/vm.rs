@@ -7,7 +7,7 @@
 
 use dom0_support::CALM_PROBE_ARGS;
 use lab::hosts::LabState;
-use lab::testing::{self, lab, rpc_err, rpc_ok, sh, wait_console};
+use lab::testing::{self, console_lines, lab, rpc_err, rpc_ok, sh, wait_console};
 use lab::util::poll;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -141,6 +141,116 @@ fn vm_guests_survive_a_daemon_kill_and_their_own_shutdowns_are_seen() {
     let (domid, _) = xl_state(&st, name).expect("started again");
     sh(&st, 1, &format!("xl destroy {domid}"));
     wait_power(&st, &s, &vm, "Halted");
+    ok(&st, "VM.destroy", json!([s, vm]));
+}
+
+/// A Disk VBD of `vm` on `vdi` in slot `slot`, as a client creates one.
+fn disk_vbd(st: &LabState, s: &Value, vm: &Value, vdi: &Value, slot: &str) -> Value {
+    ok(
+        st,
+        "VBD.create",
+        json!([s, {"VM": vm, "VDI": vdi, "userdevice": slot, "bootable": true,
+                   "mode": "RW", "type": "Disk", "empty": false, "other_config": {},
+                   "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    )
+}
+
+#[test]
+#[ignore]
+fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
+    let st = lab("lab up");
+    let s = login(&st);
+    let name = "lab-api-disk";
+    let vm = guest_kit_vm(&st, &s, name);
+    ok(
+        &st,
+        "VM.set_PV_args",
+        json!([s, vm, format!("console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api")]),
+    );
+    let pool = ok(&st, "pool.get_all", json!([s]))[0].clone();
+    let sr = ok(&st, "pool.get_default_SR", json!([s, pool]));
+    let vdi = ok(
+        &st,
+        "VDI.create",
+        json!([s, {"name_label": "lab disk", "SR": sr, "virtual_size": "8388608",
+                   "type": "user", "sharable": false, "read_only": false, "other_config": {}}]),
+    );
+    // The VDI is a file of the SR's directory in dom0.
+    let pbd = ok(&st, "SR.get_PBDs", json!([s, sr]))[0].clone();
+    let dir = ok(&st, "PBD.get_device_config", json!([s, pbd]))["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uuid = ok(&st, "VDI.get_uuid", json!([s, vdi]))
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = format!("{dir}/{uuid}.img");
+    assert_eq!(sh(&st, 1, &format!("stat -c %s {image}")).trim(), "8388608");
+
+    // Two VBDs in one slot: refused before any domain exists.
+    let vbd = disk_vbd(&st, &s, &vm, &vdi, "0");
+    let dup = disk_vbd(&st, &s, &vm, &vdi, "0");
+    assert_eq!(
+        fail(&st, "VM.start", json!([s, vm, false, false])),
+        ["DEVICE_ALREADY_EXISTS", "0"]
+    );
+    assert_eq!(xl_state(&st, name), None, "no domain after a refused start");
+    ok(&st, "VBD.destroy", json!([s, dup]));
+
+    // Started: blkback serves the image, the guest sees an empty 8 MiB
+    // xvda and writes its marker.
+    ok(&st, "VM.start", json!([s, vm, false, false]));
+    let (domid, _) = xl_state(&st, name).expect("started");
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: xvda marker written",
+        0,
+        Duration::from_secs(420),
+    );
+    let seen = console_lines(&st, 1, name, "lab-guest: xvda ");
+    assert!(
+        seen.iter().any(|l| l.contains("xvda 16384 sectors, held: ")),
+        "{seen:?}"
+    );
+    assert_eq!(ok(&st, "VBD.get_currently_attached", json!([s, vbd])), true);
+    assert_eq!(ok(&st, "VBD.get_device", json!([s, vbd])), "xvda");
+    let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
+    assert_eq!(sh(&st, 1, &format!("xenstore-read {be}/state")).trim(), "4");
+    assert_eq!(
+        fail(&st, "VDI.destroy", json!([s, vdi])),
+        ["VDI_IN_USE", vdi.as_str().unwrap(), "destroy"]
+    );
+
+    // A clean shutdown unplugs it: the guest's bytes are in the file and
+    // nothing of the disk is left in dom0.
+    ok(&st, "VM.clean_shutdown", json!([s, vm]));
+    assert_eq!(ok(&st, "VBD.get_currently_attached", json!([s, vbd])), false);
+    assert_eq!(ok(&st, "VBD.get_device", json!([s, vbd])), "");
+    assert_eq!(
+        sh(&st, 1, &format!("head -c 22 {image}")),
+        "lab-disk=from-the-api\n"
+    );
+    assert_eq!(
+        sh(&st, 1, &format!("xenstore-exists {be} && echo left || echo gone")).trim(),
+        "gone"
+    );
+    poll(
+        "the loop device to be detached",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || Ok((!sh(&st, 1, "losetup -a").contains(&uuid)).then_some(())),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}
+{}", sh(&st, 1, "losetup -a")));
+
+    ok(&st, "VDI.destroy", json!([s, vdi]));
+    assert_eq!(
+        sh(&st, 1, &format!("test -e {image} && echo left || echo gone")).trim(),
+        "gone"
+    );
     ok(&st, "VM.destroy", json!([s, vm]));
 }
 

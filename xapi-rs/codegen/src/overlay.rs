@@ -94,6 +94,10 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", &["vm"], "VM didn't acknowledge the need to shutdown."),
     err("DEVICE_ALREADY_EXISTS", &["device"], "A device with the name given already exists on the selected VM"),
     err("DEVICE_ALREADY_ATTACHED", &["device"], "The device is already attached to a VM"),
+    // Storage (api/storage).
+    err("SR_FULL", &["requested", "maximum"], "The SR is full. Requested new size exceeds the maximum size"),
+    err("SR_HAS_NO_PBDS", &["sr"], "The SR has no attached PBDs"),
+    err("VDI_IN_USE", &["vdi", "operation"], "This operation cannot be performed because this VDI is in use by some other operation"),
     err("HOST_IS_SLAVE", &["Master IP address"], "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host."),
 ];
 

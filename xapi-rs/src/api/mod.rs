@@ -6,6 +6,7 @@
 pub mod event;
 pub mod host;
 pub mod session;
+pub mod storage;
 pub mod task;
 pub mod vm;
 
@@ -21,6 +22,7 @@ pub fn handlers() -> Handlers {
             host::HANDLERS,
             event::HANDLERS,
             vm::HANDLERS,
+            storage::HANDLERS,
         ]
         .into_iter()
         .flatten()
@@ -40,6 +42,7 @@ mod tests {
             host::HANDLERS,
             event::HANDLERS,
             vm::HANDLERS,
+            storage::HANDLERS,
         ]
         .iter()
         .map(|t| t.len())

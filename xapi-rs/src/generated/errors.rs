@@ -354,8 +354,8 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "SESSION_AUTHENTICATION_FAILED", params: &["uname", "msg"], doc: "The credentials given by the user are incorrect, so access has been denied, and you have not been issued a session handle." },
     ErrorDef { code: "SESSION_INVALID", params: &["handle"], doc: "You gave an invalid session reference. It may have been invalidated by a server restart, or timed out. You should get a new session handle, using one of the session.login_ calls. This error does not invalidate the current connection. The handle parameter echoes the bad value given." },
     ErrorDef { code: "SESSION_NOT_REGISTERED", params: &["handle"], doc: "This session is not registered to receive events. You must call event.register before event.next. The session handle you are using is echoed." },
-    ErrorDef { code: "SR_FULL", params: &[], doc: "" },
-    ErrorDef { code: "SR_HAS_NO_PBDS", params: &[], doc: "" },
+    ErrorDef { code: "SR_FULL", params: &["requested", "maximum"], doc: "The SR is full. Requested new size exceeds the maximum size" },
+    ErrorDef { code: "SR_HAS_NO_PBDS", params: &["sr"], doc: "The SR has no attached PBDs" },
     ErrorDef { code: "SR_HAS_PBD", params: &[], doc: "" },
     ErrorDef { code: "SR_NOT_ATTACHED", params: &[], doc: "" },
     ErrorDef { code: "SR_OPERATION_NOT_SUPPORTED", params: &[], doc: "" },
@@ -371,7 +371,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "VBD_NOT_EMPTY", params: &[], doc: "" },
     ErrorDef { code: "VBD_NOT_REMOVABLE_MEDIA", params: &[], doc: "" },
     ErrorDef { code: "VDI_INCOMPATIBLE_TYPE", params: &[], doc: "" },
-    ErrorDef { code: "VDI_IN_USE", params: &[], doc: "" },
+    ErrorDef { code: "VDI_IN_USE", params: &["vdi", "operation"], doc: "This operation cannot be performed because this VDI is in use by some other operation" },
     ErrorDef { code: "VDI_IS_A_PHYSICAL_DEVICE", params: &[], doc: "" },
     ErrorDef { code: "VDI_MISSING", params: &[], doc: "" },
     ErrorDef { code: "VDI_NOT_SPARSE", params: &[], doc: "" },
@@ -595,6 +595,21 @@ pub fn device_already_exists(device: &str) -> ApiError {
 /// `DEVICE_ALREADY_ATTACHED` [device]
 pub fn device_already_attached(device: &str) -> ApiError {
     ErrorCode::DeviceAlreadyAttached.with(&[device])
+}
+
+/// `SR_FULL` [requested; maximum]
+pub fn sr_full(requested: &str, maximum: &str) -> ApiError {
+    ErrorCode::SrFull.with(&[requested, maximum])
+}
+
+/// `SR_HAS_NO_PBDS` [sr]
+pub fn sr_has_no_pbds(sr: &str) -> ApiError {
+    ErrorCode::SrHasNoPbds.with(&[sr])
+}
+
+/// `VDI_IN_USE` [vdi; operation]
+pub fn vdi_in_use(vdi: &str, operation: &str) -> ApiError {
+    ErrorCode::VdiInUse.with(&[vdi, operation])
 }
 
 /// `HOST_IS_SLAVE` [Master IP address]

@@ -71,6 +71,16 @@ pub enum XenopsError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// A disk's image could not be given to the guest (its loop device).
+    #[error("disk {} of domid {domid}: {source}", path.display())]
+    Disk {
+        /// The domain.
+        domid: DomId,
+        /// The image or device.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// No such domain.
     #[error("domid {0} does not exist")]
     NoSuchDomain(DomId),

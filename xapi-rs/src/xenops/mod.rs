@@ -15,6 +15,7 @@
 //! - [`probe`]: the host's facts (CPUs, memory, versions) for the host
 //!   objects.
 
+pub mod disk;
 mod error;
 pub mod fake;
 mod hypervisor;
@@ -28,7 +29,7 @@ mod xen;
 pub use error::{Result, XenopsError};
 pub use hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
 pub use service::{DomainListing, Ownership, ShutdownRequest, Xenops};
-pub use spec::{DomainSpec, MemorySpec, PvBoot, VcpuSpec};
+pub use spec::{DiskSpec, DomainSpec, MemorySpec, PvBoot, VcpuSpec, MAX_DISK_SLOTS};
 pub use tracker::{DomainEvent, Tracker};
 pub use xen::XenHypervisor;
 pub use xenctrl::{DomId, ShutdownReason};

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 use xenctrl::{DomId, ShutdownReason};
 
+use super::disk::{self, Backing, LoopBacking};
 use super::error::{Result, XenopsError};
 use super::hypervisor::{Daemons, DomainState, Hypervisor, Power};
 use super::spec::DomainSpec;
@@ -65,6 +66,7 @@ pub struct DomainListing {
 pub struct Xenops<H: Hypervisor> {
     hv: Arc<H>,
     xs: xenstore::Xenstore,
+    backing: Arc<dyn Backing>,
 }
 
 impl Xenops<XenHypervisor> {
@@ -98,7 +100,14 @@ impl<H: Hypervisor> Xenops<H> {
         Xenops {
             hv: Arc::new(hv),
             xs,
+            backing: Arc::new(LoopBacking),
         }
+    }
+
+    /// With another way to turn disk images into block devices (tests).
+    pub fn with_backing(mut self, backing: Arc<dyn Backing>) -> Self {
+        self.backing = backing;
+        self
     }
 
     /// The hypervisor (tests reach their fake through it).
@@ -197,11 +206,62 @@ impl<H: Hypervisor> Xenops<H> {
         tree::write(&self.xs, &tree::built(domid, spec, &rings))
             .await
             .map_err(Self::xs_err("write the built domain's nodes", domid))?;
+        self.plug_disks(domid, spec).await?;
         self.xs
             .introduce_domain(domid, rings.store_mfn, rings.store_port)
             .await
             .map_err(Self::xs_err("introduce the domain to xenstored", domid))?;
         Ok(())
+    }
+
+    /// Gives the guest its disks before it first runs: each image on a
+    /// loop device (remembered under the marker at once, so that a later
+    /// failure's teardown detaches it), then every disk's backend and
+    /// frontend in one transaction.
+    async fn plug_disks(&self, domid: DomId, spec: &DomainSpec) -> Result<()> {
+        let mut nodes = vec![];
+        for d in &spec.disks {
+            let (b, path, ro) = (self.backing.clone(), d.path.clone(), d.read_only);
+            let dev = tokio::task::spawn_blocking(move || b.attach(&path, ro))
+                .await
+                .map_err(|e| XenopsError::Join {
+                    step: "attach a disk",
+                    reason: e.to_string(),
+                })?
+                .map_err(|source| XenopsError::Disk {
+                    domid,
+                    path: d.path.clone(),
+                    source,
+                })?;
+            if dev.attached_loop {
+                tree::write(&self.xs, &[disk::loop_node(domid, d, &dev)])
+                    .await
+                    .map_err(Self::xs_err("remember a disk's loop device", domid))?;
+            }
+            tracing::info!(domid, disk = %d.name(), dev = %dev.path.display(), "disk attached");
+            nodes.extend(disk::nodes(domid, d, &dev));
+        }
+        if !nodes.is_empty() {
+            tree::write(&self.xs, &nodes)
+                .await
+                .map_err(Self::xs_err("write the disks' backends", domid))?;
+        }
+        Ok(())
+    }
+
+    /// The loop devices attached for the domain's disks.
+    async fn attached_loops(&self, domid: DomId) -> Vec<std::path::PathBuf> {
+        let dir = disk::loops_path(domid);
+        let Ok(names) = self.xs.directory(&dir).await else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for n in names {
+            if let Ok(Some(v)) = self.xs.try_read(&format!("{dir}/{n}")).await {
+                out.push(String::from_utf8_lossy(&v).into_owned().into());
+            }
+        }
+        out
     }
 
     /// Builds and unpauses; returns the domid.
@@ -358,9 +418,21 @@ impl<H: Hypervisor> Xenops<H> {
         let destroyed = self
             .blocking("destroy", Some(domid), move |h| h.destroy(domid))
             .await;
+        let loops = self.attached_loops(domid).await;
         tree::remove(&self.xs, domid, uuid)
             .await
             .map_err(Self::xs_err("remove the domain's xenstore tree", domid))?;
+        // The backends are gone, so blkback lets go of the devices (a
+        // device it still holds is detached on its last close).
+        for dev in loops {
+            let b = self.backing.clone();
+            let d = dev.clone();
+            match tokio::task::spawn_blocking(move || b.detach(&d)).await {
+                Ok(Ok(())) => tracing::info!(domid, dev = %dev.display(), "loop device detached"),
+                Ok(Err(e)) => tracing::warn!(domid, dev = %dev.display(), error = %e, "loop device not detached"),
+                Err(e) => tracing::warn!(domid, error = %e, "detaching a loop device"),
+            }
+        }
         destroyed?;
         let deadline = Instant::now() + DESTROY_TIMEOUT;
         // xenstored fires @releaseDomain only for introduced domains, so
@@ -466,6 +538,7 @@ mod tests {
                 ramdisk: None,
                 cmdline: String::new(),
             },
+            disks: vec![],
         };
         World {
             _kernel: kernel,
@@ -541,6 +614,76 @@ mod tests {
         );
         assert_eq!(w.xo.domain(1).await.unwrap(), None);
         assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
+    }
+
+    fn with_disks(w: World, images: &[&std::path::Path]) -> (World, Arc<disk::fake::FakeBacking>) {
+        let backing = Arc::new(disk::fake::FakeBacking::default());
+        let World {
+            _kernel,
+            fake_xs,
+            xo,
+            mut spec,
+        } = w;
+        spec.disks = images
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::xenops::DiskSpec {
+                slot: i as u32,
+                path: p.to_path_buf(),
+                read_only: false,
+            })
+            .collect();
+        let xo = xo.with_backing(backing.clone());
+        (
+            World {
+                _kernel,
+                fake_xs,
+                xo,
+                spec,
+            },
+            backing,
+        )
+    }
+
+    #[tokio::test]
+    async fn disks_are_plugged_before_the_guest_runs_and_gone_after_destroy() {
+        let img = tempfile::NamedTempFile::new().unwrap();
+        let (w, backing) = with_disks(world(), &[img.path()]);
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let xs = w.xo.xenstore();
+        let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
+        assert_eq!(
+            xs.read_string(&format!("{be}/physical-device")).await.unwrap(),
+            "7:0"
+        );
+        assert_eq!(
+            xs.read_string(&format!("/local/domain/{domid}/device/vbd/51712/backend"))
+                .await
+                .unwrap(),
+            be
+        );
+        assert_eq!(backing.attached.lock().unwrap().len(), 1);
+        w.xo.destroy(domid).await.unwrap();
+        assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
+        assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_cannot_be_attached_fails_the_start_and_leaves_nothing() {
+        let img = tempfile::NamedTempFile::new().unwrap();
+        let missing = std::path::Path::new("/nonexistent/disk.img");
+        let (w, backing) = with_disks(world(), &[img.path(), missing]);
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert!(
+            matches!(&e, XenopsError::Disk { path, .. } if path == missing),
+            "{e:?}"
+        );
+        assert_eq!(w.xo.domain(1).await.unwrap(), None);
+        assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
+        assert!(
+            backing.attached.lock().unwrap().is_empty(),
+            "the first disk's loop detached"
+        );
     }
 
     #[tokio::test]

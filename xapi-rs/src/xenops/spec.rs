@@ -35,6 +35,34 @@ pub struct PvBoot {
     pub cmdline: String,
 }
 
+/// A disk: a VBD served by blkback from an image file (through a loop
+/// device) or a block device in dom0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The VBD's slot (`userdevice`): 0 is `xvda`.
+    pub slot: u32,
+    /// The image file or block device.
+    pub path: PathBuf,
+    /// The guest may only read it.
+    pub read_only: bool,
+}
+
+/// Slots PV disks can have with the `xvdX` names (one letter).
+pub const MAX_DISK_SLOTS: u32 = 16;
+
+impl DiskSpec {
+    /// The Linux name the guest gives it: `xvda` for slot 0.
+    pub fn name(&self) -> String {
+        format!("xvd{}", (b'a' + self.slot.min(25) as u8) as char)
+    }
+
+    /// Xen's virtual-device number for `xvdX` (major 202, 16 minors per
+    /// disk): the frontend's node name.
+    pub fn vdev(&self) -> u32 {
+        202 * 256 + 16 * self.slot
+    }
+}
+
 /// Everything needed to build and start one PV domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -48,6 +76,8 @@ pub struct DomainSpec {
     pub vcpus: VcpuSpec,
     /// What to boot.
     pub boot: PvBoot,
+    /// Its disks.
+    pub disks: Vec<DiskSpec>,
 }
 
 /// Xen's limit for a PV guest's vCPUs (`MAX_VIRT_CPUS` of the shared info).
@@ -85,6 +115,15 @@ impl DomainSpec {
                 v.at_startup, v.max
             ));
         }
+        let mut slots = std::collections::BTreeSet::new();
+        for d in &self.disks {
+            if d.slot >= MAX_DISK_SLOTS || !slots.insert(d.slot) {
+                return bad(format!(
+                    "disk slot {}: slots are 0..{MAX_DISK_SLOTS}, each used once",
+                    d.slot
+                ));
+            }
+        }
         if self.boot.cmdline.contains('\0') {
             return bad("the kernel command line contains a NUL byte".into());
         }
@@ -113,6 +152,7 @@ mod tests {
                 ramdisk: None,
                 cmdline: "console=hvc0".into(),
             },
+            disks: vec![],
         }
     }
 
@@ -129,6 +169,20 @@ mod tests {
         assert!(e.contains("at_startup (3) <= max (2)"), "{e}");
         let mut s = spec();
         s.name = "a/b".into();
+        assert!(s.validate().is_err());
+        let disk = |slot| DiskSpec {
+            slot,
+            path: "/srv/a.img".into(),
+            read_only: false,
+        };
+        let mut s = spec();
+        s.disks = vec![disk(0), disk(1)];
+        assert!(s.validate().is_ok());
+        assert_eq!((disk(0).name(), disk(0).vdev()), ("xvda".into(), 51712));
+        assert_eq!((disk(1).name(), disk(1).vdev()), ("xvdb".into(), 51728));
+        s.disks.push(disk(1));
+        assert!(s.validate().unwrap_err().to_string().contains("slot 1"));
+        s.disks = vec![disk(16)];
         assert!(s.validate().is_err());
         let mut s = spec();
         s.memory.target_kib = 1024;

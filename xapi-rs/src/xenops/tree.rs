@@ -62,7 +62,7 @@ pub struct Node {
     pub perms: Option<Vec<Perm>>,
 }
 
-fn node(path: String, value: impl Into<String>) -> Node {
+pub(super) fn node(path: String, value: impl Into<String>) -> Node {
     Node {
         path,
         value: value.into(),
@@ -70,7 +70,7 @@ fn node(path: String, value: impl Into<String>) -> Node {
     }
 }
 
-fn with(path: String, value: impl Into<String>, perms: Vec<Perm>) -> Node {
+pub(super) fn with(path: String, value: impl Into<String>, perms: Vec<Perm>) -> Node {
     Node {
         path,
         value: value.into(),
@@ -103,10 +103,16 @@ pub fn marker_path(domid: DomId) -> String {
     format!("/xapi-rs/domain/{domid}")
 }
 
-/// Everything [`created`] and [`built`] write lives under these; removing
-/// them removes the domain's whole tree.
-pub fn roots(domid: DomId, uuid: &Uuid) -> [String; 3] {
-    [dom_path(domid), vm_path(uuid), marker_path(domid)]
+/// Everything [`created`] and [`built`] write lives under these, and the
+/// disks' backends ([`super::disk`]); removing them removes the domain's
+/// whole tree.
+pub fn roots(domid: DomId, uuid: &Uuid) -> [String; 4] {
+    [
+        dom_path(domid),
+        vm_path(uuid),
+        marker_path(domid),
+        super::disk::backends_path(domid),
+    ]
 }
 
 /// Written right after creation, before the build: identity, the guest's
@@ -264,6 +270,7 @@ mod tests {
                 ramdisk: None,
                 cmdline: String::new(),
             },
+            disks: vec![],
         }
     }
 

@@ -22,7 +22,9 @@ assert s.API_version == "2.21", s.API_version
 sv = x.host.get_software_version(master)
 [int(p) for p in sv["product_version"].split(".")]
 assert "xapi" in sv
-assert x.pool.get_default_SR(pool) == "OpaqueRef:NULL"
+sr = x.pool.get_default_SR(pool)
+assert x.SR.get_name_label(sr) == "Local storage", sr
+assert x.SR.get_type(sr) == "file"
 rec = x.host.get_record(master)
 assert rec["API_version_major"] == "2", rec["API_version_major"]
 assert rec["enabled"] is True

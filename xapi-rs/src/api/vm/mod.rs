@@ -90,6 +90,19 @@ fn get_vm(tx: &Tx, r: &Ref<Vm>) -> R<Vm> {
 fn put_vm(tx: &mut Tx, r: &Ref<Vm>, vm: &mut Vm) -> R<()> {
     vm.allowed_operations = checks::allowed_operations(vm);
     tx.create("VM", r.as_str(), vm.to_record())?;
+    // A halted VM has no device plugged, whichever way it came to halt
+    // (asked, by itself, destroyed behind our back, found so at start).
+    if vm.power_state == VmPowerState::Halted {
+        for b in &vm.VBDs {
+            if let Some(mut vbd) = crate::api::storage::get::<Vbd>(tx, b) {
+                if vbd.currently_attached || !vbd.device.is_empty() {
+                    vbd.currently_attached = false;
+                    vbd.device.clear();
+                    tx.create(Vbd::CLASS, b.as_str(), vbd.to_record())?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -286,8 +299,8 @@ fn duplicate(tx: &mut Tx, r: &Ref<Vm>, name: &str, op: &str) -> R<Ref<Vm>> {
 
 /// VM.provision of a VM cloned from a template: it stops being a template.
 /// The disks its provision spec (`other_config:disks`) lists and a
-/// post-install script would be created by the SR driver, which does not
-/// exist yet: such a VM is refused, unchanged. With neither (an empty
+/// post-install script are not created yet: such a VM is refused,
+/// unchanged. With neither (an empty
 /// spec included) the keys stay, as the reference leaves them.
 fn provision(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let r: Ref<Vm> = q.get(0);
@@ -302,7 +315,7 @@ fn provision(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             .is_some_and(|d| d.contains("<disk "));
         if disks || vm.other_config.contains_key("postinstall") {
             return Err(errors::operation_not_allowed(
-                "provisioning disks needs the SR driver's VDI create, which is not implemented yet",
+                "provisioning a template's disks (other_config:disks) is not implemented yet",
             ));
         }
         vm.is_a_template = false;

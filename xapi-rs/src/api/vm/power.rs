@@ -8,11 +8,15 @@
 
 use super::{checks, get_vm, power_state_in, put_vm, update_vm};
 use crate::generated::errors;
-use crate::generated::records::{Host, Vm, VmMetrics, VmOperations, VmPowerState};
-use crate::model::typed::{DateTime, Ref, Wire};
+use crate::api::storage;
+use crate::generated::records::{
+    Host, Vbd, VbdMode, VbdType, Vdi, Vm, VmMetrics, VmOperations, VmPowerState,
+};
+use crate::model::typed::{DateTime, Object, Ref, Wire};
 use crate::rpc::{new_ref, void, BoxFut, Ctx, Req, R};
 use crate::xenops::{
-    DomainSpec, MemorySpec, PvBoot, ShutdownRequest, VcpuSpec, XenHypervisor, Xenops, XenopsError,
+    DiskSpec, DomainSpec, MemorySpec, PvBoot, ShutdownRequest, VcpuSpec, XenHypervisor, Xenops,
+    XenopsError,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,8 +159,82 @@ where
     })
 }
 
+/// A VM's disk for a start on this host: the VBD and what the guest gets.
+pub(super) type Disk = (Ref<Vbd>, DiskSpec);
+
+/// The VM's disks: every VBD with a VDI (an empty drive has none), its
+/// slot from `userdevice`, its image from the VDI's SR. Two VBDs on one
+/// slot are refused as the reference refuses them.
+pub(super) async fn disks(ctx: &Ctx, r: &Ref<Vm>) -> R<Vec<Disk>> {
+    let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
+    let r = r.clone();
+    ctx.db
+        .transaction_async(move |tx| {
+            let vm = get_vm(tx, &r)?;
+            let mut out: Vec<Disk> = vec![];
+            for b in &vm.VBDs {
+                let Some(vbd) = storage::get::<Vbd>(tx, b) else {
+                    continue;
+                };
+                if vbd.empty || vbd.VDI.is_null() {
+                    continue;
+                }
+                if vbd.type_ != VbdType::Disk {
+                    return Err(errors::operation_not_allowed(&format!(
+                        "VBD {b}: {} drives with media are not implemented yet",
+                        vbd.type_.to_v().as_str().unwrap_or("")
+                    )));
+                }
+                let slot = vbd
+                    .userdevice
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| *s < crate::xenops::MAX_DISK_SLOTS)
+                    .ok_or_else(|| errors::invalid_value("userdevice", &vbd.userdevice))?;
+                if out.iter().any(|(_, d)| d.slot == slot) {
+                    return Err(errors::device_already_exists(&vbd.userdevice));
+                }
+                let vdi = storage::get::<Vdi>(tx, &vbd.VDI)
+                    .ok_or_else(|| errors::handle_invalid("VDI", vbd.VDI.as_str()))?;
+                let path = storage::vdi_image(tx, &vbd.VDI, &vdi, &host)?;
+                out.push((
+                    b.clone(),
+                    DiskSpec {
+                        slot,
+                        path,
+                        read_only: vbd.mode == VbdMode::Ro || vdi.read_only,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// Marks the VBDs of a started domain attached, with their device names.
+/// (A halted VM's VBDs are marked detached with it: see `put_vm`.)
+pub(super) async fn note_attached(ctx: &Ctx, disks: &[Disk]) {
+    let disks = disks.to_vec();
+    let res = ctx
+        .db
+        .transaction_async(move |tx| {
+            for (b, d) in &disks {
+                if let Some(mut vbd) = storage::get::<Vbd>(tx, b) {
+                    vbd.currently_attached = true;
+                    vbd.device = d.name();
+                    tx.create(Vbd::CLASS, b.as_str(), vbd.to_record())?;
+                }
+            }
+            Ok::<_, crate::rpc::ApiError>(())
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!("VBDs not marked attached: {e:?}");
+    }
+}
+
 /// The domain the record describes, for a direct-kernel PV boot.
-pub(super) fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
+pub(super) fn spec(r: &Ref<Vm>, vm: &Vm, disks: &[Disk]) -> R<DomainSpec> {
     if !vm.PV_bootloader.is_empty() {
         return Err(errors::bootloader_failed(
             r.as_str(),
@@ -169,10 +247,9 @@ pub(super) fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
     if vm.PV_kernel.is_empty() {
         return Err(errors::bootloader_failed(r.as_str(), "PV_kernel is empty"));
     }
-    let plugged_devices = !vm.VIFs.is_empty() || !vm.VBDs.is_empty();
-    if plugged_devices {
+    if !vm.VIFs.is_empty() {
         return Err(errors::operation_not_allowed(
-            "starting a VM with VBDs or VIFs is not implemented yet (devices are not plugged)",
+            "starting a VM with VIFs is not implemented yet (networks are not plugged)",
         ));
     }
     let uuid = uuid::Uuid::parse_str(&vm.uuid)
@@ -194,6 +271,7 @@ pub(super) fn spec(r: &Ref<Vm>, vm: &Vm) -> R<DomainSpec> {
             ramdisk: (!vm.PV_ramdisk.is_empty()).then(|| vm.PV_ramdisk.clone().into()),
             cmdline: vm.PV_args.clone(),
         },
+        disks: disks.iter().map(|(_, d)| d.clone()).collect(),
     })
 }
 
@@ -266,22 +344,24 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             }
             Ok(())
         };
+        let c = ctx.clone();
         let act = |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
-            let spec = spec(&r, &vm)?;
+            let disks = disks(&c, &r).await?;
+            let spec = spec(&r, &vm, &disks)?;
             let domid = if paused {
                 x.build(&spec).await
             } else {
                 x.start(&spec).await
             };
-            domid.map_err(|e| xen_error(&r, e))
+            domid.map(|d| (d, disks)).map_err(|e| xen_error(&r, e))
         };
-        claimed(
+        let (_, disks) = claimed(
             &ctx,
             &r,
             VmOperations::Start,
             check,
             act,
-            move |vm, domid| {
+            move |vm, (domid, _)| {
                 vm.power_state = if paused {
                     VmPowerState::Paused
                 } else {
@@ -292,6 +372,7 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             },
         )
         .await?;
+        note_attached(&ctx, &disks).await;
         note_started(&ctx, &r);
         Ok(void())
     })
@@ -351,7 +432,14 @@ async fn rebuild(ctx: &Ctx, x: &Xenops<XenHypervisor>, r: &Ref<Vm>, vm: &Vm, old
         Ok(()) | Err(XenopsError::NoSuchDomain(_)) => {}
         Err(e) => return Err(xen_error(r, e)),
     }
-    let started = match spec(r, vm) {
+    let disks = match disks(ctx, r).await {
+        Ok(d) => d,
+        Err(e) => {
+            update_vm(ctx, r, halted).await;
+            return Err(e);
+        }
+    };
+    let started = match spec(r, vm, &disks) {
         Ok(s) => x.start(&s).await.map_err(|e| xen_error(r, e)),
         Err(e) => Err(e),
     };
