@@ -17,7 +17,9 @@ pub struct FileSr {
 fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl FileSr {
@@ -167,8 +169,16 @@ mod tests {
     fn names_that_are_not_uuids_never_become_paths() {
         let d = tempfile::tempdir().unwrap();
         let sr = FileSr::open(d.path()).unwrap();
-        for bad in ["../etc/passwd", "", "x", "0f3c2b1a-9d8e-4c7b-a6f5-e4d3c2b1a09/"] {
-            assert!(matches!(sr.image(bad), Err(SmError::BadVdiName(_))), "{bad}");
+        for bad in [
+            "../etc/passwd",
+            "",
+            "x",
+            "0f3c2b1a-9d8e-4c7b-a6f5-e4d3c2b1a09/",
+        ] {
+            assert!(
+                matches!(sr.image(bad), Err(SmError::BadVdiName(_))),
+                "{bad}"
+            );
         }
     }
 

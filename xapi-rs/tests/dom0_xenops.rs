@@ -281,20 +281,32 @@ fn an_image_file_is_the_guests_xvda_through_blkback_and_nothing_is_left_after() 
         read_only: false,
     }];
 
-    let domid = rt.block_on(xo.start(&s)).expect("build and start with a disk");
+    let domid = rt
+        .block_on(xo.start(&s))
+        .expect("build and start with a disk");
     let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
     // The loop device blkback opened is the image's.
-    let dev = run("xenstore-read", &[&format!("{be}/params")]).trim().to_string();
+    let dev = run("xenstore-read", &[&format!("{be}/params")])
+        .trim()
+        .to_string();
     let loops = run("losetup", &["-a"]);
     assert!(
-        loops.lines().any(|l| l.starts_with(&format!("{dev}:")) && l.contains(&img_name)),
+        loops
+            .lines()
+            .any(|l| l.starts_with(&format!("{dev}:")) && l.contains(&img_name)),
         "{dev} on {img_name}:\n{loops}"
     );
     wait_for_or(
         "the guest to write its disk marker",
         GUEST_BOOT,
         || guest.log().contains("lab-guest: xvda marker written"),
-        || format!("{}\n{}", guest.diagnostics(), run_any("xenstore-ls", &["-f", &be]).1),
+        || {
+            format!(
+                "{}\n{}",
+                guest.diagnostics(),
+                run_any("xenstore-ls", &["-f", &be]).1
+            )
+        },
     );
     // blkback and blkfront connected (state 4), and the guest saw the image.
     assert_eq!(run("xenstore-read", &[&format!("{be}/state")]).trim(), "4");
@@ -315,7 +327,9 @@ fn an_image_file_is_the_guests_xvda_through_blkback_and_nothing_is_left_after() 
         String::from_utf8_lossy(&head[..64])
     );
     // Nothing of the disk is left: no backend, no loop device.
-    assert!(!xenstore_exists(&format!("/local/domain/0/backend/vbd/{domid}")));
+    assert!(!xenstore_exists(&format!(
+        "/local/domain/0/backend/vbd/{domid}"
+    )));
     wait_for_or(
         "the loop device to be detached",
         Duration::from_secs(60),

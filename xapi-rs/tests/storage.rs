@@ -33,11 +33,17 @@ fn the_local_sr_holds_vdis_as_image_files() {
     let pbd = d.ok("PBD.get_record", json!([s, rec["PBDs"][0]]));
     assert_eq!(pbd["currently_attached"], true);
     let location = PathBuf::from(pbd["device_config"]["location"].as_str().unwrap());
-    assert!(location.starts_with(dir.path()), "{location:?} beside the database");
+    assert!(
+        location.starts_with(dir.path()),
+        "{location:?} beside the database"
+    );
     assert_eq!(
-        d.ok("SM.get_all_records_where", json!([s, "field \"type\" = \"file\""]))
-            .as_object()
-            .map(|m| m.len()),
+        d.ok(
+            "SM.get_all_records_where",
+            json!([s, "field \"type\" = \"file\""])
+        )
+        .as_object()
+        .map(|m| m.len()),
         Some(1)
     );
 
@@ -51,7 +57,11 @@ fn the_local_sr_holds_vdis_as_image_files() {
     assert_eq!(v["location"], v["uuid"]);
     assert_eq!(v["managed"], true);
     let image = location.join(format!("{}.img", v["uuid"].as_str().unwrap()));
-    assert_eq!(std::fs::metadata(&image).unwrap().len(), 1 << 30, "{image:?}");
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().len(),
+        1 << 30,
+        "{image:?}"
+    );
     assert_eq!(d.ok("SR.get_VDIs", json!([s, sr])), json!([vdi]));
 
     // A VBD that is not attached goes with its VDI.
@@ -89,7 +99,10 @@ fn the_local_sr_holds_vdis_as_image_files() {
     assert_eq!(huge[0], "SR_FULL", "{huge:?}");
     assert_eq!(huge[1], "9223372036854775807");
     assert_eq!(
-        d.fail("VDI.create", json!([s, {"SR": "OpaqueRef:nope", "virtual_size": "1024"}])),
+        d.fail(
+            "VDI.create",
+            json!([s, {"SR": "OpaqueRef:nope", "virtual_size": "1024"}])
+        ),
         ["HANDLE_INVALID", "SR", "OpaqueRef:nope"]
     );
     assert_eq!(files(), before);

@@ -1,7 +1,9 @@
 //! Live migration between two lab hosts with our `xenguest migrate-send` /
 //! `migrate-receive`, as an operator would drive it: a probe guest created
-//! with `xl create` on host 1 goes back and forth between host 1 and host 2
-//! over the lab network, five migrations in a row.
+//! with `xl create` on host 1 goes to host 2 over the lab network and back
+//! (a guest that has migrated once migrates again). Two, not more: under TCG
+//! the lab network's emulated NICs carry a few MB/s, and five migrations of
+//! a 256 MiB guest took 24 minutes of the suite.
 //! `lab test` runs it in its two-host phase (`two_hosts` in the name).
 
 use dom0_support::XENGUEST;
@@ -91,7 +93,7 @@ fn migrate(st: &LabState, name: &str, from: u32, to: u32) {
 
 #[test]
 #[ignore = "needs the lab: run by `lab test`"]
-fn two_hosts_five_live_migrations_with_xenguest() {
+fn two_hosts_live_migration_there_and_back_with_xenguest() {
     let st = lab("lab up --hosts 2");
     assert_eq!(st.hosts.len(), 2, "run with `lab up --hosts 2`");
     let name = "mig2";
@@ -103,9 +105,9 @@ fn two_hosts_five_live_migrations_with_xenguest() {
             &format!("rm -f /var/log/xen/console/guest-{name}*.log"),
         );
     }
-    sh(&st, 1, &format!("lab-guest {name} 256 16"));
+    sh(&st, 1, &format!("lab-guest {name} 128 8"));
     wait_console(&st, 1, name, "probe: verify ok", 0, CONSOLE_WAIT);
-    for (from, to) in [(1, 2), (2, 1), (1, 2), (2, 1), (1, 2)] {
+    for (from, to) in [(1, 2), (2, 1)] {
         let verified = console_lines(&st, to, name, "probe: verify ok").len();
         let last_n = dom0_support::verify_lines(&sh(&st, from, &format!("lab-guest-log {name}")))
             .map(|(n, _)| n)
@@ -135,5 +137,5 @@ fn two_hosts_five_live_migrations_with_xenguest() {
             .unwrap_or_else(|| panic!("no verify line after n={last_n}: {lines:?}"));
         eprintln!("pause seen by the guest, host {from} -> {to}: {pause} ms");
     }
-    sh(&st, 2, &format!("xl destroy {name}"));
+    sh(&st, 1, &format!("xl destroy {name}"));
 }

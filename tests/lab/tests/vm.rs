@@ -165,7 +165,11 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
     ok(
         &st,
         "VM.set_PV_args",
-        json!([s, vm, format!("console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api")]),
+        json!([
+            s,
+            vm,
+            format!("console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api")
+        ]),
     );
     let pool = ok(&st, "pool.get_all", json!([s]))[0].clone();
     let sr = ok(&st, "pool.get_default_SR", json!([s, pool]));
@@ -212,7 +216,8 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
     );
     let seen = console_lines(&st, 1, name, "lab-guest: xvda ");
     assert!(
-        seen.iter().any(|l| l.contains("xvda 16384 sectors, held: ")),
+        seen.iter()
+            .any(|l| l.contains("xvda 16384 sectors, held: ")),
         "{seen:?}"
     );
     assert_eq!(ok(&st, "VBD.get_currently_attached", json!([s, vbd])), true);
@@ -227,14 +232,22 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
     // A clean shutdown unplugs it: the guest's bytes are in the file and
     // nothing of the disk is left in dom0.
     ok(&st, "VM.clean_shutdown", json!([s, vm]));
-    assert_eq!(ok(&st, "VBD.get_currently_attached", json!([s, vbd])), false);
+    assert_eq!(
+        ok(&st, "VBD.get_currently_attached", json!([s, vbd])),
+        false
+    );
     assert_eq!(ok(&st, "VBD.get_device", json!([s, vbd])), "");
     assert_eq!(
         sh(&st, 1, &format!("head -c 22 {image}")),
         "lab-disk=from-the-api\n"
     );
     assert_eq!(
-        sh(&st, 1, &format!("xenstore-exists {be} && echo left || echo gone")).trim(),
+        sh(
+            &st,
+            1,
+            &format!("xenstore-exists {be} && echo left || echo gone")
+        )
+        .trim(),
         "gone"
     );
     poll(
@@ -243,12 +256,22 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
         Duration::from_secs(1),
         || Ok((!sh(&st, 1, "losetup -a").contains(&uuid)).then_some(())),
     )
-    .unwrap_or_else(|e| panic!("{e:#}
-{}", sh(&st, 1, "losetup -a")));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}
+{}",
+            sh(&st, 1, "losetup -a")
+        )
+    });
 
     ok(&st, "VDI.destroy", json!([s, vdi]));
     assert_eq!(
-        sh(&st, 1, &format!("test -e {image} && echo left || echo gone")).trim(),
+        sh(
+            &st,
+            1,
+            &format!("test -e {image} && echo left || echo gone")
+        )
+        .trim(),
         "gone"
     );
     ok(&st, "VM.destroy", json!([s, vm]));

@@ -287,7 +287,10 @@ mod tests {
 
     #[test]
     fn only_block_devices_are_disks() {
-        assert!(device_numbers(Path::new("/dev/null")).is_err(), "a character device");
+        assert!(
+            device_numbers(Path::new("/dev/null")).is_err(),
+            "a character device"
+        );
         assert!(device_numbers(Path::new("/")).is_err(), "a directory");
     }
 }

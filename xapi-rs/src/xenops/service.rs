@@ -429,7 +429,9 @@ impl<H: Hypervisor> Xenops<H> {
             let d = dev.clone();
             match tokio::task::spawn_blocking(move || b.detach(&d)).await {
                 Ok(Ok(())) => tracing::info!(domid, dev = %dev.display(), "loop device detached"),
-                Ok(Err(e)) => tracing::warn!(domid, dev = %dev.display(), error = %e, "loop device not detached"),
+                Ok(Err(e)) => {
+                    tracing::warn!(domid, dev = %dev.display(), error = %e, "loop device not detached")
+                }
                 Err(e) => tracing::warn!(domid, error = %e, "detaching a loop device"),
             }
         }
@@ -653,7 +655,9 @@ mod tests {
         let xs = w.xo.xenstore();
         let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
         assert_eq!(
-            xs.read_string(&format!("{be}/physical-device")).await.unwrap(),
+            xs.read_string(&format!("{be}/physical-device"))
+                .await
+                .unwrap(),
             "7:0"
         );
         assert_eq!(

@@ -29,10 +29,10 @@ pub fn ensure(db: &Db, host: &Ref<Host>, pool: &Ref<Pool>, root: &Path) -> Resul
     let e = |e: DbError| e.to_string();
     let mine = db.all_typed::<Sr>().into_iter().find(|(_, sr)| {
         sr.other_config.get(I18N_KEY.0).map(String::as_str) == Some(I18N_KEY.1)
-            && sr.PBDs.iter().any(|p| {
-                db.get_typed(p)
-                    .is_some_and(|p: Pbd| p.host == *host)
-            })
+            && sr
+                .PBDs
+                .iter()
+                .any(|p| db.get_typed(p).is_some_and(|p: Pbd| p.host == *host))
     });
     let sr_ref = match mine {
         Some((r, sr)) => {
@@ -43,14 +43,19 @@ pub fn ensure(db: &Db, host: &Ref<Host>, pool: &Ref<Pool>, root: &Path) -> Resul
                         FileSr::open(Path::new(dir)).map_err(|e| e.to_string())?;
                     }
                     if !pbd.currently_attached {
-                        db.update_typed(p, |x| x.currently_attached = true).map_err(e)?;
+                        db.update_typed(p, |x| x.currently_attached = true)
+                            .map_err(e)?;
                     }
                 }
             }
             r
         }
         None => {
-            if !db.all_typed::<Sm>().iter().any(|(_, s)| s.type_ == FILE_SR_TYPE) {
+            if !db
+                .all_typed::<Sm>()
+                .iter()
+                .any(|(_, s)| s.type_ == FILE_SR_TYPE)
+            {
                 let sm = Sm {
                     name_label: "Local file SR".into(),
                     name_description: "SR of raw image files in a local directory".into(),
@@ -117,7 +122,11 @@ pub fn ensure(db: &Db, host: &Ref<Host>, pool: &Ref<Pool>, root: &Path) -> Resul
     if let Some(p) = db.get_typed::<Pool>(pool) {
         if p.default_SR.is_null() || p.suspend_image_SR.is_null() || p.crash_dump_SR.is_null() {
             db.update_typed(pool, |p| {
-                for f in [&mut p.default_SR, &mut p.suspend_image_SR, &mut p.crash_dump_SR] {
+                for f in [
+                    &mut p.default_SR,
+                    &mut p.suspend_image_SR,
+                    &mut p.crash_dump_SR,
+                ] {
                     if f.is_null() {
                         *f = sr_ref.clone();
                     }
@@ -166,7 +175,11 @@ pub fn refresh_sizes(db: &Db, host: &Ref<Host>, r: &Ref<Sr>) -> Result<(), Strin
         space.physical_size as i64,
         space.physical_utilisation as i64,
     );
-    if (sr.physical_size, sr.physical_utilisation, sr.virtual_allocation) != (size, used, allocation)
+    if (
+        sr.physical_size,
+        sr.physical_utilisation,
+        sr.virtual_allocation,
+    ) != (size, used, allocation)
     {
         db.update_typed(r, |s| {
             s.physical_size = size;

@@ -70,9 +70,7 @@ fn sm_error(e: sm::SmError) -> crate::rpc::ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> sm::Result<T> + Send + 'static,
-) -> R<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> sm::Result<T> + Send + 'static) -> R<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| errors::internal_error(&e.to_string()))?

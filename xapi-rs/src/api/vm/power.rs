@@ -7,8 +7,8 @@
 //! failed start leaves the VM halted and no domain behind.
 
 use super::{checks, get_vm, power_state_in, put_vm, update_vm};
-use crate::generated::errors;
 use crate::api::storage;
+use crate::generated::errors;
 use crate::generated::records::{
     Host, Vbd, VbdMode, VbdType, Vdi, Vm, VmMetrics, VmOperations, VmPowerState,
 };
