@@ -63,9 +63,10 @@ fn smoke_a_probe_guest_boots_reports_and_survives_xl_migrate() {
     let st = lab("lab up");
     let name = "smoke-probe";
     let _ = st.exec(1, &format!("xl destroy {name}"), Duration::from_secs(60));
-    // 64 MiB keeps a TCG migration through ssh short (128 MiB took over
-    // three minutes); xenguest's own tests move 256 MiB.
-    let domid = sh(&st, 1, &format!("lab-guest {name} 64 4"));
+    // 128 MiB (64 cannot hold dom0's kernel and the kit) with a small
+    // working set keeps a TCG migration through ssh short; xenguest's own
+    // tests move 256 MiB.
+    let domid = sh(&st, 1, &format!("lab-guest {name} 128 4"));
     let domid: u32 = domid.trim().parse().expect("lab-guest prints the domid");
     assert!(domid > 0);
     wait_console(&st, 1, name, "probe: ready workset_mb=4", 0, CONSOLE_WAIT);
