@@ -36,6 +36,9 @@ pub enum DomainEvent {
     },
 }
 
+/// How often the tracker looks at Xen's domains without a watch event.
+const RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A stream of [`DomainEvent`]s for domains carrying our marker; the
 /// background task stops when this is dropped.
 pub struct Tracker {
@@ -80,6 +83,10 @@ impl Tracker {
                 let fired = tokio::select! {
                     ev = watch.next() => ev.is_some(),
                     ev = introduced.next() => ev.is_some(),
+                    // Also look every few seconds: a shutdown whose watch
+                    // event never arrived (a dom0 test under load waited a
+                    // minute for one once) is still reported, a little later.
+                    () = tokio::time::sleep(RESCAN) => true,
                     // The Tracker was dropped: stop (and unwatch) now.
                     () = tx.closed() => false,
                 };
