@@ -70,6 +70,14 @@ fn test_line(line: &str) -> Option<(&str, bool)> {
     }
 }
 
+/// One line of the time tables: seconds, outcome, name.
+fn table_row(secs: u64, ok: bool, name: &str) -> String {
+    format!(
+        "{secs:>6} s  {:<6}  {name}\n",
+        if ok { "ok" } else { "FAILED" }
+    )
+}
+
 /// The tests that took at least `min_secs`, slowest first, as a table:
 /// where the suite's time goes, in every run's log.
 pub fn slowest_table(times: &[TestTime], min_secs: u64) -> String {
@@ -77,12 +85,7 @@ pub fn slowest_table(times: &[TestTime], min_secs: u64) -> String {
     t.sort_by(|a, b| b.secs.cmp(&a.secs).then(a.name.cmp(&b.name)));
     let mut s = format!("== tests of {min_secs} s or more (wall clock)\n");
     for x in t {
-        s.push_str(&format!(
-            "{:>6} s  {:<6}  {}\n",
-            x.secs,
-            if x.ok { "ok" } else { "FAILED" },
-            x.name
-        ));
+        s.push_str(&table_row(x.secs, x.ok, &x.name));
     }
     s
 }
@@ -528,12 +531,7 @@ impl Phases {
 pub fn phase_table(phases: &[PhaseTime], total_secs: u64) -> String {
     let mut s = String::from("== phase times (wall clock)\n");
     for p in phases {
-        s.push_str(&format!(
-            "{:>6} s  {:<6}  {}\n",
-            p.secs,
-            if p.ok { "ok" } else { "FAILED" },
-            p.name
-        ));
+        s.push_str(&table_row(p.secs, p.ok, &p.name));
     }
     s.push_str(&format!("{total_secs:>6} s          total\n"));
     s
