@@ -125,6 +125,7 @@ pub async fn start_with_probe(
             .parent()
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default();
+        let fake_probe = cfg.fake_probe;
         tokio::task::spawn_blocking(move || {
             let (pool, host) = api::host::bootstrap::bootstrap(&db, probe.as_ref())?;
             api::storage::local::ensure(
@@ -134,6 +135,16 @@ pub async fn start_with_probe(
                 &state_dir,
             )
             .map_err(|e| format!("local storage: {e}"))?;
+            if !fake_probe {
+                // On the build machine (a fake hypervisor) its own bridges
+                // (docker0, ...) are no networks of a Xen host.
+                let bridges = api::network::local::read_bridges(
+                    std::path::Path::new("/sys/class/net"),
+                    api::network::local::ipv4_of,
+                );
+                api::network::local::ensure(&db, &model::typed::Ref::new(host.clone()), &bridges)
+                    .map_err(|e| format!("networks: {e}"))?;
+            }
             Ok::<_, String>((pool, host))
         })
         .await

@@ -49,6 +49,7 @@ fn spec(name: &str, kernel: &str) -> DomainSpec {
             cmdline: format!("console=hvc0 quiet probe.ws_mb={CALM_WORKSET_MB}"),
         },
         disks: vec![],
+        nics: vec![],
     }
 }
 

@@ -44,6 +44,18 @@ if [ -n "$marker" ]; then
         echo "lab-guest: no xvda after ${i}s"
     fi
 fi
+# lab.ip=ADDR/LEN: give eth0 (netfront, the VM's first VIF) that address,
+# so dom0 can reach the guest across the VIF's bridge.
+addr=$(sed -n 's/.*lab\.ip=\([0-9./]*\).*/\1/p' /proc/cmdline)
+if [ -n "$addr" ]; then
+    i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+    if ip link set eth0 up && ip addr add "$addr" dev eth0; then
+        echo "lab-guest: eth0 $addr $(cat /sys/class/net/eth0/address)"
+    else
+        echo "lab-guest: eth0 not configured after ${i}s"
+    fi
+fi
 # Under TCG the clock stutters by up to ~250 ms at rest: report gaps above 300 ms
 # unless told otherwise (probe.gap_ms=N on the kernel command line).
 # probe.tick_ms and probe.verify_s calm a guest that is not migrated: under

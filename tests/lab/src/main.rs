@@ -54,6 +54,9 @@ enum Cmd {
         local: PathBuf,
         remote: String,
     },
+    /// Rebuild the toolstack package and the guest kit and install them
+    /// into the lab that is up (after a change, without a new `lab up`)
+    Deploy,
     /// Stop every lab process: the lab and a kept test or bench lab
     Down,
     /// The whole test suite (lints, unit tests, then on real Xen), on hosts
@@ -173,6 +176,11 @@ fn run(cmd: Cmd) -> Result<i32> {
             remote,
         } => {
             LabState::load()?.push(host, &local, &remote)?;
+            Ok(0)
+        }
+        Cmd::Deploy => {
+            lab::deploy(&LabState::load()?, true)?;
+            util::say("deployed");
             Ok(0)
         }
         Cmd::Down => {

@@ -157,19 +157,51 @@ fn disk_vbd(st: &LabState, s: &Value, vm: &Value, vdi: &Value, slot: &str) -> Va
 
 #[test]
 #[ignore]
-fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
+fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
     let st = lab("lab up");
     let s = login(&st);
     let name = "lab-api-disk";
     let vm = guest_kit_vm(&st, &s, name);
+    // The guest's address: dom0's own on xenbr0, plus 100 (each lab host
+    // has its own network).
+    let dom0_ip = sh(&st, 1, "ip -o -4 addr show dev xenbr0")
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next().map(str::to_string))
+        .expect("dom0's address on xenbr0");
+    let (net24, last) = dom0_ip.rsplit_once('.').unwrap();
+    let guest_ip = format!("{net24}.{}", last.parse::<u32>().unwrap() + 100);
     ok(
         &st,
         "VM.set_PV_args",
         json!([
             s,
             vm,
-            format!("console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api")
+            format!(
+                "console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api lab.ip={guest_ip}/24"
+            )
         ]),
+    );
+    // The host's network is dom0's bridge, found on the daemon's first
+    // start, with the host's PIF for its physical port.
+    let nets = ok(&st, "network.get_all_records", json!([s]));
+    let (net, rec) = nets
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, n)| n["bridge"] == "xenbr0")
+        .map(|(r, n)| (r.clone(), n.clone()))
+        .unwrap_or_else(|| panic!("a network on xenbr0: {nets:#}"));
+    assert_eq!(rec["name_label"], "Pool-wide network associated with eth1");
+    let pif = rec["PIFs"][0].clone();
+    assert_eq!(ok(&st, "PIF.get_device", json!([s, pif])), "eth1");
+    assert_eq!(ok(&st, "PIF.get_IP", json!([s, pif])), dom0_ip.as_str());
+    let vif = ok(
+        &st,
+        "VIF.create",
+        json!([s, {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
+                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
     );
     let pool = ok(&st, "pool.get_all", json!([s]))[0].clone();
     let sr = ok(&st, "pool.get_default_SR", json!([s, pool]));
@@ -229,6 +261,53 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
         ["VDI_IN_USE", vdi.as_str().unwrap(), "destroy"]
     );
 
+    // The VIF: netback's vif<domid>.0 on xenbr0, connected, the MAC the
+    // VIF was given in the guest, and dom0 reaches the guest.
+    assert_eq!(ok(&st, "VIF.get_currently_attached", json!([s, vif])), true);
+    let mac = ok(&st, "VIF.get_MAC", json!([s, vif]))
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(mac.len(), 17, "a MAC was generated: {mac:?}");
+    let up = wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: eth0 ",
+        0,
+        Duration::from_secs(300),
+    )
+    .join("\n");
+    assert!(up.contains(&format!("eth0 {guest_ip}/24 {mac}")), "{up}");
+    let vbe = format!("/local/domain/0/backend/vif/{domid}/0");
+    poll(
+        "the VIF's backend to connect",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || Ok((sh(&st, 1, &format!("xenstore-read {vbe}/state")).trim() == "4").then_some(())),
+    )
+    .unwrap();
+    assert!(
+        sh(&st, 1, &format!("ip -o link show dev vif{domid}.0")).contains("master xenbr0"),
+        "{}",
+        sh(&st, 1, "ip -o link")
+    );
+    poll(
+        "dom0 to ping the guest",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || {
+            Ok(sh(
+                &st,
+                1,
+                &format!("ping -c 1 -W 2 {guest_ip} >/dev/null && echo reached || echo no"),
+            )
+            .contains("reached")
+            .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{:?}", console_lines(&st, 1, name, "")));
+
     // A clean shutdown unplugs it: the guest's bytes are in the file and
     // nothing of the disk is left in dom0.
     ok(&st, "VM.clean_shutdown", json!([s, vm]));
@@ -237,6 +316,19 @@ fn vm_a_vdi_of_the_local_sr_is_the_guests_disk() {
         false
     );
     assert_eq!(ok(&st, "VBD.get_device", json!([s, vbd])), "");
+    assert_eq!(
+        ok(&st, "VIF.get_currently_attached", json!([s, vif])),
+        false
+    );
+    assert_eq!(
+        sh(
+            &st,
+            1,
+            &format!("xenstore-exists {vbe} && echo left || echo gone; ls /sys/class/net")
+        ),
+        "gone\neth0\neth1\nlo\nxenbr0\n",
+        "no backend and no vif device left"
+    );
     assert_eq!(
         sh(&st, 1, &format!("head -c 22 {image}")),
         "lab-disk=from-the-api\n"

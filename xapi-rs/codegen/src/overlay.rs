@@ -98,6 +98,8 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("SR_FULL", &["requested", "maximum"], "The SR is full. Requested new size exceeds the maximum size"),
     err("SR_HAS_NO_PBDS", &["sr"], "The SR has no attached PBDs"),
     err("VDI_IN_USE", &["vdi", "operation"], "This operation cannot be performed because this VDI is in use by some other operation"),
+    // Networks (api/network).
+    err("HOST_CANNOT_ATTACH_NETWORK", &["host", "network"], "Host cannot attach network (in the case of NIC bonding, this may be because attaching the network on this host would require other networks [that are currently active] to be taken down)."),
     err("HOST_IS_SLAVE", &["Master IP address"], "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host."),
 ];
 

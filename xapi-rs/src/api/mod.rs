@@ -5,6 +5,7 @@
 
 pub mod event;
 pub mod host;
+pub mod network;
 pub mod session;
 pub mod storage;
 pub mod task;

@@ -303,7 +303,7 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "HANDLE_INVALID", params: &["class", "handle"], doc: "You gave an invalid object reference. The object may have recently been deleted. The class parameter gives the type of reference given, and the handle parameter echoes the bad value given." },
     ErrorDef { code: "HA_IS_ENABLED", params: &[], doc: "" },
     ErrorDef { code: "HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN", params: &[], doc: "" },
-    ErrorDef { code: "HOST_CANNOT_ATTACH_NETWORK", params: &[], doc: "" },
+    ErrorDef { code: "HOST_CANNOT_ATTACH_NETWORK", params: &["host", "network"], doc: "Host cannot attach network (in the case of NIC bonding, this may be because attaching the network on this host would require other networks [that are currently active] to be taken down)." },
     ErrorDef { code: "HOST_DISABLED", params: &[], doc: "" },
     ErrorDef { code: "HOST_IS_SLAVE", params: &["Master IP address"], doc: "You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host." },
     ErrorDef { code: "HOST_NAME_INVALID", params: &[], doc: "" },
@@ -610,6 +610,11 @@ pub fn sr_has_no_pbds(sr: &str) -> ApiError {
 /// `VDI_IN_USE` [vdi; operation]
 pub fn vdi_in_use(vdi: &str, operation: &str) -> ApiError {
     ErrorCode::VdiInUse.with(&[vdi, operation])
+}
+
+/// `HOST_CANNOT_ATTACH_NETWORK` [host; network]
+pub fn host_cannot_attach_network(host: &str, network: &str) -> ApiError {
+    ErrorCode::HostCannotAttachNetwork.with(&[host, network])
 }
 
 /// `HOST_IS_SLAVE` [Master IP address]

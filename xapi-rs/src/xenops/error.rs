@@ -82,6 +82,20 @@ pub enum XenopsError {
         source: std::io::Error,
     },
     /// No such domain.
+    /// A network interface's bridge is not in dom0 (checked before
+    /// creating).
+    #[error("bridge {0:?} does not exist in dom0")]
+    NoBridge(String),
+    /// A network interface could not be put on its bridge.
+    #[error("network interface {dev} of domid {domid}: {reason}")]
+    Nic {
+        /// The domain.
+        domid: DomId,
+        /// Its backend device, `vifD.N`.
+        dev: String,
+        /// What failed.
+        reason: String,
+    },
     #[error("domid {0} does not exist")]
     NoSuchDomain(DomId),
     /// The domain exists but was not built by this toolstack.

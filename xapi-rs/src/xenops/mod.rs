@@ -24,12 +24,15 @@ mod service;
 mod spec;
 mod tracker;
 pub mod tree;
+pub mod vif;
 mod xen;
 
 pub use error::{Result, XenopsError};
 pub use hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
 pub use service::{DomainListing, Ownership, ShutdownRequest, Xenops};
-pub use spec::{DiskSpec, DomainSpec, MemorySpec, PvBoot, VcpuSpec, MAX_DISK_SLOTS};
+pub use spec::{
+    DiskSpec, DomainSpec, MemorySpec, NicSpec, PvBoot, VcpuSpec, MAX_DISK_SLOTS, MAX_NIC_SLOTS,
+};
 pub use tracker::{DomainEvent, Tracker};
 pub use xen::XenHypervisor;
 pub use xenctrl::{DomId, ShutdownReason};

@@ -14,12 +14,16 @@ use super::hypervisor::{Daemons, DomainState, Hypervisor, Power};
 use super::spec::DomainSpec;
 use super::tracker::{self, Tracker};
 use super::tree::{self, Stage};
+use super::vif::{self, Bridging, LinuxBridging};
 use super::xen::XenHypervisor;
 
 /// How long a guest has to clear `control/shutdown` (xenopsd: 60 s).
 pub const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a destroyed domain may linger as dying.
 pub const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long netback may take to make a backend device (the reference's
+/// hotplug timeout).
+pub const HOTPLUG_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// What a clean shutdown asks the guest for (`control/shutdown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct Xenops<H: Hypervisor> {
     hv: Arc<H>,
     xs: xenstore::Xenstore,
     backing: Arc<dyn Backing>,
+    bridging: Arc<dyn Bridging>,
+    hotplug_timeout: Duration,
 }
 
 impl Xenops<XenHypervisor> {
@@ -101,12 +107,20 @@ impl<H: Hypervisor> Xenops<H> {
             hv: Arc::new(hv),
             xs,
             backing: Arc::new(LoopBacking),
+            bridging: Arc::new(LinuxBridging),
+            hotplug_timeout: HOTPLUG_TIMEOUT,
         }
     }
 
     /// With another way to turn disk images into block devices (tests).
     pub fn with_backing(mut self, backing: Arc<dyn Backing>) -> Self {
         self.backing = backing;
+        self
+    }
+
+    /// With another way to put network backends on bridges (tests).
+    pub fn with_bridging(mut self, bridging: Arc<dyn Bridging>) -> Self {
+        self.bridging = bridging;
         self
     }
 
@@ -175,6 +189,18 @@ impl<H: Hypervisor> Xenops<H> {
         if let Some(r) = &spec.boot.ramdisk {
             check_boot_file("ramdisk", r).await?;
         }
+        for n in &spec.nics {
+            let (b, bridge) = (self.bridging.clone(), n.bridge.clone());
+            let exists = tokio::task::spawn_blocking(move || b.bridge_exists(&bridge))
+                .await
+                .map_err(|e| XenopsError::Join {
+                    step: "look for a bridge",
+                    reason: e.to_string(),
+                })?;
+            if !exists {
+                return Err(XenopsError::NoBridge(n.bridge.clone()));
+            }
+        }
         let daemons = self.daemons().await?;
         let s = spec.clone();
         let domid = self
@@ -207,6 +233,7 @@ impl<H: Hypervisor> Xenops<H> {
             .await
             .map_err(Self::xs_err("write the built domain's nodes", domid))?;
         self.plug_disks(domid, spec).await?;
+        self.plug_nics(domid, spec).await?;
         self.xs
             .introduce_domain(domid, rings.store_mfn, rings.store_port)
             .await
@@ -245,6 +272,72 @@ impl<H: Hypervisor> Xenops<H> {
             tree::write(&self.xs, &nodes)
                 .await
                 .map_err(Self::xs_err("write the disks' backends", domid))?;
+        }
+        Ok(())
+    }
+
+    /// Gives the guest its network interfaces before it first runs: every
+    /// backend and frontend in one transaction, then, for each, what the
+    /// hotplug script does once netback has made the device (see
+    /// [`vif`]). Netback connects only after `hotplug-status=connected`.
+    async fn plug_nics(&self, domid: DomId, spec: &DomainSpec) -> Result<()> {
+        if spec.nics.is_empty() {
+            return Ok(());
+        }
+        let nodes: Vec<_> = spec
+            .nics
+            .iter()
+            .flat_map(|n| vif::nodes(domid, n))
+            .collect();
+        tree::write(&self.xs, &nodes)
+            .await
+            .map_err(Self::xs_err("write the network backends", domid))?;
+        for n in &spec.nics {
+            let dev = n.backend_name(domid);
+            let deadline = Instant::now() + self.hotplug_timeout;
+            loop {
+                let (b, d) = (self.bridging.clone(), dev.clone());
+                let made = tokio::task::spawn_blocking(move || b.device_exists(&d))
+                    .await
+                    .unwrap_or(false);
+                if made {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(XenopsError::Nic {
+                        domid,
+                        dev,
+                        reason: format!(
+                            "netback did not make the device within {:?} \
+                             (is xen-netback loaded?)",
+                            self.hotplug_timeout
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (b, d, br, mtu) = (self.bridging.clone(), dev.clone(), n.bridge.clone(), n.mtu);
+            tokio::task::spawn_blocking(move || b.attach(&d, &br, mtu))
+                .await
+                .map_err(|e| XenopsError::Join {
+                    step: "put a network backend on its bridge",
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| XenopsError::Nic {
+                    domid,
+                    dev: dev.clone(),
+                    reason: e.to_string(),
+                })?;
+            tree::write(
+                &self.xs,
+                &[tree::node(vif::hotplug_status_path(domid, n), "connected")],
+            )
+            .await
+            .map_err(Self::xs_err(
+                "write a network backend's hotplug-status",
+                domid,
+            ))?;
+            tracing::info!(domid, %dev, bridge = %n.bridge, mac = %n.mac, "network interface on its bridge");
         }
         Ok(())
     }
@@ -541,6 +634,7 @@ mod tests {
                 cmdline: String::new(),
             },
             disks: vec![],
+            nics: vec![],
         };
         World {
             _kernel: kernel,
@@ -670,6 +764,92 @@ mod tests {
         w.xo.destroy(domid).await.unwrap();
         assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
         assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
+    }
+
+    fn with_nic(
+        w: World,
+        bridging: vif::fake::FakeBridging,
+    ) -> (World, Arc<vif::fake::FakeBridging>) {
+        let bridging = Arc::new(bridging);
+        let World {
+            _kernel,
+            fake_xs,
+            xo,
+            mut spec,
+        } = w;
+        spec.nics = vec![crate::xenops::NicSpec {
+            slot: 0,
+            mac: "02:00:00:00:00:01".into(),
+            mtu: 1500,
+            bridge: "xenbr0".into(),
+        }];
+        let xo = xo.with_bridging(bridging.clone());
+        (
+            World {
+                _kernel,
+                fake_xs,
+                xo,
+                spec,
+            },
+            bridging,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_vif_joins_its_bridge_before_the_guest_runs_and_is_gone_after_destroy() {
+        let (w, bridging) = with_nic(world(), vif::fake::FakeBridging::default());
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let xs = w.xo.xenstore();
+        let be = format!("/local/domain/0/backend/vif/{domid}/0");
+        assert_eq!(
+            xs.read_string(&format!("{be}/hotplug-status"))
+                .await
+                .unwrap(),
+            "connected"
+        );
+        assert_eq!(
+            *bridging.attached.lock().unwrap(),
+            vec![(format!("vif{domid}.0"), "xenbr0".to_string(), 1500)]
+        );
+        w.xo.destroy(domid).await.unwrap();
+        assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_vif_on_a_bridge_dom0_lacks_is_refused_before_creating() {
+        let (w, _) = with_nic(
+            world(),
+            vif::fake::FakeBridging {
+                bridges: vec![],
+                ..Default::default()
+            },
+        );
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert!(
+            matches!(&e, XenopsError::NoBridge(b) if b == "xenbr0"),
+            "{e:?}"
+        );
+        assert_eq!(w.xo.domain(1).await.unwrap(), None, "no domain created");
+    }
+
+    #[tokio::test]
+    async fn a_vif_netback_never_makes_fails_the_start_and_leaves_nothing() {
+        let (mut w, bridging) = with_nic(
+            world(),
+            vif::fake::FakeBridging {
+                missing: vec!["vif1.0".into()],
+                ..Default::default()
+            },
+        );
+        w.xo.hotplug_timeout = Duration::from_millis(300);
+        let e = w.xo.start(&w.spec).await.unwrap_err();
+        assert!(
+            e.to_string().contains("vif1.0") && e.to_string().contains("netback"),
+            "{e}"
+        );
+        assert!(bridging.attached.lock().unwrap().is_empty());
+        assert_eq!(w.xo.domain(1).await.unwrap(), None);
+        assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
     }
 
     #[tokio::test]

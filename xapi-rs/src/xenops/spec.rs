@@ -50,6 +50,48 @@ pub struct DiskSpec {
 /// Slots PV disks can have with the `xvdX` names (one letter).
 pub const MAX_DISK_SLOTS: u32 = 16;
 
+/// A network interface: a VIF served by netback, its backend port
+/// (`vif<domid>.<slot>`) put on a bridge in dom0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicSpec {
+    /// The VIF's slot (`device`): the guest's `ethN` order.
+    pub slot: u32,
+    /// The guest's MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The link MTU.
+    pub mtu: u32,
+    /// The dom0 bridge its backend port joins (the network's `bridge`).
+    pub bridge: String,
+}
+
+/// VIF slots a PV guest may have (the reference allows devices 0-6).
+pub const MAX_NIC_SLOTS: u32 = 7;
+
+impl NicSpec {
+    /// The backend's network device in dom0, as netback names it.
+    pub fn backend_name(&self, domid: xenctrl::DomId) -> String {
+        format!("vif{domid}.{}", self.slot)
+    }
+
+    fn mac_is_valid(&self) -> bool {
+        let parts: Vec<&str> = self.mac.split(':').collect();
+        parts.len() == 6
+            && parts
+                .iter()
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    fn bridge_is_valid(&self) -> bool {
+        // Linux interface names: at most 15 bytes, no '/', no whitespace.
+        !self.bridge.is_empty()
+            && self.bridge.len() <= 15
+            && self
+                .bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }
+}
+
 impl DiskSpec {
     /// The Linux name the guest gives it: `xvda` for slot 0.
     pub fn name(&self) -> String {
@@ -78,6 +120,8 @@ pub struct DomainSpec {
     pub boot: PvBoot,
     /// Its disks.
     pub disks: Vec<DiskSpec>,
+    /// Its network interfaces.
+    pub nics: Vec<NicSpec>,
 }
 
 /// Xen's limit for a PV guest's vCPUs (`MAX_VIRT_CPUS` of the shared info).
@@ -124,6 +168,24 @@ impl DomainSpec {
                 ));
             }
         }
+        let mut slots = std::collections::BTreeSet::new();
+        for n in &self.nics {
+            if n.slot >= MAX_NIC_SLOTS || !slots.insert(n.slot) {
+                return bad(format!(
+                    "network interface slot {}: slots are 0..{MAX_NIC_SLOTS}, each used once",
+                    n.slot
+                ));
+            }
+            if !n.mac_is_valid() {
+                return bad(format!("MAC {:?} is not six hex pairs", n.mac));
+            }
+            if !n.bridge_is_valid() {
+                return bad(format!("bridge {:?} is not an interface name", n.bridge));
+            }
+            if !(68..=65535).contains(&n.mtu) {
+                return bad(format!("MTU {} is not within 68..65535", n.mtu));
+            }
+        }
         if self.boot.cmdline.contains('\0') {
             return bad("the kernel command line contains a NUL byte".into());
         }
@@ -153,6 +215,7 @@ mod tests {
                 cmdline: "console=hvc0".into(),
             },
             disks: vec![],
+            nics: vec![],
         }
     }
 
@@ -184,6 +247,35 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("slot 1"));
         s.disks = vec![disk(16)];
         assert!(s.validate().is_err());
+        let nic = |slot, mac: &str, bridge: &str| NicSpec {
+            slot,
+            mac: mac.into(),
+            mtu: 1500,
+            bridge: bridge.into(),
+        };
+        let mut s = spec();
+        s.nics = vec![nic(0, "02:aa:bb:cc:dd:ee", "xenbr0")];
+        assert!(s.validate().is_ok());
+        assert_eq!(s.nics[0].backend_name(7), "vif7.0");
+        for bad in [
+            vec![nic(7, "02:aa:bb:cc:dd:ee", "xenbr0")],
+            vec![nic(0, "02:aa:bb:cc:dd", "xenbr0")],
+            vec![nic(0, "02:aa:bb:cc:dd:eg", "xenbr0")],
+            vec![nic(0, "02:aa:bb:cc:dd:ee", "../../etc")],
+            vec![nic(0, "02:aa:bb:cc:dd:ee", "")],
+            vec![
+                nic(1, "02:aa:bb:cc:dd:ee", "xenbr0"),
+                nic(1, "02:aa:bb:cc:dd:ef", "xenbr0"),
+            ],
+        ] {
+            s.nics = bad.clone();
+            assert!(s.validate().is_err(), "{bad:?}");
+        }
+        s.nics = vec![NicSpec {
+            mtu: 9,
+            ..nic(0, "02:aa:bb:cc:dd:ee", "xenbr0")
+        }];
+        assert!(s.validate().unwrap_err().to_string().contains("MTU"));
         let mut s = spec();
         s.memory.target_kib = 1024;
         assert!(s

@@ -106,12 +106,13 @@ pub fn marker_path(domid: DomId) -> String {
 /// Everything [`created`] and [`built`] write lives under these, and the
 /// disks' backends ([`super::disk`]); removing them removes the domain's
 /// whole tree.
-pub fn roots(domid: DomId, uuid: &Uuid) -> [String; 4] {
+pub fn roots(domid: DomId, uuid: &Uuid) -> [String; 5] {
     [
         dom_path(domid),
         vm_path(uuid),
         marker_path(domid),
         super::disk::backends_path(domid),
+        super::vif::backends_path(domid),
     ]
 }
 
@@ -271,6 +272,7 @@ mod tests {
                 cmdline: String::new(),
             },
             disks: vec![],
+            nics: vec![],
         }
     }
 

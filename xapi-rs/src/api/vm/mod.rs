@@ -102,6 +102,14 @@ fn put_vm(tx: &mut Tx, r: &Ref<Vm>, vm: &mut Vm) -> R<()> {
                 }
             }
         }
+        for v in &vm.VIFs {
+            if let Some(mut vif) = crate::api::storage::get::<Vif>(tx, v) {
+                if vif.currently_attached {
+                    vif.currently_attached = false;
+                    tx.create(Vif::CLASS, v.as_str(), vif.to_record())?;
+                }
+            }
+        }
     }
     Ok(())
 }
