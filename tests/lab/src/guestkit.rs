@@ -56,6 +56,16 @@ if [ -n "$addr" ]; then
         echo "lab-guest: eth0 not configured after ${i}s"
     fi
 fi
+# lab.devices: report the guest's disks and network interfaces whenever
+# they change (hot-plug), as "lab-guest: devices [xvda eth0]".
+if grep -q 'lab\.devices' /proc/cmdline; then
+    (last=x; while :; do
+        now=$(echo $(cd /sys/block && ls -d xvd* 2>/dev/null) $(cd /sys/class/net && ls -d eth* 2>/dev/null))
+        [ "$now" != "$last" ] && echo "lab-guest: devices [$now]"
+        last=$now
+        sleep 1
+    done) </dev/null &
+fi
 # Under TCG the clock stutters by up to ~250 ms at rest: report gaps above 300 ms
 # unless told otherwise (probe.gap_ms=N on the kernel command line).
 # probe.tick_ms and probe.verify_s calm a guest that is not migrated: under

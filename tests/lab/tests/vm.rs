@@ -179,7 +179,7 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
             s,
             vm,
             format!(
-                "console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api lab.ip={guest_ip}/24"
+                "console=hvc0 quiet {CALM_PROBE_ARGS} lab.disk=from-the-api lab.ip={guest_ip}/24 lab.devices"
             )
         ]),
     );
@@ -308,6 +308,78 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
     )
     .unwrap_or_else(|e| panic!("{e:#}\n{:?}", console_lines(&st, 1, name, "")));
 
+    // Hot-plug on the running guest: a second disk and a second VIF come
+    // and go, seen by the guest; errors as the reference gives them.
+    let devices =
+        |set: &str| console_lines(&st, 1, name, &format!("lab-guest: devices [{set}]")).len();
+    let wait_devices = |set: &str, before: usize| {
+        wait_console(
+            &st,
+            1,
+            name,
+            &format!("lab-guest: devices [{set}]"),
+            before,
+            Duration::from_secs(120),
+        );
+    };
+    wait_devices("xvda eth0", 0);
+    let vdi2 = ok(
+        &st,
+        "VDI.create",
+        json!([s, {"name_label": "hot disk", "SR": sr, "virtual_size": "4194304",
+                   "type": "user", "sharable": false, "read_only": false, "other_config": {}}]),
+    );
+    let vbd2 = disk_vbd(&st, &s, &vm, &vdi2, "1");
+    assert_eq!(
+        fail(&st, "VBD.unplug", json!([s, vbd2])),
+        ["DEVICE_ALREADY_DETACHED", vbd2.as_str().unwrap()]
+    );
+    ok(&st, "VBD.plug", json!([s, vbd2]));
+    wait_devices("xvda xvdb eth0", 0);
+    assert_eq!(ok(&st, "VBD.get_device", json!([s, vbd2])), "xvdb");
+    assert_eq!(
+        fail(&st, "VBD.plug", json!([s, vbd2])),
+        ["DEVICE_ALREADY_ATTACHED", vbd2.as_str().unwrap()]
+    );
+    let before = devices("xvda eth0");
+    ok(&st, "VBD.unplug", json!([s, vbd2]));
+    wait_devices("xvda eth0", before);
+    assert_eq!(
+        ok(&st, "VBD.get_currently_attached", json!([s, vbd2])),
+        false
+    );
+    assert!(
+        !sh(&st, 1, "losetup -a")
+            .contains(ok(&st, "VDI.get_uuid", json!([s, vdi2])).as_str().unwrap()),
+        "the hot disk's loop device is detached"
+    );
+    let vif2 = ok(
+        &st,
+        "VIF.create",
+        json!([s, {"device": "1", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
+                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    );
+    ok(&st, "VIF.plug", json!([s, vif2]));
+    wait_devices("xvda eth0 eth1", 0);
+    assert!(sh(&st, 1, &format!("ip -o link show dev vif{domid}.1")).contains("master xenbr0"));
+    let before = devices("xvda eth0");
+    ok(&st, "VIF.unplug", json!([s, vif2]));
+    wait_devices("xvda eth0", before);
+    assert_eq!(
+        ok(&st, "VIF.get_currently_attached", json!([s, vif2])),
+        false
+    );
+    poll(
+        "netback to delete the unplugged VIF's device",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || Ok((!sh(&st, 1, "ls /sys/class/net").contains(&format!("vif{domid}.1"))).then_some(())),
+    )
+    .unwrap();
+    ok(&st, "VIF.destroy", json!([s, vif2]));
+    ok(&st, "VBD.destroy", json!([s, vbd2]));
+    ok(&st, "VDI.destroy", json!([s, vdi2]));
+
     // A clean shutdown unplugs it: the guest's bytes are in the file and
     // nothing of the disk is left in dom0.
     ok(&st, "VM.clean_shutdown", json!([s, vm]));
@@ -356,6 +428,15 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
         )
     });
 
+    assert_eq!(
+        fail(&st, "VBD.plug", json!([s, vbd])),
+        [
+            "VM_BAD_POWER_STATE",
+            vm.as_str().unwrap(),
+            "running",
+            "halted"
+        ]
+    );
     ok(&st, "VDI.destroy", json!([s, vdi]));
     assert_eq!(
         sh(

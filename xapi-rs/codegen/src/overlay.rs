@@ -94,6 +94,9 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", &["vm"], "VM didn't acknowledge the need to shutdown."),
     err("DEVICE_ALREADY_EXISTS", &["device"], "A device with the name given already exists on the selected VM"),
     err("DEVICE_ALREADY_ATTACHED", &["device"], "The device is already attached to a VM"),
+    err("DEVICE_ALREADY_DETACHED", &["device"], "The device is not currently attached"),
+    err("DEVICE_DETACH_REJECTED", &["type", "ref", "msg"], "The VM rejected the attempt to detach the device."),
+    err("DEVICE_DETACH_TIMEOUT", &["type", "ref"], "A timeout happened while attempting to detach a device from a VM."),
     // Storage (api/storage).
     err("SR_FULL", &["requested", "maximum"], "The SR is full. Requested new size exceeds the maximum size"),
     err("SR_HAS_NO_PBDS", &["sr"], "The SR has no attached PBDs"),

@@ -25,6 +25,7 @@ pub enum ErrorCode {
     DeviceAlreadyDetached,
     DeviceAlreadyExists,
     DeviceDetachRejected,
+    DeviceDetachTimeout,
     EventsLost,
     EventFromTokenParseFailure,
     EventSubscriptionParseFailure,
@@ -152,6 +153,7 @@ impl ErrorCode {
             ErrorCode::DeviceAlreadyDetached => "DEVICE_ALREADY_DETACHED",
             ErrorCode::DeviceAlreadyExists => "DEVICE_ALREADY_EXISTS",
             ErrorCode::DeviceDetachRejected => "DEVICE_DETACH_REJECTED",
+            ErrorCode::DeviceDetachTimeout => "DEVICE_DETACH_TIMEOUT",
             ErrorCode::EventsLost => "EVENTS_LOST",
             ErrorCode::EventFromTokenParseFailure => "EVENT_FROM_TOKEN_PARSE_FAILURE",
             ErrorCode::EventSubscriptionParseFailure => "EVENT_SUBSCRIPTION_PARSE_FAILURE",
@@ -293,9 +295,10 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "CLUSTER_HOST_IS_LAST", params: &[], doc: "" },
     ErrorDef { code: "CLUSTER_STACK_IN_USE", params: &[], doc: "" },
     ErrorDef { code: "DEVICE_ALREADY_ATTACHED", params: &["device"], doc: "The device is already attached to a VM" },
-    ErrorDef { code: "DEVICE_ALREADY_DETACHED", params: &[], doc: "" },
+    ErrorDef { code: "DEVICE_ALREADY_DETACHED", params: &["device"], doc: "The device is not currently attached" },
     ErrorDef { code: "DEVICE_ALREADY_EXISTS", params: &["device"], doc: "A device with the name given already exists on the selected VM" },
-    ErrorDef { code: "DEVICE_DETACH_REJECTED", params: &[], doc: "" },
+    ErrorDef { code: "DEVICE_DETACH_REJECTED", params: &["type", "ref", "msg"], doc: "The VM rejected the attempt to detach the device." },
+    ErrorDef { code: "DEVICE_DETACH_TIMEOUT", params: &["type", "ref"], doc: "A timeout happened while attempting to detach a device from a VM." },
     ErrorDef { code: "EVENTS_LOST", params: &[], doc: "Some events have been lost from the queue and cannot be retrieved." },
     ErrorDef { code: "EVENT_FROM_TOKEN_PARSE_FAILURE", params: &["token"], doc: "The event.from token could not be parsed. Valid values include: '', and a value returned from a previous event.from call." },
     ErrorDef { code: "EVENT_SUBSCRIPTION_PARSE_FAILURE", params: &[], doc: "" },
@@ -595,6 +598,21 @@ pub fn device_already_exists(device: &str) -> ApiError {
 /// `DEVICE_ALREADY_ATTACHED` [device]
 pub fn device_already_attached(device: &str) -> ApiError {
     ErrorCode::DeviceAlreadyAttached.with(&[device])
+}
+
+/// `DEVICE_ALREADY_DETACHED` [device]
+pub fn device_already_detached(device: &str) -> ApiError {
+    ErrorCode::DeviceAlreadyDetached.with(&[device])
+}
+
+/// `DEVICE_DETACH_REJECTED` [type; ref; msg]
+pub fn device_detach_rejected(type_: &str, ref_: &str, msg: &str) -> ApiError {
+    ErrorCode::DeviceDetachRejected.with(&[type_, ref_, msg])
+}
+
+/// `DEVICE_DETACH_TIMEOUT` [type; ref]
+pub fn device_detach_timeout(type_: &str, ref_: &str) -> ApiError {
+    ErrorCode::DeviceDetachTimeout.with(&[type_, ref_])
 }
 
 /// `SR_FULL` [requested; maximum]

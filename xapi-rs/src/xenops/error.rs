@@ -86,6 +86,32 @@ pub enum XenopsError {
     /// creating).
     #[error("bridge {0:?} does not exist in dom0")]
     NoBridge(String),
+    /// A device slot of the domain is taken.
+    #[error("domid {domid} already has device {device}")]
+    DeviceExists {
+        /// The domain.
+        domid: DomId,
+        /// The device's backend directory.
+        device: String,
+    },
+    /// The domain has no such device.
+    #[error("domid {domid} has no device {device}")]
+    NoSuchDevice {
+        /// The domain.
+        domid: DomId,
+        /// The device's backend directory.
+        device: String,
+    },
+    /// The guest did not let a device go (in use, or not running).
+    #[error("device {device} of domid {domid} was not released within {timeout:?}")]
+    DetachTimeout {
+        /// The domain.
+        domid: DomId,
+        /// The device's backend directory.
+        device: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
     /// A network interface could not be put on its bridge.
     #[error("network interface {dev} of domid {domid}: {reason}")]
     Nic {

@@ -248,31 +248,213 @@ impl<H: Hypervisor> Xenops<H> {
     async fn plug_disks(&self, domid: DomId, spec: &DomainSpec) -> Result<()> {
         let mut nodes = vec![];
         for d in &spec.disks {
-            let (b, path, ro) = (self.backing.clone(), d.path.clone(), d.read_only);
-            let dev = tokio::task::spawn_blocking(move || b.attach(&path, ro))
-                .await
-                .map_err(|e| XenopsError::Join {
-                    step: "attach a disk",
-                    reason: e.to_string(),
-                })?
-                .map_err(|source| XenopsError::Disk {
-                    domid,
-                    path: d.path.clone(),
-                    source,
-                })?;
-            if dev.attached_loop {
-                tree::write(&self.xs, &[disk::loop_node(domid, d, &dev)])
-                    .await
-                    .map_err(Self::xs_err("remember a disk's loop device", domid))?;
-            }
-            tracing::info!(domid, disk = %d.name(), dev = %dev.path.display(), "disk attached");
-            nodes.extend(disk::nodes(domid, d, &dev));
+            nodes.extend(self.attach_disk(domid, d).await?);
         }
         if !nodes.is_empty() {
             tree::write(&self.xs, &nodes)
                 .await
                 .map_err(Self::xs_err("write the disks' backends", domid))?;
         }
+        Ok(())
+    }
+
+    /// Puts one disk's image on a loop device (remembered under the
+    /// marker at once); returns its backend and frontend nodes.
+    async fn attach_disk(&self, domid: DomId, d: &super::DiskSpec) -> Result<Vec<tree::Node>> {
+        let (b, path, ro) = (self.backing.clone(), d.path.clone(), d.read_only);
+        let dev = tokio::task::spawn_blocking(move || b.attach(&path, ro))
+            .await
+            .map_err(|e| XenopsError::Join {
+                step: "attach a disk",
+                reason: e.to_string(),
+            })?
+            .map_err(|source| XenopsError::Disk {
+                domid,
+                path: d.path.clone(),
+                source,
+            })?;
+        if dev.attached_loop {
+            tree::write(&self.xs, &[disk::loop_node(domid, d, &dev)])
+                .await
+                .map_err(Self::xs_err("remember a disk's loop device", domid))?;
+        }
+        tracing::info!(domid, disk = %d.name(), dev = %dev.path.display(), "disk attached");
+        Ok(disk::nodes(domid, d, &dev))
+    }
+
+    /// Hot-plugs a disk into a running domain: the guest's blkfront sees
+    /// the new frontend and connects by itself. A slot in use is refused.
+    pub async fn plug_disk(&self, domid: DomId, d: &super::DiskSpec) -> Result<()> {
+        let be = disk::backend_path(domid, d);
+        if self.exists(&be).await? {
+            return Err(XenopsError::DeviceExists { domid, device: be });
+        }
+        let nodes = self.attach_disk(domid, d).await?;
+        if let Err(e) = tree::write(&self.xs, &nodes).await {
+            self.detach_loop(domid, d).await;
+            return Err(Self::xs_err("write a disk's backend", domid)(e));
+        }
+        Ok(())
+    }
+
+    /// Unplugs a disk from a running domain with the clean handshake (see
+    /// [`Self::unplug_device`]), then detaches its loop device.
+    pub async fn unplug_disk(
+        &self,
+        domid: DomId,
+        d: &super::DiskSpec,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.unplug_device(
+            domid,
+            &disk::backend_path(domid, d),
+            &disk::frontend_path(domid, d),
+            timeout,
+        )
+        .await?;
+        self.detach_loop(domid, d).await;
+        Ok(())
+    }
+
+    /// Detaches the loop device remembered for one disk, and forgets it.
+    async fn detach_loop(&self, domid: DomId, d: &super::DiskSpec) {
+        let node = format!("{}/{}", disk::loops_path(domid), d.vdev());
+        let Ok(Some(dev)) = self.xs.try_read(&node).await else {
+            return;
+        };
+        let dev: std::path::PathBuf = String::from_utf8_lossy(&dev).into_owned().into();
+        let b = self.backing.clone();
+        let d2 = dev.clone();
+        match tokio::task::spawn_blocking(move || b.detach(&d2)).await {
+            Ok(Ok(())) => tracing::info!(domid, dev = %dev.display(), "loop device detached"),
+            Ok(Err(e)) => {
+                tracing::warn!(domid, dev = %dev.display(), error = %e, "loop device not detached")
+            }
+            Err(e) => tracing::warn!(domid, error = %e, "detaching a loop device"),
+        }
+        let _ = self.xs.rm(&node).await;
+    }
+
+    /// Hot-plugs a network interface into a running domain (as at start:
+    /// backend and frontend, then the device onto its bridge).
+    pub async fn plug_nic(&self, domid: DomId, n: &super::NicSpec) -> Result<()> {
+        let be = vif::backend_path(domid, n);
+        if self.exists(&be).await? {
+            return Err(XenopsError::DeviceExists { domid, device: be });
+        }
+        let (b, bridge) = (self.bridging.clone(), n.bridge.clone());
+        let exists = tokio::task::spawn_blocking(move || b.bridge_exists(&bridge))
+            .await
+            .unwrap_or(false);
+        if !exists {
+            return Err(XenopsError::NoBridge(n.bridge.clone()));
+        }
+        tree::write(&self.xs, &vif::nodes(domid, n))
+            .await
+            .map_err(Self::xs_err("write a network backend", domid))?;
+        if let Err(e) = self.hotplug_nic(domid, n).await {
+            let _ = self.xs.rm(&be).await;
+            let _ = self.xs.rm(&vif::frontend_path(domid, n)).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Unplugs a network interface from a running domain with the clean
+    /// handshake; netback deletes its device when the backend goes.
+    pub async fn unplug_nic(
+        &self,
+        domid: DomId,
+        n: &super::NicSpec,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.unplug_device(
+            domid,
+            &vif::backend_path(domid, n),
+            &vif::frontend_path(domid, n),
+            timeout,
+        )
+        .await
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool> {
+        self.xs
+            .try_read(path)
+            .await
+            .map(|v| v.is_some())
+            .map_err(|source| XenopsError::Xenstore {
+                step: "look for a device",
+                domid: 0,
+                source,
+            })
+    }
+
+    /// libxl's clean removal: the backend is set offline and Closing (5);
+    /// the guest's frontend closes, and the backend driver, seeing it
+    /// closed and offline, goes to Closed (6) and lets the device go. Then
+    /// both directories are removed. A frontend that does not close in
+    /// time (the device is in use, the guest is paused) leaves the device
+    /// as it was: online again, in its state before.
+    async fn unplug_device(
+        &self,
+        domid: DomId,
+        be: &str,
+        fe: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        if !self.exists(be).await? {
+            return Err(XenopsError::NoSuchDevice {
+                domid,
+                device: be.to_string(),
+            });
+        }
+        let state = format!("{be}/state");
+        let before = match self.xs.try_read(&state).await {
+            Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+            _ => "4".to_string(),
+        };
+        tree::write(
+            &self.xs,
+            &[
+                tree::node(format!("{be}/online"), "0"),
+                tree::node(state.clone(), "5"),
+            ],
+        )
+        .await
+        .map_err(Self::xs_err("ask a backend to close", domid))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.xs.try_read(&state).await {
+                Ok(Some(v)) if v == b"6" => break,
+                Ok(None) => break,
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                let _ = tree::write(
+                    &self.xs,
+                    &[
+                        tree::node(format!("{be}/online"), "1"),
+                        tree::node(state.clone(), before),
+                    ],
+                )
+                .await;
+                return Err(XenopsError::DetachTimeout {
+                    domid,
+                    device: be.to_string(),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for p in [be, fe] {
+            match self.xs.rm(p).await {
+                Err(e) if !e.is_enoent() => {
+                    return Err(Self::xs_err("remove an unplugged device", domid)(e))
+                }
+                _ => {}
+            }
+        }
+        tracing::info!(domid, backend = %be, "device unplugged");
         Ok(())
     }
 
@@ -293,52 +475,59 @@ impl<H: Hypervisor> Xenops<H> {
             .await
             .map_err(Self::xs_err("write the network backends", domid))?;
         for n in &spec.nics {
-            let dev = n.backend_name(domid);
-            let deadline = Instant::now() + self.hotplug_timeout;
-            loop {
-                let (b, d) = (self.bridging.clone(), dev.clone());
-                let made = tokio::task::spawn_blocking(move || b.device_exists(&d))
-                    .await
-                    .unwrap_or(false);
-                if made {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(XenopsError::Nic {
-                        domid,
-                        dev,
-                        reason: format!(
-                            "netback did not make the device within {:?} \
-                             (is xen-netback loaded?)",
-                            self.hotplug_timeout
-                        ),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let (b, d, br, mtu) = (self.bridging.clone(), dev.clone(), n.bridge.clone(), n.mtu);
-            tokio::task::spawn_blocking(move || b.attach(&d, &br, mtu))
-                .await
-                .map_err(|e| XenopsError::Join {
-                    step: "put a network backend on its bridge",
-                    reason: e.to_string(),
-                })?
-                .map_err(|e| XenopsError::Nic {
-                    domid,
-                    dev: dev.clone(),
-                    reason: e.to_string(),
-                })?;
-            tree::write(
-                &self.xs,
-                &[tree::node(vif::hotplug_status_path(domid, n), "connected")],
-            )
-            .await
-            .map_err(Self::xs_err(
-                "write a network backend's hotplug-status",
-                domid,
-            ))?;
-            tracing::info!(domid, %dev, bridge = %n.bridge, mac = %n.mac, "network interface on its bridge");
+            self.hotplug_nic(domid, n).await?;
         }
+        Ok(())
+    }
+
+    /// The `vif-bridge` script's work for one interface whose backend is
+    /// written: wait for netback's device, put it on the bridge, say so.
+    async fn hotplug_nic(&self, domid: DomId, n: &super::NicSpec) -> Result<()> {
+        let dev = n.backend_name(domid);
+        let deadline = Instant::now() + self.hotplug_timeout;
+        loop {
+            let (b, d) = (self.bridging.clone(), dev.clone());
+            let made = tokio::task::spawn_blocking(move || b.device_exists(&d))
+                .await
+                .unwrap_or(false);
+            if made {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(XenopsError::Nic {
+                    domid,
+                    dev,
+                    reason: format!(
+                        "netback did not make the device within {:?} \
+                         (is xen-netback loaded?)",
+                        self.hotplug_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (b, d, br, mtu) = (self.bridging.clone(), dev.clone(), n.bridge.clone(), n.mtu);
+        tokio::task::spawn_blocking(move || b.attach(&d, &br, mtu))
+            .await
+            .map_err(|e| XenopsError::Join {
+                step: "put a network backend on its bridge",
+                reason: e.to_string(),
+            })?
+            .map_err(|e| XenopsError::Nic {
+                domid,
+                dev: dev.clone(),
+                reason: e.to_string(),
+            })?;
+        tree::write(
+            &self.xs,
+            &[tree::node(vif::hotplug_status_path(domid, n), "connected")],
+        )
+        .await
+        .map_err(Self::xs_err(
+            "write a network backend's hotplug-status",
+            domid,
+        ))?;
+        tracing::info!(domid, %dev, bridge = %n.bridge, mac = %n.mac, "network interface on its bridge");
         Ok(())
     }
 
@@ -850,6 +1039,87 @@ mod tests {
         assert!(bridging.attached.lock().unwrap().is_empty());
         assert_eq!(w.xo.domain(1).await.unwrap(), None);
         assert_eq!(left_behind(&w, 1).await, Vec::<String>::new());
+    }
+
+    /// Plays a backend driver: a backend the toolstack sets Closing is
+    /// Closed a moment later.
+    fn closing_backends(xs: xenstore::Xenstore, be: String) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(v)) = xs.try_read(&format!("{be}/state")).await {
+                    if v == b"5" {
+                        xs.write(&format!("{be}/state"), "6").await.unwrap();
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_disk_is_hot_plugged_and_unplugged_with_the_close_handshake() {
+        let img = tempfile::NamedTempFile::new().unwrap();
+        let (w, backing) = with_disks(world(), &[]);
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        let d = crate::xenops::DiskSpec {
+            slot: 1,
+            path: img.path().to_path_buf(),
+            read_only: false,
+        };
+        w.xo.plug_disk(domid, &d).await.unwrap();
+        let xs = w.xo.xenstore();
+        let be = disk::backend_path(domid, &d);
+        assert_eq!(
+            xs.read_string(&format!("{be}/physical-device"))
+                .await
+                .unwrap(),
+            "7:0"
+        );
+        let again = w.xo.plug_disk(domid, &d).await.unwrap_err();
+        assert!(
+            matches!(again, XenopsError::DeviceExists { .. }),
+            "{again:?}"
+        );
+        assert_eq!(backing.attached.lock().unwrap().len(), 1, "no second loop");
+        let driver = closing_backends(xs.clone(), be.clone());
+        w.xo.unplug_disk(domid, &d, Duration::from_secs(10))
+            .await
+            .unwrap();
+        driver.await.unwrap();
+        assert!(!exists(xs, &be).await, "backend removed");
+        assert!(!exists(xs, &disk::frontend_path(domid, &d)).await);
+        assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
+        let gone = w.xo.unplug_disk(domid, &d, Duration::from_secs(1)).await;
+        assert!(
+            matches!(gone, Err(XenopsError::NoSuchDevice { .. })),
+            "{gone:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_device_the_guest_keeps_stays_plugged_and_online() {
+        let (w, bridging) = with_nic(world(), vif::fake::FakeBridging::default());
+        let mut spec = w.spec.clone();
+        let nic = spec.nics.pop().unwrap();
+        let domid = w.xo.start(&spec).await.unwrap();
+        w.xo.plug_nic(domid, &nic).await.unwrap();
+        assert_eq!(bridging.attached.lock().unwrap().len(), 1);
+        let xs = w.xo.xenstore();
+        let be = vif::backend_path(domid, &nic);
+        let e =
+            w.xo.unplug_nic(domid, &nic, Duration::from_millis(300))
+                .await
+                .unwrap_err();
+        assert!(matches!(e, XenopsError::DetachTimeout { .. }), "{e:?}");
+        assert_eq!(xs.read_string(&format!("{be}/online")).await.unwrap(), "1");
+        assert!(exists(xs, &vif::frontend_path(domid, &nic)).await);
+        let driver = closing_backends(xs.clone(), be.clone());
+        w.xo.unplug_nic(domid, &nic, Duration::from_secs(10))
+            .await
+            .unwrap();
+        driver.await.unwrap();
+        assert!(!exists(xs, &be).await);
     }
 
     #[tokio::test]

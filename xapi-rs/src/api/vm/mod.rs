@@ -4,6 +4,7 @@
 //! limits, free device numbers. (Starting and stopping domains: xenops.)
 
 pub mod checks;
+mod devices;
 mod live;
 mod power;
 pub mod tracking;
@@ -38,6 +39,10 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     // generic map update is what they do.
     (Msg::VmAddToOtherConfig, Impl::Generic),
     (Msg::VmRemoveFromOtherConfig, Impl::Generic),
+    (Msg::VbdPlug, Impl::Custom(devices::vbd_plug)),
+    (Msg::VbdUnplug, Impl::Custom(devices::vbd_unplug)),
+    (Msg::VifPlug, Impl::Custom(devices::vif_plug)),
+    (Msg::VifUnplug, Impl::Custom(devices::vif_unplug)),
     (Msg::VmStart, Impl::Custom(power::start)),
     (Msg::VmCleanShutdown, Impl::Custom(power::clean_shutdown)),
     (Msg::VmHardShutdown, Impl::Custom(power::hard_shutdown)),
