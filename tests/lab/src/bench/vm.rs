@@ -6,13 +6,17 @@
 //! start and the shutdown the guest is let boot (its init prints `init up`),
 //! untimed, so that both shut down a guest that can answer.
 //!
-//! The VMs have no disk or VIF yet: the toolstack does not plug devices so
-//! far, so the issue's with-devices figures are still to come.
+//! Both VMs have an 8 MiB disk (a raw image file on a loop device: xl's
+//! `block` script, our local SR) and a VIF on xenbr0 (xl's `vif-bridge`
+//! script, our netback hotplug), so each start and shutdown plugs and
+//! unplugs the same devices.
 
 use crate::hosts::LabState;
+use crate::testing::{login, rpc_ok};
 use crate::util::poll;
 use anyhow::{bail, Context, Result};
 use dom0_support::CALM_PROBE_ARGS;
+use serde_json::json;
 use std::time::Duration;
 
 const XL_NAME: &str = "bench-xl";
@@ -104,6 +108,35 @@ pub fn vm(runs: usize) -> Result<()> {
              PV-args='{args}'"
         ),
     )?;
+    // Our VM's devices, through the API as a client adds them: a VDI of
+    // the default SR as its xvda, a VIF on the network of xenbr0.
+    let rpc = |m: &str, p: serde_json::Value| rpc_ok(&st, m, p, Duration::from_secs(300));
+    let s = login(&st, Duration::from_secs(180));
+    let vm = rpc("VM.get_by_uuid", json!([s, uuid]));
+    let pool = rpc("pool.get_all", json!([s]))[0].clone();
+    let sr = rpc("pool.get_default_SR", json!([s, pool]));
+    let vdi = rpc(
+        "VDI.create",
+        json!([s, {"name_label": "bench disk", "SR": sr, "virtual_size": "8388608",
+                   "type": "user", "sharable": false, "read_only": false, "other_config": {}}]),
+    );
+    rpc(
+        "VBD.create",
+        json!([s, {"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": true,
+                   "mode": "RW", "type": "Disk", "empty": false, "other_config": {},
+                   "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    );
+    let nets = rpc("network.get_all_records", json!([s]));
+    let net = nets
+        .as_object()
+        .and_then(|o| o.iter().find(|(_, n)| n["bridge"] == "xenbr0"))
+        .map(|(r, _)| r.clone())
+        .context("no network on xenbr0")?;
+    rpc(
+        "VIF.create",
+        json!([s, {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
+                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    );
     // xl's guest gets the same memory as the template gives ours.
     let bytes: u64 = sh(
         &st,
@@ -118,11 +151,16 @@ pub fn vm(runs: usize) -> Result<()> {
         &st,
         &format!(
             "rm -f /var/log/xen/console/guest-{XL_NAME}*.log /var/log/xen/console/guest-{OUR_NAME}*.log; \
-             cat > /etc/xen/{XL_NAME}.cfg <<'CFG'\n{}CFG",
+             rm -f /var/tmp/{XL_NAME}.img; truncate -s 8M /var/tmp/{XL_NAME}.img; \
+             cat > /etc/xen/{XL_NAME}.cfg <<'CFG'\n{}\
+             disk = [\"format=raw,vdev=xvda,access=rw,script=block,target=/var/tmp/{XL_NAME}.img\"]\n\
+             vif = [\"bridge=xenbr0\"]\nCFG",
             crate::guestkit::xl_config(XL_NAME, &kernel, mem, &args)
         ),
     )?;
-    println!("guest kit VM, {mem} MiB, 1 vCPU, no devices; {runs} run(s) each, interleaved");
+    println!(
+        "guest kit VM, {mem} MiB, 1 vCPU, an 8 MiB disk and a VIF on xenbr0; {runs} run(s) each, interleaved"
+    );
     let (mut xl, mut ours) = (vec![], vec![]);
     for i in 1..=runs {
         let r = cycle(
@@ -144,7 +182,7 @@ pub fn vm(runs: usize) -> Result<()> {
     }
     let _ = st.exec(
         1,
-        &format!("{xe} vm-uninstall uuid={uuid} --force"),
+        &format!("{xe} vm-uninstall uuid={uuid} --force; rm -f /var/tmp/{XL_NAME}.img"),
         Duration::from_secs(300),
     );
     // runs >= 1: every median exists.
