@@ -129,13 +129,63 @@ fn vm_install_clone_copy_destroy_uninstall() {
         fails(&d, &["vm-install", "new-name-label=x"]).1,
         failure("Template must be specified by parameter 'template-uuid', 'template-name', 'template-name-label' or 'template'")
     );
-    assert_eq!(
-        fails(
+    // A template with disks: they are made on the pool's default SR (the
+    // local one), named after their slot; the new VM keeps no provision
+    // record; uninstalling removes them.
+    let deb = one_uuid(&ok(
+        &d,
+        &[
+            "vm-install",
+            "template=Debian Bookworm 12 (PV, pygrub)",
+            "new-name-label=deb",
+        ],
+    ));
+    let vbd = one_uuid(&ok(
+        &d,
+        &["vbd-list", &format!("vm-uuid={deb}"), "--minimal"],
+    ));
+    let vbd_param = |n: &str| {
+        ok(
             &d,
-            &["vm-install", "template=Debian Bookworm 12 (PV, pygrub)", "new-name-label=x"]
+            &[
+                "vbd-param-get",
+                &format!("uuid={vbd}"),
+                &format!("param-name={n}"),
+            ],
         )
-        .1,
-        "You attempted an operation that was not allowed.\nreason: provisioning a template's disks (other_config:disks) is not implemented yet\n"
+        .trim_end()
+        .to_string()
+    };
+    assert_eq!(
+        (vbd_param("userdevice"), vbd_param("bootable")),
+        ("0".into(), "true".into())
+    );
+    let vdi = vbd_param("vdi-uuid");
+    let vdi_param = |n: &str| {
+        ok(
+            &d,
+            &[
+                "vdi-param-get",
+                &format!("uuid={vdi}"),
+                &format!("param-name={n}"),
+            ],
+        )
+        .trim_end()
+        .to_string()
+    };
+    assert_eq!(
+        (
+            vdi_param("name-label"),
+            vdi_param("virtual-size"),
+            vdi_param("sr-name-label")
+        ),
+        ("0".into(), "8589934592".into(), "Local storage".into())
+    );
+    assert!(!param(&d, &deb, "other-config").contains("disks"));
+    ok(&d, &["vm-uninstall", &format!("uuid={deb}"), "--force"]);
+    assert_eq!(
+        ok(&d, &["vdi-list", &format!("uuid={vdi}"), "--minimal"]),
+        "\n"
     );
     assert_eq!(
         fails(&d, &["vm-install", &format!("template={TEMPLATE}")]).1,
@@ -528,4 +578,151 @@ fn vm_list_shows_expensive_fields_as_the_reference() {
         "{all}"
     );
     assert!(all.contains("name-label ( RW): listed"), "{all}");
+}
+
+#[test]
+fn device_commands_create_and_destroy_as_the_reference() {
+    let (_dir, d) = start();
+    let vm = install(&d, "devvm");
+    let sr = one_uuid(&ok(
+        &d,
+        &["sr-list", "name-label=Local storage", "--minimal"],
+    ));
+    let net = one_uuid(&ok(
+        &d,
+        &[
+            "network-create",
+            "name-label=lab net",
+            "bridge=xenbr9",
+            "MTU=9000",
+        ],
+    ));
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "network-param-get",
+                &format!("uuid={net}"),
+                "param-name=bridge"
+            ]
+        ),
+        "xenbr9\n"
+    );
+    let vdi = one_uuid(&ok(
+        &d,
+        &[
+            "vdi-create",
+            &format!("sr-uuid={sr}"),
+            "name-label=d0",
+            "virtual-size=8MiB",
+        ],
+    ));
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vdi-param-get",
+                &format!("uuid={vdi}"),
+                "param-name=virtual-size"
+            ]
+        ),
+        "8388608\n"
+    );
+    assert_eq!(
+        fails(
+            &d,
+            &[
+                "vdi-create",
+                &format!("sr-uuid={sr}"),
+                "name-label=x",
+                "virtual-size=1",
+                "type=bogus"
+            ]
+        )
+        .1,
+        "Error: Unknown vdi type: bogus\n"
+    );
+    let vbd = one_uuid(&ok(
+        &d,
+        &[
+            "vbd-create",
+            &format!("vm-uuid={vm}"),
+            &format!("vdi-uuid={vdi}"),
+            "device=0",
+            "bootable=yes",
+        ],
+    ));
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vbd-param-get",
+                &format!("uuid={vbd}"),
+                "param-name=bootable"
+            ]
+        ),
+        "true\n"
+    );
+    assert_eq!(
+        fails(&d, &["vbd-create", &format!("vm-uuid={vm}"), "device=1"]).1,
+        "Error: Empty VBDs can only be made for type=CD\n"
+    );
+    assert_eq!(
+        fails(
+            &d,
+            &[
+                "vbd-create",
+                &format!("vm-uuid={vm}"),
+                "device=1",
+                "mode=rx"
+            ]
+        )
+        .1,
+        "Error: Unknown mode: rx (should be \"ro\" or \"rw\"\n"
+    );
+    assert_eq!(
+        fails(&d, &["vbd-create", &format!("vm-uuid={vm}"), "device=1", "bootable=maybe"]).1,
+        "Error: Failed to parse parameter 'bootable': Expected 'true','t','yes','y','1','false','f','no','n','0' got maybe\n"
+    );
+    let vif = one_uuid(&ok(
+        &d,
+        &[
+            "vif-create",
+            &format!("vm-uuid={vm}"),
+            &format!("network-uuid={net}"),
+            "device=0",
+            "mac=random",
+        ],
+    ));
+    assert_eq!(
+        ok(
+            &d,
+            &["vif-param-get", &format!("uuid={vif}"), "param-name=MTU"]
+        ),
+        "9000\n",
+        "the network's MTU"
+    );
+    let mac = ok(
+        &d,
+        &["vif-param-get", &format!("uuid={vif}"), "param-name=MAC"],
+    );
+    assert_eq!(mac.trim_end().len(), 17, "{mac:?}");
+    // The halted VM cannot have its devices plugged.
+    let (_, err) = fails(&d, &["vbd-plug", &format!("uuid={vbd}")]);
+    assert!(
+        err.contains("VM_BAD_POWER_STATE") || err.contains("appropriate power state"),
+        "{err}"
+    );
+    for (cmd, uuid) in [
+        ("vif-destroy", &vif),
+        ("vbd-destroy", &vbd),
+        ("vdi-destroy", &vdi),
+        ("network-destroy", &net),
+    ] {
+        assert_eq!(ok(&d, &[cmd, &format!("uuid={uuid}")]), "", "{cmd}");
+    }
+    assert_eq!(
+        ok(&d, &["vdi-list", &format!("uuid={vdi}"), "--minimal"]),
+        "\n"
+    );
 }

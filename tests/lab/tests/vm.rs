@@ -377,6 +377,37 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
     )
     .unwrap();
     ok(&st, "VIF.destroy", json!([s, vif2]));
+    // The same through `xe` in dom0, the unplug forced (no handshake).
+    let uuid_of = |class: &str, r: &Value| {
+        ok(&st, &format!("{class}.get_uuid"), json!([s, r]))
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let vif3 = xe0(
+        &st,
+        &format!(
+            "vif-create vm-uuid={} network-uuid={} device=2",
+            uuid_of("VM", &vm),
+            uuid_of("network", &Value::from(net.clone()))
+        ),
+    )
+    .trim()
+    .to_string();
+    let before = devices("xvda eth0 eth1");
+    assert_eq!(xe0(&st, &format!("vif-plug uuid={vif3}")), "");
+    wait_devices("xvda eth0 eth1", before);
+    let before = devices("xvda eth0");
+    assert_eq!(xe0(&st, &format!("vif-unplug uuid={vif3} force=true")), "");
+    wait_devices("xvda eth0", before);
+    poll(
+        "netback to delete the forced-out VIF's device",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || Ok((!sh(&st, 1, "ls /sys/class/net").contains(&format!("vif{domid}.2"))).then_some(())),
+    )
+    .unwrap();
+    assert_eq!(xe0(&st, &format!("vif-destroy uuid={vif3}")), "");
     ok(&st, "VBD.destroy", json!([s, vbd2]));
     ok(&st, "VDI.destroy", json!([s, vdi2]));
 

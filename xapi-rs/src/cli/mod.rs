@@ -8,6 +8,7 @@
 //! `username=`/`password=` lines (PAM, as `session.login_with_password`) and
 //! closed afterwards.
 
+mod devices;
 pub mod tables;
 mod vm;
 
@@ -297,6 +298,7 @@ pub fn commands() -> Vec<CmdSpec> {
         },
     ];
     out.extend(vm::commands());
+    out.extend(devices::commands());
     for cc in tables::CLI_CLASSES {
         let cols: Vec<Column> = tables::columns(cc)
             .into_iter()
@@ -732,6 +734,9 @@ async fn exec(
         _ => {}
     }
     if let Some(res) = vm::exec(ctx, sref, name, cl, p, out, client).await {
+        return res;
+    }
+    if let Some(res) = devices::exec(ctx, sref, name, cl, p, out).await {
         return res;
     }
     let (cc, op) = tables::CLI_CLASSES

@@ -702,6 +702,15 @@ async fn install(
             vec![sv("Installed via xe CLI")],
         )
         .await?;
+        let sr_uuid = match &sr {
+            Some(s) => call(ctx, "SR.get_uuid", vec![sv(sref), sv(s)])
+                .await?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            None => default_sr_uuid(ctx, sref).await?.unwrap_or_default(),
+        };
+        rewrite_disks_sr(ctx, sref, &new, &sr_uuid).await?;
         vm_call(ctx, sref, "VM.provision", &new, vec![]).await?;
         uuid_of(ctx, sref, &new).await
     }
@@ -720,6 +729,11 @@ async fn install(
 
 /// Whether the pool's default SR names an SR that exists.
 async fn has_default_sr(ctx: &Arc<Ctx>, sref: &str) -> CR<bool> {
+    Ok(default_sr_uuid(ctx, sref).await?.is_some())
+}
+
+/// The uuid of the pool's default SR, if it names one that exists.
+async fn default_sr_uuid(ctx: &Arc<Ctx>, sref: &str) -> CR<Option<String>> {
     let pools = call(ctx, "pool.get_all_records", vec![sv(sref)]).await?;
     let Some(sr) = (match pools {
         V::M(m) => m.into_values().next().and_then(|p| {
@@ -729,11 +743,43 @@ async fn has_default_sr(ctx: &Arc<Ctx>, sref: &str) -> CR<bool> {
         }),
         _ => None,
     }) else {
-        return Ok(false);
+        return Ok(None);
     };
     Ok(call(ctx, "SR.get_uuid", vec![sv(sref), sv(&sr)])
         .await
-        .is_ok())
+        .ok()
+        .and_then(|u| u.as_str().map(str::to_string)))
+}
+
+/// The reference's `rewrite_provisioning_xml`: the new VM's disks go on
+/// the SR `sr_uuid` (the one named, else the pool's default).
+async fn rewrite_disks_sr(ctx: &Arc<Ctx>, sref: &str, vm: &str, sr_uuid: &str) -> CR<()> {
+    let oc = vm_call(ctx, sref, "VM.get_other_config", vm, vec![]).await?;
+    let Some(disks) = (match &oc {
+        V::M(m) => m.get("disks").and_then(V::as_str).map(str::to_string),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let new = crate::api::vm::provision::rewrite_sr(&disks, sr_uuid)
+        .map_err(|e| CliError::Failure(format!("XML error: {e}")))?;
+    vm_call(
+        ctx,
+        sref,
+        "VM.remove_from_other_config",
+        vm,
+        vec![sv("disks")],
+    )
+    .await?;
+    vm_call(
+        ctx,
+        sref,
+        "VM.add_to_other_config",
+        vm,
+        vec![sv("disks"), sv(&new)],
+    )
+    .await?;
+    Ok(())
 }
 
 /// `vm-uninstall`: lists the VM (and its snapshots) with the disks it owns

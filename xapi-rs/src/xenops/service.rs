@@ -316,6 +316,58 @@ impl<H: Hypervisor> Xenops<H> {
         Ok(())
     }
 
+    /// Removes a disk from a running domain without asking the guest (its
+    /// frontend finds the device gone), then detaches its loop device.
+    pub async fn unplug_disk_force(&self, domid: DomId, d: &super::DiskSpec) -> Result<()> {
+        self.remove_device(
+            domid,
+            &disk::backend_path(domid, d),
+            &disk::frontend_path(domid, d),
+        )
+        .await?;
+        self.detach_loop(domid, d).await;
+        Ok(())
+    }
+
+    /// Removes a network interface from a running domain without asking
+    /// the guest; netback deletes its device.
+    pub async fn unplug_nic_force(&self, domid: DomId, n: &super::NicSpec) -> Result<()> {
+        self.remove_device(
+            domid,
+            &vif::backend_path(domid, n),
+            &vif::frontend_path(domid, n),
+        )
+        .await
+    }
+
+    /// Removes a device's backend and frontend directories at once.
+    async fn remove_device(&self, domid: DomId, be: &str, fe: &str) -> Result<()> {
+        if !self.exists(be).await? {
+            return Err(XenopsError::NoSuchDevice {
+                domid,
+                device: be.to_string(),
+            });
+        }
+        let (be2, fe2) = (be.to_string(), fe.to_string());
+        self.xs
+            .transaction(|tx| {
+                let (be, fe) = (be2.clone(), fe2.clone());
+                async move {
+                    for p in [&be, &fe] {
+                        match tx.rm(p).await {
+                            Err(e) if !e.is_enoent() => return Err(e),
+                            _ => {}
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .map_err(Self::xs_err("remove a device", domid))?;
+        tracing::info!(domid, backend = %be, "device removed (forced)");
+        Ok(())
+    }
+
     /// Detaches the loop device remembered for one disk, and forgets it.
     async fn detach_loop(&self, domid: DomId, d: &super::DiskSpec) {
         let node = format!("{}/{}", disk::loops_path(domid), d.vdev());

@@ -85,7 +85,15 @@ fn vdi_create(ctx: Arc<Ctx>, q: Req) -> BoxFut {
         _ => Default::default(),
     };
     Box::pin(async move {
-        let mut vdi = Vdi::from_record(&rec);
+        let r = create_vdi(&ctx, Vdi::from_record(&rec)).await?;
+        Ok(V::S(r.as_str().to_string()))
+    })
+}
+
+/// Makes the VDI `vdi` describes (its SR, size, names, type, ...): the
+/// image, then the record.
+pub(crate) async fn create_vdi(ctx: &Arc<Ctx>, mut vdi: Vdi) -> R<Ref<Vdi>> {
+    {
         if vdi.virtual_size <= 0 {
             return Err(errors::invalid_value(
                 "virtual_size",
@@ -129,8 +137,8 @@ fn vdi_create(ctx: Arc<Ctx>, q: Req) -> BoxFut {
             let _ = blocking(move || FileSr::open(&dir)?.destroy(&uuid)).await;
             return Err(e);
         }
-        Ok(V::S(r.as_str().to_string()))
-    })
+        Ok(r)
+    }
 }
 
 /// VDI.destroy: refused while a VBD has it attached; otherwise the image
@@ -138,6 +146,15 @@ fn vdi_create(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 fn vdi_destroy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let r: Ref<Vdi> = q.get(0);
     Box::pin(async move {
+        destroy_vdi(&ctx, &r).await?;
+        Ok(void())
+    })
+}
+
+/// Removes VDI `r`: its image, then its record and its (unplugged) VBDs.
+pub(crate) async fn destroy_vdi(ctx: &Arc<Ctx>, r: &Ref<Vdi>) -> R<()> {
+    let r = r.clone();
+    {
         let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
         let r2 = r.clone();
         let (vdi, image) = ctx
@@ -177,6 +194,6 @@ fn vdi_destroy(ctx: Arc<Ctx>, q: Req) -> BoxFut {
                 Ok::<_, crate::rpc::ApiError>(())
             })
             .await?;
-        Ok(void())
-    })
+        Ok(())
+    }
 }

@@ -59,10 +59,14 @@ pub fn vbd_unplug(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     vbd_op(ctx, q, VbdOperations::Unplug)
 }
 
+/// `VBD.unplug_force`: the VBD's disk out of its running VM at once.
+pub fn vbd_unplug_force(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    vbd_op(ctx, q, VbdOperations::UnplugForce)
+}
+
 fn vbd_op(ctx: Arc<Ctx>, q: Req, op: VbdOperations) -> BoxFut {
     let r: Ref<Vbd> = q.get(0);
     Box::pin(async move {
-        let x = xenops(&ctx)?;
         let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
         let key = new_ref();
         let (r2, k2) = (r.clone(), key.clone());
@@ -84,7 +88,7 @@ fn vbd_op(ctx: Arc<Ctx>, q: Req, op: VbdOperations) -> BoxFut {
                     (VbdOperations::Plug, true) => {
                         return Err(errors::device_already_attached(r2.as_str()))
                     }
-                    (VbdOperations::Unplug, false) => {
+                    (VbdOperations::Unplug | VbdOperations::UnplugForce, false) => {
                         return Err(errors::device_already_detached(r2.as_str()))
                     }
                     _ => {}
@@ -108,9 +112,16 @@ fn vbd_op(ctx: Arc<Ctx>, q: Req, op: VbdOperations) -> BoxFut {
                 Ok((domid, disk))
             })
             .await?;
-        let res = match op {
-            VbdOperations::Plug => x.plug_disk(domid, &disk).await,
-            _ => x.unplug_disk(domid, &disk, UNPLUG_TIMEOUT).await,
+        // The record is checked first, so bad input gets its own error on
+        // any host.
+        let res = match xenops(&ctx) {
+            Err(e) => Err(e),
+            Ok(x) => match op {
+                VbdOperations::Plug => x.plug_disk(domid, &disk).await,
+                VbdOperations::UnplugForce => x.unplug_disk_force(domid, &disk).await,
+                _ => x.unplug_disk(domid, &disk, UNPLUG_TIMEOUT).await,
+            }
+            .map_err(|e| detach_error("VBD", r.as_str(), e)),
         };
         let ok = res.is_ok();
         let name = disk.name();
@@ -132,25 +143,30 @@ fn vbd_op(ctx: Arc<Ctx>, q: Req, op: VbdOperations) -> BoxFut {
                 Ok::<_, ApiError>(())
             })
             .await?;
-        res.map_err(|e| detach_error("VBD", r.as_str(), e))?;
+        res?;
         Ok(void())
     })
 }
 
 /// `VIF.plug`: the VIF into its running VM, on its network's bridge.
 pub fn vif_plug(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    vif_op(ctx, q, VifOperations::Plug)
+    vif_op(ctx, q, VifOperations::Plug, false)
 }
 
 /// `VIF.unplug`: the VIF out of its running VM.
 pub fn vif_unplug(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    vif_op(ctx, q, VifOperations::Unplug)
+    vif_op(ctx, q, VifOperations::Unplug, false)
 }
 
-fn vif_op(ctx: Arc<Ctx>, q: Req, op: VifOperations) -> BoxFut {
+/// `VIF.unplug_force`: the VIF out of its running VM at once (the
+/// reference has no operation of its own for it: `unplug` is claimed).
+pub fn vif_unplug_force(ctx: Arc<Ctx>, q: Req) -> BoxFut {
+    vif_op(ctx, q, VifOperations::Unplug, true)
+}
+
+fn vif_op(ctx: Arc<Ctx>, q: Req, op: VifOperations, force: bool) -> BoxFut {
     let r: Ref<Vif> = q.get(0);
     Box::pin(async move {
-        let x = xenops(&ctx)?;
         let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
         let key = new_ref();
         let (r2, k2, h2) = (r.clone(), key.clone(), host.clone());
@@ -199,9 +215,19 @@ fn vif_op(ctx: Arc<Ctx>, q: Req, op: VifOperations) -> BoxFut {
             })
             .await?;
         let (net, nic) = nic;
-        let res = match op {
-            VifOperations::Plug => x.plug_nic(domid, &nic).await,
-            _ => x.unplug_nic(domid, &nic, UNPLUG_TIMEOUT).await,
+        let res = match xenops(&ctx) {
+            Err(e) => Err(e),
+            Ok(x) => match op {
+                VifOperations::Plug => x.plug_nic(domid, &nic).await,
+                _ if force => x.unplug_nic_force(domid, &nic).await,
+                _ => x.unplug_nic(domid, &nic, UNPLUG_TIMEOUT).await,
+            }
+            .map_err(|e| match e {
+                XenopsError::NoBridge(_) => {
+                    errors::host_cannot_attach_network(host.as_str(), net.as_str())
+                }
+                e => detach_error("VIF", r.as_str(), e),
+            }),
         };
         let ok = res.is_ok();
         let r2 = r.clone();
@@ -217,12 +243,7 @@ fn vif_op(ctx: Arc<Ctx>, q: Req, op: VifOperations) -> BoxFut {
                 Ok::<_, ApiError>(())
             })
             .await?;
-        res.map_err(|e| match e {
-            XenopsError::NoBridge(_) => {
-                errors::host_cannot_attach_network(host.as_str(), net.as_str())
-            }
-            e => detach_error("VIF", r.as_str(), e),
-        })?;
+        res?;
         Ok(void())
     })
 }

@@ -7,6 +7,7 @@ pub mod checks;
 mod devices;
 mod live;
 mod power;
+pub mod provision;
 pub mod tracking;
 
 use crate::db::Tx;
@@ -23,7 +24,7 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VmDestroy, Impl::Custom(destroy)),
     (Msg::VmClone, Impl::Custom(clone)),
     (Msg::VmCopy, Impl::Custom(copy)),
-    (Msg::VmProvision, Impl::Custom(provision)),
+    (Msg::VmProvision, Impl::Custom(provision::provision)),
     (Msg::VmSetMemoryLimits, Impl::Custom(set_memory_limits)),
     (Msg::VmSetVCPUsMax, Impl::Custom(set_vcpus_max)),
     (Msg::VmSetVCPUsAtStartup, Impl::Custom(set_vcpus_at_startup)),
@@ -43,6 +44,8 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VbdUnplug, Impl::Custom(devices::vbd_unplug)),
     (Msg::VifPlug, Impl::Custom(devices::vif_plug)),
     (Msg::VifUnplug, Impl::Custom(devices::vif_unplug)),
+    (Msg::VbdUnplugForce, Impl::Custom(devices::vbd_unplug_force)),
+    (Msg::VifUnplugForce, Impl::Custom(devices::vif_unplug_force)),
     (Msg::VmStart, Impl::Custom(power::start)),
     (Msg::VmCleanShutdown, Impl::Custom(power::clean_shutdown)),
     (Msg::VmHardShutdown, Impl::Custom(power::hard_shutdown)),
@@ -315,27 +318,6 @@ fn duplicate(tx: &mut Tx, r: &Ref<Vm>, name: &str, op: &str) -> R<Ref<Vm>> {
 /// post-install script are not created yet: such a VM is refused,
 /// unchanged. With neither (an empty
 /// spec included) the keys stay, as the reference leaves them.
-fn provision(ctx: Arc<Ctx>, q: Req) -> BoxFut {
-    let r: Ref<Vm> = q.get(0);
-    in_tx(ctx, move |tx| {
-        let mut vm = get_vm(tx, &r)?;
-        if !vm.is_a_template {
-            return Err(errors::only_provision_template());
-        }
-        let disks = vm
-            .other_config
-            .get("disks")
-            .is_some_and(|d| d.contains("<disk "));
-        if disks || vm.other_config.contains_key("postinstall") {
-            return Err(errors::operation_not_allowed(
-                "provisioning a template's disks (other_config:disks) is not implemented yet",
-            ));
-        }
-        vm.is_a_template = false;
-        put_vm(tx, &r, &mut vm)
-    })
-}
-
 /// A locally administered unicast MAC, as the reference generates them
 /// when a VIF's MAC is left empty.
 pub fn random_mac() -> String {

@@ -54,6 +54,31 @@ async fn claim(
                     task,
                 ));
             }
+            // A device being plugged or unplugged holds the VM too.
+            for b in &vm.VBDs {
+                if let Some((task, other)) =
+                    storage::get::<Vbd>(tx, b).and_then(|v| v.current_operations.into_iter().next())
+                {
+                    return Err(errors::other_operation_in_progress(
+                        "VBD",
+                        b.as_str(),
+                        other.to_v().as_str().unwrap_or(""),
+                        &task,
+                    ));
+                }
+            }
+            for v in &vm.VIFs {
+                if let Some((task, other)) =
+                    storage::get::<Vif>(tx, v).and_then(|v| v.current_operations.into_iter().next())
+                {
+                    return Err(errors::other_operation_in_progress(
+                        "VIF",
+                        v.as_str(),
+                        other.to_v().as_str().unwrap_or(""),
+                        &task,
+                    ));
+                }
+            }
             check(&r2, &vm)?;
             vm.current_operations.insert(k2, op);
             put_vm(tx, &r2, &mut vm)?;
