@@ -392,8 +392,18 @@ fn ssh_transport_failed(stderr: &[u8]) -> bool {
     .any(|m| e.contains(m))
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free ports. All listeners are held until every port is
+/// picked: released one by one, the kernel may hand out the same port twice
+/// (CI once got one port for both :80 and :443, and QEMU refused to start).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Runs the lab network hub until killed: every frame from one host's socket
@@ -442,12 +452,13 @@ pub fn qmp_path(dir: &Path, i: u32) -> PathBuf {
 
 /// A host with fresh ports and its files in `dir`; not running yet.
 pub(crate) fn new_host(dir: &Path, i: u32) -> Result<HostState> {
+    let [ssh_port, http_port, https_port] = free_ports::<3>()?;
     Ok(HostState {
         index: i,
         pid: 0,
-        ssh_port: free_port()?,
-        http_port: free_port()?,
-        https_port: free_port()?,
+        ssh_port,
+        http_port,
+        https_port,
         serial_log: dir.join(format!("host{i}.serial.log")),
         qemu_argv: vec![],
     })
@@ -579,14 +590,12 @@ pub fn boot(
                 .arg(&img.rootfs)
                 .arg(&overlay),
         )?;
-        let h = new_host(&dir, i)?;
-        let qemu_argv = qemu_argv(&machine, &dir, &h);
-        let pid = launch_qemu(i, &qemu_argv)?;
-        state.hosts.push(HostState {
-            pid,
-            qemu_argv,
-            ..h
-        });
+        let h = launch_new_host(&dir, i, |h| {
+            let cold = qemu_argv(&machine, &dir, h);
+            Ok((cold.clone(), cold))
+        })?;
+        let pid = h.pid;
+        state.hosts.push(h);
         state.save()?;
         say(format!(
             "host {i}: QEMU pid {pid}, serial log {}",
@@ -606,6 +615,41 @@ pub fn boot(
         ));
     }
     Ok(state)
+}
+
+/// Picks host `i`'s ports and starts its QEMU with the command line that
+/// `argv` builds for them, as `(cold boot, this launch)`; returns the host,
+/// keeping the cold-boot line. A port free when picked can be taken by
+/// another program before QEMU binds it; QEMU then refuses the forwarding
+/// rule, and fresh ports are picked (a few times) instead of failing.
+pub(crate) fn launch_new_host(
+    dir: &Path,
+    i: u32,
+    argv: impl Fn(&HostState) -> Result<(Vec<String>, Vec<String>)>,
+) -> Result<HostState> {
+    let mut tries = 0;
+    loop {
+        let h = new_host(dir, i)?;
+        let (cold, now) = argv(&h)?;
+        match launch_qemu(i, &now) {
+            Ok(pid) => {
+                return Ok(HostState {
+                    pid,
+                    qemu_argv: cold,
+                    ..h
+                })
+            }
+            Err(e)
+                if tries < 3 && format!("{e:#}").contains("Could not set up host forwarding") =>
+            {
+                tries += 1;
+                say(format!(
+                    "host {i}: a port was taken before QEMU bound it; picking others"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Starts host `i`'s QEMU from its command line (which daemonizes and
@@ -892,6 +936,16 @@ pub fn http_answers(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hosts_ports_are_distinct() {
+        for _ in 0..50 {
+            let h = new_host(Path::new("/nowhere"), 1).unwrap();
+            let mut p = [h.ssh_port, h.http_port, h.https_port];
+            p.sort();
+            assert!(p[0] != p[1] && p[1] != p[2], "{p:?}");
+        }
+    }
 
     fn lab(password: &str) -> LabState {
         LabState {

@@ -11,8 +11,7 @@
 //! an earlier run), so a restored host is exactly the freshly installed one.
 
 use crate::hosts::{
-    launch_qemu, new_host, overlay_path, qemu_argv, qmp_path, start_hub, wait_ready, LabState,
-    Machine,
+    launch_new_host, overlay_path, qemu_argv, qmp_path, start_hub, wait_ready, LabState, Machine,
 };
 use crate::qmp::{migration_state, Migration, Qmp};
 use crate::util::{capture, pid_alive, poll, run_dir, say, shell_quote, tail};
@@ -161,25 +160,25 @@ pub fn restore(snap: &Snapshot, n: u32, timeout: Duration) -> Result<LabState> {
                 .arg(snap.disk(i))
                 .arg(overlay_path(&dir, i)),
         )?;
-        let h = new_host(&dir, i)?;
+        // The serial log is the snapshot's plus a marker, written before
+        // QEMU appends to it.
         let mut log = std::fs::read(snap.serial_log(i))?;
         log.extend_from_slice(restored_marker(snap.taken).as_bytes());
-        std::fs::write(&h.serial_log, log)?;
-        // The cold-boot command line is what the state file keeps: a power
-        // cut and `power_on` boot the host from its disk for real.
-        let cold = qemu_argv(&snap.machine, &dir, &h);
-        let mut argv = cold.clone();
-        argv.push("-incoming".into());
-        argv.push(format!(
-            "exec:cat {}",
-            shell_quote(&snap.state_file(i).display().to_string())
-        ));
-        let pid = launch_qemu(i, &argv)?;
-        state.hosts.push(crate::hosts::HostState {
-            pid,
-            qemu_argv: cold,
-            ..h
-        });
+        let h = launch_new_host(&dir, i, |h| {
+            // The cold-boot command line is what the state file keeps: a
+            // power cut and `power_on` boot the host from its disk for real.
+            let cold = qemu_argv(&snap.machine, &dir, h);
+            let mut argv = cold.clone();
+            argv.push("-incoming".into());
+            argv.push(format!(
+                "exec:cat {}",
+                shell_quote(&snap.state_file(i).display().to_string())
+            ));
+            // A retry starts from the snapshot's log again.
+            std::fs::write(&h.serial_log, &log)?;
+            Ok((cold, argv))
+        })?;
+        state.hosts.push(h);
         state.save()?;
     }
     for h in state.hosts.clone() {
