@@ -48,6 +48,9 @@ pub struct RestoreOptions {
     pub memory_mib: Option<u64>,
     /// Maximum vCPUs (default: the saved config's, else 1).
     pub max_vcpus: Option<u32>,
+    /// The domain's handle (default: the saved config's, else random): a
+    /// toolstack resuming its own VM gives the VM's uuid.
+    pub uuid: Option<[u8; 16]>,
     /// Leave the domain paused.
     pub paused: bool,
     /// Skip the xenstore part (introduce, tree, userdata): for tests of
@@ -751,7 +754,7 @@ pub fn restore<R: Read>(input: &mut R, opts: &RestoreOptions) -> Result<Restored
     // Whether the `/vm/<uuid>` entry belongs to another domain (the source
     // of a localhost migration): then it is neither written nor removed.
     let mut vm_taken = false;
-    let uuid = match (&xs, config.uuid) {
+    let uuid = match (&xs, opts.uuid.or(config.uuid)) {
         (Some(xs), Some(u)) => {
             let vm = format!("/vm/{}", tree::format_uuid(&u));
             if rt.block_on(xs.try_read(&vm))?.is_some() {

@@ -92,6 +92,8 @@ pub const ERRORS: &[ErrorInfo] = &[
     err("BOOTLOADER_FAILED", &["vm", "msg"], "The bootloader returned an error"),
     err("VM_SHUTDOWN_TIMEOUT", &["vm", "timeout"], "VM failed to shutdown before the timeout expired"),
     err("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", &["vm"], "VM didn't acknowledge the need to shutdown."),
+    err("VM_NO_SUSPEND_SR", &["vm"], "This VM does not have a suspend SR specified."),
+    err("VM_HAS_NO_SUSPEND_VDI", &["vm"], "VM cannot be resumed because it has no suspend VDI"),
     err("DEVICE_ALREADY_EXISTS", &["device"], "A device with the name given already exists on the selected VM"),
     err("DEVICE_ALREADY_ATTACHED", &["device"], "The device is already attached to a VM"),
     err("DEVICE_ALREADY_DETACHED", &["device"], "The device is not currently attached"),

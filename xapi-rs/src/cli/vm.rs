@@ -55,6 +55,14 @@ pub fn commands() -> Vec<CmdSpec> {
             true,
         ),
         spec("vm-unpause", &[], &[], "Unpause a paused VM.", true),
+        spec("vm-suspend", &[], &[], "Suspend the selected VM(s).", true),
+        spec(
+            "vm-resume",
+            &[],
+            &["force", "on"],
+            "Resume the selected VM(s).",
+            true,
+        ),
         CmdSpec {
             standard: false,
             ..spec(
@@ -392,6 +400,8 @@ pub async fn exec(
 ) -> Option<CR<()>> {
     let res = match name {
         "vm-start" => start(ctx, sref, cl).await,
+        "vm-suspend" => simple(ctx, sref, cl, &PLAIN, "VM.suspend").await,
+        "vm-resume" => resume(ctx, sref, cl).await,
         "vm-shutdown" | "vm-reboot" | "vm-pause" | "vm-unpause" => {
             let force = cl.get_bool("force");
             let method = match (name, force) {
@@ -510,6 +520,42 @@ async fn start(ctx: &Arc<Ctx>, sref: &str, cl: &CommandLine) -> CR<()> {
                     vm_call(ctx, sref, "VM.start_on", &vm.r, vec![sv(&h), paused, force]).await
                 }
                 None => vm_call(ctx, sref, "VM.start", &vm.r, vec![paused, force]).await,
+            }
+            .map(|_| ())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// `vm-resume [on=HOST] [--force]`: VM.resume, or VM.resume_on a host.
+async fn resume(ctx: &Arc<Ctx>, sref: &str, cl: &CommandLine) -> CR<()> {
+    let how = Selecting {
+        ignore: &["on", "progress"],
+        ..PLAIN
+    };
+    let force = V::B(cl.get_bool("force"));
+    let host = match cl.get("on") {
+        None => None,
+        Some(h) => Some(host_by_name_or_uuid(ctx, sref, h).await?),
+    };
+    let vms = select(ctx, sref, cl, &how).await?;
+    each(ctx, vms, |vm| {
+        let (force, host) = (force.clone(), host.clone());
+        async move {
+            let paused = V::B(false);
+            match host {
+                Some(h) => {
+                    vm_call(
+                        ctx,
+                        sref,
+                        "VM.resume_on",
+                        &vm.r,
+                        vec![sv(&h), paused, force],
+                    )
+                    .await
+                }
+                None => vm_call(ctx, sref, "VM.resume", &vm.r, vec![paused, force]).await,
             }
             .map(|_| ())
         }

@@ -117,12 +117,14 @@ pub enum ErrorCode {
     VmCheckpointResumeFailed,
     VmCheckpointSuspendFailed,
     VmFailedShutdownAcknowledgment,
+    VmHasNoSuspendVdi,
     VmHostIncompatibleVersion,
     VmHostIncompatibleVirtualHardwarePlatformVersion,
     VmHvmRequired,
     VmIncompatibleWithThisHost,
     VmIsPartOfAnAppliance,
     VmIsTemplate,
+    VmNoSuspendSr,
     VmRequiresGpu,
     VmRequiresIommu,
     VmRequiresNetwork,
@@ -251,6 +253,7 @@ impl ErrorCode {
             ErrorCode::VmCheckpointResumeFailed => "VM_CHECKPOINT_RESUME_FAILED",
             ErrorCode::VmCheckpointSuspendFailed => "VM_CHECKPOINT_SUSPEND_FAILED",
             ErrorCode::VmFailedShutdownAcknowledgment => "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT",
+            ErrorCode::VmHasNoSuspendVdi => "VM_HAS_NO_SUSPEND_VDI",
             ErrorCode::VmHostIncompatibleVersion => "VM_HOST_INCOMPATIBLE_VERSION",
             ErrorCode::VmHostIncompatibleVirtualHardwarePlatformVersion => {
                 "VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION"
@@ -259,6 +262,7 @@ impl ErrorCode {
             ErrorCode::VmIncompatibleWithThisHost => "VM_INCOMPATIBLE_WITH_THIS_HOST",
             ErrorCode::VmIsPartOfAnAppliance => "VM_IS_PART_OF_AN_APPLIANCE",
             ErrorCode::VmIsTemplate => "VM_IS_TEMPLATE",
+            ErrorCode::VmNoSuspendSr => "VM_NO_SUSPEND_SR",
             ErrorCode::VmRequiresGpu => "VM_REQUIRES_GPU",
             ErrorCode::VmRequiresIommu => "VM_REQUIRES_IOMMU",
             ErrorCode::VmRequiresNetwork => "VM_REQUIRES_NETWORK",
@@ -390,12 +394,14 @@ pub const ERRORS: &[ErrorDef] = &[
     ErrorDef { code: "VM_CHECKPOINT_RESUME_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_CHECKPOINT_SUSPEND_FAILED", params: &[], doc: "" },
     ErrorDef { code: "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", params: &["vm"], doc: "VM didn't acknowledge the need to shutdown." },
+    ErrorDef { code: "VM_HAS_NO_SUSPEND_VDI", params: &["vm"], doc: "VM cannot be resumed because it has no suspend VDI" },
     ErrorDef { code: "VM_HOST_INCOMPATIBLE_VERSION", params: &[], doc: "" },
     ErrorDef { code: "VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION", params: &[], doc: "" },
     ErrorDef { code: "VM_HVM_REQUIRED", params: &[], doc: "" },
     ErrorDef { code: "VM_INCOMPATIBLE_WITH_THIS_HOST", params: &[], doc: "" },
     ErrorDef { code: "VM_IS_PART_OF_AN_APPLIANCE", params: &[], doc: "" },
     ErrorDef { code: "VM_IS_TEMPLATE", params: &["vm", "operation"], doc: "The operation attempted is not valid for a template VM" },
+    ErrorDef { code: "VM_NO_SUSPEND_SR", params: &["vm"], doc: "This VM does not have a suspend SR specified." },
     ErrorDef { code: "VM_REQUIRES_GPU", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_IOMMU", params: &[], doc: "" },
     ErrorDef { code: "VM_REQUIRES_NETWORK", params: &[], doc: "" },
@@ -588,6 +594,16 @@ pub fn vm_shutdown_timeout(vm: &str, timeout: &str) -> ApiError {
 /// `VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT` [vm]
 pub fn vm_failed_shutdown_acknowledgment(vm: &str) -> ApiError {
     ErrorCode::VmFailedShutdownAcknowledgment.with(&[vm])
+}
+
+/// `VM_NO_SUSPEND_SR` [vm]
+pub fn vm_no_suspend_sr(vm: &str) -> ApiError {
+    ErrorCode::VmNoSuspendSr.with(&[vm])
+}
+
+/// `VM_HAS_NO_SUSPEND_VDI` [vm]
+pub fn vm_has_no_suspend_vdi(vm: &str) -> ApiError {
+    ErrorCode::VmHasNoSuspendVdi.with(&[vm])
 }
 
 /// `DEVICE_ALREADY_EXISTS` [device]

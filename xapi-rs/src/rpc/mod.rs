@@ -452,10 +452,16 @@ mod tests {
         assert_eq!(got.await.unwrap(), V::str("x"));
         ctx.sessions().get_mut(&sref).unwrap().subject.role = Role::PoolAdmin;
         // In the definition, not implemented yet.
-        let e = dispatch(&ctx, call("VM.suspend", vec![s.clone(), V::str(NULL_REF)]))
-            .await
-            .unwrap_err();
-        assert_eq!(e, ["NOT_IMPLEMENTED", "VM.suspend"]);
+        let e = dispatch(
+            &ctx,
+            call(
+                "VM.checkpoint",
+                vec![s.clone(), V::str(NULL_REF), V::str("c")],
+            ),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e, ["NOT_IMPLEMENTED", "VM.checkpoint"]);
         // Not in the definition (removed there).
         let e = dispatch(
             &ctx,

@@ -71,6 +71,15 @@ pub enum XenopsError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// The domain's memory image could not be written or restored (a
+    /// failed save leaves the guest running).
+    #[error("memory image of domid {domid}: {reason}")]
+    Image {
+        /// The domain (0 before a restore made one).
+        domid: DomId,
+        /// The engine's message.
+        reason: String,
+    },
     /// A disk's image could not be given to the guest (its loop device).
     #[error("disk {} of domid {domid}: {source}", path.display())]
     Disk {

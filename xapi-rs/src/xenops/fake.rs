@@ -3,12 +3,13 @@
 //! shutdowns a test triggers as the guest would.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use uuid::Uuid;
 use xenctrl::{DomId, Errno, ShutdownReason};
 
-use super::hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
+use super::hypervisor::{Daemons, DomainState, Hypervisor, ImageError, Power, Rings};
 use super::spec::DomainSpec;
 
 const ESRCH: i32 = 3;
@@ -23,6 +24,13 @@ struct State {
     next: DomId,
     domains: BTreeMap<DomId, DomainState>,
     fail_builds: bool,
+    fail_saves: bool,
+}
+
+/// What the fake writes as a domain's image: its handle, so a restore
+/// of another VM's image is caught.
+fn image_text(handle: &Uuid) -> String {
+    format!("fake image of {handle}\n")
 }
 
 impl Default for FakeHypervisor {
@@ -44,6 +52,7 @@ impl FakeHypervisor {
                 next: 1,
                 domains: BTreeMap::from([(0, dom0)]),
                 fail_builds: false,
+                fail_saves: false,
             }),
         }
     }
@@ -55,6 +64,11 @@ impl FakeHypervisor {
     /// Makes every later build fail as libxenguest does on a bad image.
     pub fn fail_builds(&self, on: bool) {
         self.st().fail_builds = on;
+    }
+
+    /// Makes every later save fail as a guest that does not suspend does.
+    pub fn fail_saves(&self, on: bool) {
+        self.st().fail_saves = on;
     }
 
     /// What the guest's `SCHEDOP_shutdown` does: records the reason.
@@ -146,5 +160,43 @@ impl Hypervisor for FakeHypervisor {
 
     fn domains(&self) -> xenctrl::Result<Vec<DomainState>> {
         Ok(self.st().domains.values().copied().collect())
+    }
+
+    fn save(&self, domid: DomId, image: &Path) -> Result<(), ImageError> {
+        let mut st = self.st();
+        let fail = st.fail_saves;
+        let d = st
+            .domains
+            .get_mut(&domid)
+            .ok_or_else(|| ImageError(format!("domain {domid} does not exist")))?;
+        if fail {
+            return Err(ImageError(format!("domain {domid}: guest did not suspend")));
+        }
+        // Written in place, as into a suspend VDI.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(|e| ImageError(format!("{}: {e}", image.display())))?;
+        std::io::Write::write_all(&mut f, image_text(&d.handle).as_bytes())
+            .map_err(|e| ImageError(e.to_string()))?;
+        d.power = Power::Shutdown(ShutdownReason::Suspend);
+        Ok(())
+    }
+
+    fn restore(&self, image: &Path, spec: &DomainSpec) -> Result<(DomId, Rings), ImageError> {
+        let text = std::fs::read(image).map_err(|e| ImageError(e.to_string()))?;
+        if !text.starts_with(image_text(&spec.uuid).as_bytes()) {
+            return Err(ImageError("bad stream content: not this VM's image".into()));
+        }
+        let domid = self.create(spec).map_err(|e| ImageError(e.to_string()))?;
+        Ok((
+            domid,
+            Rings {
+                store_port: 1,
+                store_mfn: 0x1000 + domid as u64,
+                console_port: 2,
+                console_mfn: 0x2000 + domid as u64,
+            },
+        ))
     }
 }

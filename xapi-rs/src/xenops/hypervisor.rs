@@ -3,6 +3,8 @@
 //! `Hypervisor` traits): small, synchronous, one call per Xen concept.
 //! [`super::Xenops`] runs them on tokio's blocking pool.
 
+use std::path::Path;
+
 use uuid::Uuid;
 use xenctrl::{DomId, ShutdownReason};
 
@@ -73,6 +75,12 @@ impl From<&xenctrl::DomainInfo> for DomainState {
     }
 }
 
+/// Why a domain's memory image could not be written or read back (the
+/// save/restore engine's own message).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ImageError(pub String);
+
 /// Blocking domain operations. Errors are the bindings' (C function,
 /// errno, libxc's message); the caller adds which step it was.
 pub trait Hypervisor: Send + Sync + 'static {
@@ -94,4 +102,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn domain(&self, domid: DomId) -> xenctrl::Result<Option<DomainState>>;
     /// Every domain, dom0 included.
     fn domains(&self) -> xenctrl::Result<Vec<DomainState>>;
+    /// Suspends the domain (the guest co-operating) and writes its memory
+    /// and vCPU state to `image` (an existing file, not truncated: a
+    /// suspend VDI's), synced; the domain is left shut down with reason
+    /// suspend. On failure the guest runs on.
+    fn save(&self, domid: DomId, image: &Path) -> Result<(), ImageError>;
+    /// A paused domain for `spec` (its handle the VM's uuid) from what
+    /// [`Hypervisor::save`] wrote; returns it and its rings. On failure no
+    /// domain is left.
+    fn restore(&self, image: &Path, spec: &DomainSpec) -> Result<(DomId, Rings), ImageError>;
 }

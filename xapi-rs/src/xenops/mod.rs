@@ -9,6 +9,7 @@
 //!   off the tokio runtime, writes and removes the domain's xenstore tree
 //!   ([`tree`]), introduces it to xenstored (and so to xenconsoled),
 //!   requests clean shutdowns, destroys, and lists domains for adoption.
+//!   Suspend and resume go through the save/restore engine (xenguest).
 //! - [`fake::FakeHypervisor`]: the same trait in memory, for tests.
 //! - [`Tracker`]: turns `@releaseDomain` into [`DomainEvent`]s (shutdown
 //!   with its reason, or gone) for our domains.
@@ -22,13 +23,14 @@ mod hypervisor;
 pub mod probe;
 mod service;
 mod spec;
+mod suspend;
 mod tracker;
 pub mod tree;
 pub mod vif;
 mod xen;
 
 pub use error::{Result, XenopsError};
-pub use hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
+pub use hypervisor::{Daemons, DomainState, Hypervisor, ImageError, Power, Rings};
 pub use service::{DomainListing, Ownership, ShutdownRequest, Xenops};
 pub use spec::{
     DiskSpec, DomainSpec, MemorySpec, NicSpec, PvBoot, VcpuSpec, MAX_DISK_SLOTS, MAX_NIC_SLOTS,

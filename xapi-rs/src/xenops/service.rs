@@ -10,7 +10,7 @@ use xenctrl::{DomId, ShutdownReason};
 
 use super::disk::{self, Backing, LoopBacking};
 use super::error::{Result, XenopsError};
-use super::hypervisor::{Daemons, DomainState, Hypervisor, Power};
+use super::hypervisor::{Daemons, DomainState, Hypervisor, Power, Rings};
 use super::spec::DomainSpec;
 use super::tracker::{self, Tracker};
 use super::tree::{self, Stage};
@@ -68,8 +68,8 @@ pub struct DomainListing {
 
 /// The lifecycle service.
 pub struct Xenops<H: Hypervisor> {
-    hv: Arc<H>,
-    xs: xenstore::Xenstore,
+    pub(super) hv: Arc<H>,
+    pub(super) xs: xenstore::Xenstore,
     backing: Arc<dyn Backing>,
     bridging: Arc<dyn Bridging>,
     hotplug_timeout: Duration,
@@ -135,7 +135,7 @@ impl<H: Hypervisor> Xenops<H> {
     }
 
     /// Runs a blocking hypervisor call off the runtime.
-    async fn blocking<T: Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static>(
         &self,
         step: &'static str,
         domid: Option<DomId>,
@@ -155,7 +155,10 @@ impl<H: Hypervisor> Xenops<H> {
             })
     }
 
-    fn xs_err(step: &'static str, domid: DomId) -> impl FnOnce(xenstore::Error) -> XenopsError {
+    pub(super) fn xs_err(
+        step: &'static str,
+        domid: DomId,
+    ) -> impl FnOnce(xenstore::Error) -> XenopsError {
         move |source| XenopsError::Xenstore {
             step,
             domid,
@@ -164,7 +167,7 @@ impl<H: Hypervisor> Xenops<H> {
     }
 
     /// Where xenstored and xenconsoled run (`/tool/*/domid`, else dom0).
-    async fn daemons(&self) -> Result<Daemons> {
+    pub(super) async fn daemons(&self) -> Result<Daemons> {
         let read = |p: &'static str| async move {
             match self.xs.try_read(p).await {
                 Ok(v) => Ok(v
@@ -189,6 +192,33 @@ impl<H: Hypervisor> Xenops<H> {
         if let Some(r) = &spec.boot.ramdisk {
             check_boot_file("ramdisk", r).await?;
         }
+        self.check_bridges(spec).await?;
+        let daemons = self.daemons().await?;
+        let s = spec.clone();
+        let domid = self
+            .blocking("create domain", None, move |h| h.create(&s))
+            .await?;
+        tracing::info!(domid, uuid = %spec.uuid, name = %spec.name, "domain created");
+        let res = async {
+            tree::write(&self.xs, &tree::created(domid, spec))
+                .await
+                .map_err(Self::xs_err("write the domain's xenstore tree", domid))?;
+            let s = spec.clone();
+            let rings = self
+                .blocking("build the PV image", Some(domid), move |h| {
+                    h.build(domid, &s, daemons)
+                })
+                .await?;
+            self.finish_build(domid, spec, &rings).await
+        }
+        .await;
+        self.destroy_on_error(domid, spec, res)
+            .await
+            .map(|()| domid)
+    }
+
+    /// Every NIC's bridge is there in dom0 (before anything is created).
+    pub(super) async fn check_bridges(&self, spec: &DomainSpec) -> Result<()> {
         for n in &spec.nics {
             let (b, bridge) = (self.bridging.clone(), n.bridge.clone());
             let exists = tokio::task::spawn_blocking(move || b.bridge_exists(&bridge))
@@ -201,35 +231,35 @@ impl<H: Hypervisor> Xenops<H> {
                 return Err(XenopsError::NoBridge(n.bridge.clone()));
             }
         }
-        let daemons = self.daemons().await?;
-        let s = spec.clone();
-        let domid = self
-            .blocking("create domain", None, move |h| h.create(&s))
-            .await?;
-        tracing::info!(domid, uuid = %spec.uuid, name = %spec.name, "domain created");
-        match self.build_created(domid, spec, daemons).await {
-            Ok(()) => Ok(domid),
-            Err(e) => {
-                tracing::warn!(domid, error = %e, "build failed; destroying the domain");
-                if let Err(c) = self.teardown(domid, &spec.uuid).await {
-                    tracing::error!(domid, error = %c, "cleanup after a failed build");
-                }
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
-    async fn build_created(&self, domid: DomId, spec: &DomainSpec, daemons: Daemons) -> Result<()> {
-        tree::write(&self.xs, &tree::created(domid, spec))
-            .await
-            .map_err(Self::xs_err("write the domain's xenstore tree", domid))?;
-        let s = spec.clone();
-        let rings = self
-            .blocking("build the PV image", Some(domid), move |h| {
-                h.build(domid, &s, daemons)
-            })
-            .await?;
-        tree::write(&self.xs, &tree::built(domid, spec, &rings))
+    /// `res` of the steps after domain `domid` was created: on an error
+    /// the domain and what was made for it go, and the error is returned.
+    pub(super) async fn destroy_on_error(
+        &self,
+        domid: DomId,
+        spec: &DomainSpec,
+        res: Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = &res {
+            tracing::warn!(domid, error = %e, "domain not made; destroying it");
+            if let Err(c) = self.teardown(domid, &spec.uuid).await {
+                tracing::error!(domid, error = %c, "cleanup after a failed build");
+            }
+        }
+        res
+    }
+
+    /// What follows the memory image (built, or restored): the ring nodes,
+    /// the devices, the introduction to xenstored. The domain stays paused.
+    pub(super) async fn finish_build(
+        &self,
+        domid: DomId,
+        spec: &DomainSpec,
+        rings: &Rings,
+    ) -> Result<()> {
+        tree::write(&self.xs, &tree::built(domid, spec, rings))
             .await
             .map_err(Self::xs_err("write the built domain's nodes", domid))?;
         self.plug_disks(domid, spec).await?;
@@ -731,7 +761,7 @@ impl<H: Hypervisor> Xenops<H> {
     }
 
     /// The domain's VM uuid if it is ours; else why not.
-    async fn ensure_ours(&self, domid: DomId) -> Result<Uuid> {
+    pub(super) async fn ensure_ours(&self, domid: DomId) -> Result<Uuid> {
         let d = self
             .domain(domid)
             .await?
@@ -741,7 +771,7 @@ impl<H: Hypervisor> Xenops<H> {
             .ok_or(XenopsError::NotOurs(domid))
     }
 
-    async fn teardown(&self, domid: DomId, uuid: &Uuid) -> Result<()> {
+    pub(super) async fn teardown(&self, domid: DomId, uuid: &Uuid) -> Result<()> {
         let mut released = self
             .xs
             .watch("@releaseDomain")
@@ -1005,6 +1035,61 @@ mod tests {
         w.xo.destroy(domid).await.unwrap();
         assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
         assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
+    }
+
+    #[tokio::test]
+    async fn suspend_writes_the_image_and_resume_brings_the_vm_back_with_its_disk() {
+        let disk_img = tempfile::NamedTempFile::new().unwrap();
+        let image = tempfile::NamedTempFile::new().unwrap();
+        let (w, backing) = with_disks(world(), &[disk_img.path()]);
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        w.xo.suspend(domid, image.path()).await.unwrap();
+        assert_eq!(
+            w.xo.domain(domid).await.unwrap(),
+            None,
+            "the domain is gone"
+        );
+        assert_eq!(left_behind(&w, domid).await, Vec::<String>::new());
+        assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
+        let text = std::fs::read_to_string(image.path()).unwrap();
+        assert!(text.contains(&w.spec.uuid.to_string()), "{text:?}");
+
+        let back = w.xo.resume(&w.spec, image.path()).await.unwrap();
+        assert_ne!(back, domid);
+        let xs = w.xo.xenstore();
+        assert!(xs.is_domain_introduced(back).await.unwrap());
+        let d = w.xo.domain(back).await.unwrap().unwrap();
+        assert_eq!((d.power, d.handle), (Power::Paused, w.spec.uuid));
+        let be = format!("/local/domain/0/backend/vbd/{back}/51712");
+        assert!(exists(xs, &be).await, "the disk is plugged again");
+        assert_eq!(backing.attached.lock().unwrap().len(), 1);
+        w.xo.unpause(back).await.unwrap();
+        let l = w.xo.list().await.unwrap();
+        assert!(l.iter().any(|x| x.state.domid == back
+            && x.owner
+                == Ownership::Ours {
+                    stage: Stage::Started
+                }));
+    }
+
+    #[tokio::test]
+    async fn a_failed_suspend_leaves_the_guest_running_and_a_bad_image_no_domain() {
+        let w = world();
+        let image = tempfile::NamedTempFile::new().unwrap();
+        let domid = w.xo.start(&w.spec).await.unwrap();
+        w.xo.hypervisor().fail_saves(true);
+        let e = w.xo.suspend(domid, image.path()).await.unwrap_err();
+        assert!(e.to_string().contains("did not suspend"), "{e}");
+        assert_eq!(
+            w.xo.domain(domid).await.unwrap().map(|d| d.power),
+            Some(Power::Running)
+        );
+        assert_eq!(left_behind(&w, domid).await.len(), 3, "tree kept");
+        // Another VM's image: refused, and no domain is made.
+        std::fs::write(image.path(), "fake image of someone else\n").unwrap();
+        let before = w.xo.list().await.unwrap().len();
+        assert!(w.xo.resume(&w.spec, image.path()).await.is_err());
+        assert_eq!(w.xo.list().await.unwrap().len(), before);
     }
 
     fn with_nic(

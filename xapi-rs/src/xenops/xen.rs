@@ -1,11 +1,12 @@
 //! [`Hypervisor`] on real Xen: libxenctrl and libxenguest via `xenctrl`,
 //! in the order libxl uses for a PV guest.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use xenctrl::{DomId, DomainConfig, PvBuildSpec, TscInfo, XenCtrl};
 
-use super::hypervisor::{Daemons, DomainState, Hypervisor, Rings};
+use super::hypervisor::{Daemons, DomainState, Hypervisor, ImageError, Rings};
 use super::spec::DomainSpec;
 
 /// libxl's `LIBXL_MAXMEM_CONSTANT`: slack above the target for the
@@ -99,6 +100,67 @@ impl Hypervisor for XenHypervisor {
         }
     }
 
+    fn save(&self, domid: DomId, image: &Path) -> Result<(), ImageError> {
+        use xenguest::save::{save, AfterSave, SaveOptions};
+        let err = |what: &str, e: &dyn std::fmt::Display| ImageError(format!("{what}: {e}"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(|e| err(&image.display().to_string(), &e))?;
+        let mut out = std::io::BufWriter::with_capacity(IMAGE_BUF, file);
+        let opts = SaveOptions {
+            after: AfterSave::LeaveSuspended,
+            ..SaveOptions::default()
+        };
+        save(domid, &mut out, &opts, |_| {}).map_err(|e| err("save", &e))?;
+        // The image must be on disk before the domain goes: a guest whose
+        // image cannot be written runs on instead.
+        let synced = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all());
+        if let Err(e) = synced {
+            let resumed = xenguest::save::resume_suspended(domid);
+            return Err(ImageError(format!(
+                "writing {}: {e}{}",
+                image.display(),
+                resumed.err().map_or(String::new(), |r| format!(
+                    "; and resuming the guest failed: {r}"
+                ))
+            )));
+        }
+        Ok(())
+    }
+
+    fn restore(&self, image: &Path, spec: &DomainSpec) -> Result<(DomId, Rings), ImageError> {
+        use xenguest::restore::{restore, RestoreOptions};
+        let file = std::fs::File::open(image)
+            .map_err(|e| ImageError(format!("{}: {e}", image.display())))?;
+        let opts = RestoreOptions {
+            uuid: Some(*spec.uuid.as_bytes()),
+            memory_mib: Some(spec.memory.static_max_kib.div_ceil(1024)),
+            max_vcpus: Some(spec.vcpus.max),
+            paused: true,
+            // The daemon writes its own tree and introduces the domain.
+            no_xenstore: true,
+            ..RestoreOptions::default()
+        };
+        let r = restore(
+            &mut std::io::BufReader::with_capacity(IMAGE_BUF, file),
+            &opts,
+        )
+        .map_err(|e| ImageError(format!("restore: {e}")))?;
+        Ok((
+            r.domid,
+            Rings {
+                store_port: r.store_port,
+                store_mfn: r.store_mfn,
+                console_port: r.console_port,
+                console_mfn: r.console_mfn,
+            },
+        ))
+    }
+
     fn domains(&self) -> xenctrl::Result<Vec<DomainState>> {
         // DOMID_FIRST_RESERVED bounds the number of real domains.
         Ok(self
@@ -109,6 +171,10 @@ impl Hypervisor for XenHypervisor {
             .collect())
     }
 }
+
+/// Buffering of the image file: the engine writes and reads in records
+/// of a page or less.
+const IMAGE_BUF: usize = 1 << 20;
 
 /// errno ESRCH (no libc dependency for one constant): no such domain.
 const ESRCH: i32 = 3;

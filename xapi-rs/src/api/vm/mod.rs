@@ -8,6 +8,7 @@ mod devices;
 mod live;
 mod power;
 pub mod provision;
+mod suspend;
 pub mod tracking;
 
 use crate::db::Tx;
@@ -53,6 +54,8 @@ pub const HANDLERS: &[(Msg, Impl)] = &[
     (Msg::VmCleanReboot, Impl::Custom(power::clean_reboot)),
     (Msg::VmHardReboot, Impl::Custom(power::hard_reboot)),
     (Msg::VmPause, Impl::Custom(power::pause)),
+    (Msg::VmSuspend, Impl::Custom(suspend::suspend)),
+    (Msg::VmResume, Impl::Custom(suspend::resume)),
     (Msg::VmUnpause, Impl::Custom(power::unpause)),
     (
         Msg::VmSetVCPUsNumberLive,
@@ -98,9 +101,12 @@ fn get_vm(tx: &Tx, r: &Ref<Vm>) -> R<Vm> {
 fn put_vm(tx: &mut Tx, r: &Ref<Vm>, vm: &mut Vm) -> R<()> {
     vm.allowed_operations = checks::allowed_operations(vm);
     tx.create("VM", r.as_str(), vm.to_record())?;
-    // A halted VM has no device plugged, whichever way it came to halt
+    // A halted (or suspended) VM has no device plugged, whichever way it came to halt
     // (asked, by itself, destroyed behind our back, found so at start).
-    if vm.power_state == VmPowerState::Halted {
+    if matches!(
+        vm.power_state,
+        VmPowerState::Halted | VmPowerState::Suspended
+    ) {
         for b in &vm.VBDs {
             if let Some(mut vbd) = crate::api::storage::get::<Vbd>(tx, b) {
                 if vbd.currently_attached || !vbd.device.is_empty() {

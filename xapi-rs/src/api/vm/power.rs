@@ -395,7 +395,12 @@ pub(super) fn spec(r: &Ref<Vm>, vm: &Vm, devices: &Devices) -> R<DomainSpec> {
 
 /// A failed start as the reference reports it: a bridge dom0 lacks is the
 /// host's failure to attach that VIF's network.
-fn start_error(ctx: &Ctx, r: &Ref<Vm>, devices: &Devices, e: XenopsError) -> crate::rpc::ApiError {
+pub(super) fn start_error(
+    ctx: &Ctx,
+    r: &Ref<Vm>,
+    devices: &Devices,
+    e: XenopsError,
+) -> crate::rpc::ApiError {
     if let XenopsError::NoBridge(b) = &e {
         if let Some((_, net, _)) = devices.nics.iter().find(|(_, _, n)| n.bridge == *b) {
             return errors::host_cannot_attach_network(&ctx.host_ref, net.as_str());
@@ -447,17 +452,20 @@ fn note_started(ctx: &Ctx, r: &Ref<Vm>) {
     }
 }
 
+/// The host's free memory in bytes, as a start or resume checks it.
+pub(super) async fn free_memory(ctx: &Ctx) -> R<i64> {
+    let probe = ctx.probe.clone();
+    tokio::task::spawn_blocking(move || probe.free_memory())
+        .await
+        .map_err(|e| errors::internal_error(&e.to_string()))?
+        .map_err(|e| errors::internal_error(&e.to_string()))
+}
+
 pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
     let (r, paused): (Ref<Vm>, bool) = (q.get(0), q.get(1));
     Box::pin(async move {
         let host: Ref<Host> = Ref::new(ctx.host_ref.clone());
-        let free = {
-            let probe = ctx.probe.clone();
-            tokio::task::spawn_blocking(move || probe.free_memory())
-                .await
-                .map_err(|e| errors::internal_error(&e.to_string()))?
-                .map_err(|e| errors::internal_error(&e.to_string()))?
-        };
+        let free = free_memory(&ctx).await?;
         let check = move |r: &Ref<Vm>, vm: &Vm| {
             if vm.is_a_template {
                 return Err(errors::vm_is_template(r.as_str(), "start"));
@@ -512,8 +520,22 @@ pub fn start(ctx: Arc<Ctx>, q: Req) -> BoxFut {
 /// Stops the VM's domain: `clean` asks the guest first (and fails if it
 /// does not acknowledge), `fallback` then destroys it anyway.
 fn stop(ctx: Arc<Ctx>, q: Req, op: VmOperations, clean: bool, fallback: bool) -> BoxFut {
-    let check = move |r: &Ref<Vm>, vm: &Vm| power_state_in(r, vm, stoppable(clean));
+    // A hard shutdown also ends a suspended VM (its image goes).
+    let states: &[VmPowerState] = if clean {
+        stoppable(clean)
+    } else {
+        &[
+            VmPowerState::Running,
+            VmPowerState::Paused,
+            VmPowerState::Suspended,
+        ]
+    };
+    let check = move |r: &Ref<Vm>, vm: &Vm| power_state_in(r, vm, states);
+    let c = ctx.clone();
     let act = move |x: Arc<Xenops<XenHypervisor>>, r: Ref<Vm>, vm: Vm| async move {
+        if vm.power_state == VmPowerState::Suspended {
+            return super::suspend::discard_image(&c, &vm).await;
+        }
         let domid = domid_of(&vm)?;
         if clean {
             let res = x
@@ -528,7 +550,10 @@ fn stop(ctx: Arc<Ctx>, q: Req, op: VmOperations, clean: bool, fallback: bool) ->
         }
         x.destroy(domid).await.map_err(|e| xen_error(&r, e))
     };
-    operation(ctx, q, op, check, act, |vm, _| halted(vm))
+    operation(ctx, q, op, check, act, |vm, _| {
+        halted(vm);
+        vm.suspend_VDI = Ref::null();
+    })
 }
 
 /// The states a clean operation (asking the guest) or a hard one accepts.
