@@ -285,6 +285,8 @@ fn vm_power_commands_select_and_refuse_as_the_reference() {
         (vec!["vm-reboot", "vm=a", "--force"], "running"),
         (vec!["vm-pause", "vm=a"], "running"),
         (vec!["vm-unpause", "vm=a"], "paused"),
+        (vec!["vm-suspend", "vm=a"], "running"),
+        (vec!["vm-resume", "vm=a"], "suspended"),
     ] {
         assert_eq!(fails(&d, &args), (String::new(), bad(expected)), "{args:?}");
     }
@@ -428,6 +430,8 @@ fn vm_commands_have_help_and_completion() {
         "vm-reboot",
         "vm-pause",
         "vm-unpause",
+        "vm-suspend",
+        "vm-resume",
         "vm-destroy",
         "vm-clone",
         "vm-copy",

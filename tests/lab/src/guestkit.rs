@@ -40,6 +40,16 @@ if [ -n "$marker" ]; then
         echo "lab-guest: xvda $(cat /sys/block/xvda/size) sectors, held: $(head -c 64 /dev/xvda | tr -cd 'a-zA-Z0-9_.=-')"
         printf 'lab-disk=%s\n' "$marker" | dd of=/dev/xvda bs=512 conv=sync,fsync 2>/dev/null && sync \
             && echo "lab-guest: xvda marker written"
+        # Then report what the first sector holds whenever it changes (read
+        # past the guest's cache), so a test can see the disk still serves
+        # the guest after a suspend and resume by changing it from dom0.
+        (last=x; while :; do
+            echo 1 > /proc/sys/vm/drop_caches
+            now=$(head -c 64 /dev/xvda 2>&1 | tr -cd 'a-zA-Z0-9_.=-')
+            [ "$now" != "$last" ] && echo "lab-guest: xvda holds $now"
+            last=$now
+            sleep 2
+        done) </dev/null &
     else
         echo "lab-guest: no xvda after ${i}s"
     fi

@@ -411,6 +411,129 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
     ok(&st, "VBD.destroy", json!([s, vbd2]));
     ok(&st, "VDI.destroy", json!([s, vdi2]));
 
+    // The guest's marker is in the image file.
+    assert_eq!(
+        sh(&st, 1, &format!("head -c 22 {image}")),
+        "lab-disk=from-the-api\n"
+    );
+
+    // Suspend through xe: the memory image is a "Suspend image" VDI of
+    // the SR, the domain and its devices are gone.
+    let vm_uuid = uuid_of("VM", &vm);
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: xvda holds lab-disk=from-the-api",
+        0,
+        Duration::from_secs(60),
+    );
+    assert_eq!(xe0(&st, &format!("vm-suspend uuid={vm_uuid}")), "");
+    assert_eq!(xe0_param(&st, &vm_uuid, "power-state"), "suspended");
+    assert_eq!(xl_state(&st, name), None, "no domain while suspended");
+    let svdi = ok(&st, "VM.get_suspend_VDI", json!([s, vm]));
+    let srec = ok(&st, "VDI.get_record", json!([s, svdi]));
+    assert_eq!(
+        (
+            srec["name_label"].as_str(),
+            srec["type"].as_str(),
+            srec["SR"].as_str()
+        ),
+        (Some("Suspend image"), Some("suspend"), sr.as_str())
+    );
+    let simage = format!("{dir}/{}.img", srec["uuid"].as_str().unwrap());
+    assert_ne!(
+        sh(&st, 1, &format!("du -k {simage} | cut -f1")).trim(),
+        "0",
+        "the image holds the guest's memory"
+    );
+    assert_eq!(
+        ok(&st, "VBD.get_currently_attached", json!([s, vbd])),
+        false
+    );
+    assert_eq!(
+        sh(
+            &st,
+            1,
+            &format!(
+                "xenstore-exists /local/domain/0/backend/vbd/{domid} && echo left || echo gone"
+            )
+        )
+        .trim(),
+        "gone"
+    );
+    assert!(
+        !sh(&st, 1, "losetup -a").contains(&uuid),
+        "disk's loop device detached"
+    );
+    assert_eq!(
+        fail(&st, "VM.suspend", json!([s, vm])),
+        [
+            "VM_BAD_POWER_STATE",
+            vm.as_str().unwrap(),
+            "running",
+            "suspended"
+        ]
+    );
+
+    // Resume through xe: a new domain from the image, the same guest (its
+    // memory check goes on), its disk and network back; the image is gone.
+    assert_eq!(xe0(&st, &format!("vm-resume uuid={vm_uuid}")), "");
+    let domid = running_as(&st, &vm_uuid, name);
+    assert_eq!(
+        ok(&st, "VM.get_suspend_VDI", json!([s, vm])),
+        "OpaqueRef:NULL"
+    );
+    assert_eq!(
+        fail(&st, "VDI.get_uuid", json!([s, svdi]))[0],
+        "HANDLE_INVALID"
+    );
+    assert_eq!(
+        sh(
+            &st,
+            1,
+            &format!("test -e {simage} && echo left || echo gone")
+        )
+        .trim(),
+        "gone"
+    );
+    assert_eq!(ok(&st, "VBD.get_currently_attached", json!([s, vbd])), true);
+    assert_eq!(ok(&st, "VIF.get_currently_attached", json!([s, vif])), true);
+    poll(
+        "dom0 to ping the resumed guest",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || {
+            Ok(sh(
+                &st,
+                1,
+                &format!("ping -c 1 -W 2 {guest_ip} >/dev/null && echo reached || echo no"),
+            )
+            .contains("reached")
+            .then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{:?}", console_lines(&st, 1, name, "")));
+    // The disk serves the resumed guest: what dom0 writes into the image
+    // is what the guest reads.
+    sh(
+        &st,
+        1,
+        &format!(
+            "printf 'lab-disk=after-resume\\n' | dd of={image} conv=notrunc 2>/dev/null; sync"
+        ),
+    );
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: xvda holds lab-disk=after-resume",
+        0,
+        Duration::from_secs(120),
+    );
+    let vbe = format!("/local/domain/0/backend/vif/{domid}/0");
+    let be = format!("/local/domain/0/backend/vbd/{domid}/51712");
+
     // A clean shutdown unplugs it: the guest's bytes are in the file and
     // nothing of the disk is left in dom0.
     ok(&st, "VM.clean_shutdown", json!([s, vm]));
@@ -434,7 +557,7 @@ fn vm_a_vdi_is_the_guests_disk_and_a_vif_puts_it_on_the_lab_network() {
     );
     assert_eq!(
         sh(&st, 1, &format!("head -c 22 {image}")),
-        "lab-disk=from-the-api\n"
+        "lab-disk=after-resume\n"
     );
     assert_eq!(
         sh(
