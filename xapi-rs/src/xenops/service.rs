@@ -372,39 +372,29 @@ impl<H: Hypervisor> Xenops<H> {
 
     /// Removes a device's backend and frontend directories at once.
     async fn remove_device(&self, domid: DomId, be: &str, fe: &str) -> Result<()> {
-        if !self.exists(be).await? {
-            return Err(XenopsError::NoSuchDevice {
-                domid,
-                device: be.to_string(),
-            });
-        }
-        let (be2, fe2) = (be.to_string(), fe.to_string());
-        self.xs
-            .transaction(|tx| {
-                let (be, fe) = (be2.clone(), fe2.clone());
-                async move {
-                    for p in [&be, &fe] {
-                        match tx.rm(p).await {
-                            Err(e) if !e.is_enoent() => return Err(e),
-                            _ => {}
-                        }
-                    }
-                    Ok(())
-                }
-            })
+        self.require_device(domid, be).await?;
+        tree::remove_paths(&self.xs, vec![be.to_string(), fe.to_string()])
             .await
             .map_err(Self::xs_err("remove a device", domid))?;
         tracing::info!(domid, backend = %be, "device removed (forced)");
         Ok(())
     }
 
-    /// Detaches the loop device remembered for one disk, and forgets it.
-    async fn detach_loop(&self, domid: DomId, d: &super::DiskSpec) {
-        let node = format!("{}/{}", disk::loops_path(domid), d.vdev());
-        let Ok(Some(dev)) = self.xs.try_read(&node).await else {
-            return;
-        };
-        let dev: std::path::PathBuf = String::from_utf8_lossy(&dev).into_owned().into();
+    /// The device whose backend is `be` is there; else `NoSuchDevice`.
+    async fn require_device(&self, domid: DomId, be: &str) -> Result<()> {
+        if self.exists(be).await? {
+            Ok(())
+        } else {
+            Err(XenopsError::NoSuchDevice {
+                domid,
+                device: be.to_string(),
+            })
+        }
+    }
+
+    /// Detaches a disk's loop device (logged, never failing: a device
+    /// blkback still holds goes on its last close).
+    async fn detach_loop_device(&self, domid: DomId, dev: std::path::PathBuf) {
         let b = self.backing.clone();
         let d2 = dev.clone();
         match tokio::task::spawn_blocking(move || b.detach(&d2)).await {
@@ -414,6 +404,16 @@ impl<H: Hypervisor> Xenops<H> {
             }
             Err(e) => tracing::warn!(domid, error = %e, "detaching a loop device"),
         }
+    }
+
+    /// Detaches the loop device remembered for one disk, and forgets it.
+    async fn detach_loop(&self, domid: DomId, d: &super::DiskSpec) {
+        let node = format!("{}/{}", disk::loops_path(domid), d.vdev());
+        let Ok(Some(dev)) = self.xs.try_read(&node).await else {
+            return;
+        };
+        let dev = String::from_utf8_lossy(&dev).into_owned().into();
+        self.detach_loop_device(domid, dev).await;
         let _ = self.xs.rm(&node).await;
     }
 
@@ -484,12 +484,7 @@ impl<H: Hypervisor> Xenops<H> {
         fe: &str,
         timeout: Duration,
     ) -> Result<()> {
-        if !self.exists(be).await? {
-            return Err(XenopsError::NoSuchDevice {
-                domid,
-                device: be.to_string(),
-            });
-        }
+        self.require_device(domid, be).await?;
         let state = format!("{be}/state");
         let before = match self.xs.try_read(&state).await {
             Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
@@ -528,14 +523,9 @@ impl<H: Hypervisor> Xenops<H> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        for p in [be, fe] {
-            match self.xs.rm(p).await {
-                Err(e) if !e.is_enoent() => {
-                    return Err(Self::xs_err("remove an unplugged device", domid)(e))
-                }
-                _ => {}
-            }
-        }
+        tree::remove_paths(&self.xs, vec![be.to_string(), fe.to_string()])
+            .await
+            .map_err(Self::xs_err("remove an unplugged device", domid))?;
         tracing::info!(domid, backend = %be, "device unplugged");
         Ok(())
     }
@@ -705,7 +695,8 @@ impl<H: Hypervisor> Xenops<H> {
         request: ShutdownRequest,
         timeout: Duration,
     ) -> Result<ShutdownReason> {
-        let deadline = Instant::now() + timeout;
+        let t0 = Instant::now();
+        let deadline = t0 + timeout;
         self.ensure_ours(domid).await?;
         // Set before asking, so the shutdown's event cannot be missed.
         let mut released = self
@@ -730,13 +721,23 @@ impl<H: Hypervisor> Xenops<H> {
                 timeout: ack,
             });
         }
+        let acked_ms = t0.elapsed().as_millis();
         loop {
             match self.domain(domid).await? {
                 None => return Err(XenopsError::NoSuchDomain(domid)),
                 Some(DomainState {
                     power: Power::Shutdown(r),
                     ..
-                }) => return Ok(r),
+                }) => {
+                    tracing::info!(
+                        domid,
+                        reason = ?r,
+                        acked_ms,
+                        ms = t0.elapsed().as_millis(),
+                        "domain shut down as asked"
+                    );
+                    return Ok(r);
+                }
                 Some(_) => {}
             }
             match tokio::time::timeout_at(deadline, released.next()).await {
@@ -772,39 +773,42 @@ impl<H: Hypervisor> Xenops<H> {
     }
 
     pub(super) async fn teardown(&self, domid: DomId, uuid: &Uuid) -> Result<()> {
+        let t0 = Instant::now();
         let mut released = self
             .xs
             .watch("@releaseDomain")
             .await
             .map_err(Self::xs_err("watch @releaseDomain", domid))?;
+        let loops = self.attached_loops(domid).await;
         // Paused first so the guest does nothing more while it goes.
         let _ = self.pause(domid).await;
-        let destroyed = self
-            .blocking("destroy", Some(domid), move |h| h.destroy(domid))
-            .await;
-        let loops = self.attached_loops(domid).await;
-        tree::remove(&self.xs, domid, uuid)
-            .await
-            .map_err(Self::xs_err("remove the domain's xenstore tree", domid))?;
-        // The backends are gone, so blkback lets go of the devices (a
-        // device it still holds is detached on its last close).
-        for dev in loops {
-            let b = self.backing.clone();
-            let d = dev.clone();
-            match tokio::task::spawn_blocking(move || b.detach(&d)).await {
-                Ok(Ok(())) => tracing::info!(domid, dev = %dev.display(), "loop device detached"),
-                Ok(Err(e)) => {
-                    tracing::warn!(domid, dev = %dev.display(), error = %e, "loop device not detached")
-                }
-                Err(e) => tracing::warn!(domid, error = %e, "detaching a loop device"),
+        // The hypercall (Xen takes the memory back: tens of ms), the tree
+        // and the loop devices at once: with its backends' directories gone
+        // blkback and netback let go of the devices, and a loop device
+        // blkback still holds is detached on its last close.
+        let destroy = async {
+            let r = self
+                .blocking("destroy", Some(domid), move |h| h.destroy(domid))
+                .await;
+            (r, t0.elapsed().as_millis())
+        };
+        let devices = async {
+            let removed = tree::remove(&self.xs, domid, uuid).await;
+            let tree_ms = t0.elapsed().as_millis();
+            for dev in loops {
+                self.detach_loop_device(domid, dev).await;
             }
-        }
+            (removed, tree_ms)
+        };
+        let ((destroyed, destroy_ms), (removed, tree_ms)) = tokio::join!(destroy, devices);
+        removed.map_err(Self::xs_err("remove the domain's xenstore tree", domid))?;
         destroyed?;
         let deadline = Instant::now() + DESTROY_TIMEOUT;
-        // xenstored fires @releaseDomain only for introduced domains, so
-        // also look again every second.
+        // xenstored fires @releaseDomain only for introduced domains, and
+        // not when a dying domain's last page (one a backend still had
+        // mapped) goes: look again every 20 ms too (a hypercall each).
         while self.domain(domid).await?.is_some() {
-            let wake = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
             if Instant::now() >= deadline {
                 return Err(XenopsError::DestroyTimeout {
                     domid,
@@ -813,7 +817,14 @@ impl<H: Hypervisor> Xenops<H> {
             }
             let _ = tokio::time::timeout_at(wake, released.next()).await;
         }
-        tracing::info!(domid, %uuid, "domain destroyed");
+        tracing::info!(
+            domid,
+            %uuid,
+            destroy_ms,
+            tree_ms,
+            ms = t0.elapsed().as_millis(),
+            "domain destroyed"
+        );
         Ok(())
     }
 

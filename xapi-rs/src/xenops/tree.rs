@@ -233,12 +233,17 @@ pub async fn write(xs: &xenstore::Xenstore, nodes: &[Node]) -> xenstore::Result<
 
 /// Removes the domain's whole tree; absent nodes are fine.
 pub async fn remove(xs: &xenstore::Xenstore, domid: DomId, uuid: &Uuid) -> xenstore::Result<()> {
-    let roots = roots(domid, uuid);
+    remove_paths(xs, roots(domid, uuid).to_vec()).await
+}
+
+/// Removes `paths` and all below them in one transaction; one that is
+/// gone already is no error.
+pub async fn remove_paths(xs: &xenstore::Xenstore, paths: Vec<String>) -> xenstore::Result<()> {
     xs.transaction(|tx| {
-        let roots = roots.clone();
+        let paths = paths.clone();
         async move {
-            for r in &roots {
-                match tx.rm(r).await {
+            for p in &paths {
+                match tx.rm(p).await {
                     Err(e) if !e.is_enoent() => return Err(e),
                     _ => {}
                 }
