@@ -91,6 +91,15 @@ pub fn check_expr(data: &[u8]) {
     }
 }
 
+/// A template's `other_config:disks` (`VM.provision`, from any client):
+/// an accepted document names no more disks than its bytes can hold.
+pub fn check_provision(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    if let Ok(disks) = crate::api::vm::provision::parse_disks(&s) {
+        assert!(disks.len() <= s.len() / 8, "{} disks", disks.len());
+    }
+}
+
 /// `/cli` requests: the request head as `cli::sniff` reads it off a
 /// connection, then the body as the server splits it into a command line.
 pub fn check_cli(data: &[u8]) {

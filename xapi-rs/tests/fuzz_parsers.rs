@@ -11,7 +11,7 @@
 
 use fuzz_loop::{Bounds, Rng};
 use std::time::Duration;
-use xapi_rs::fuzzing::{check_cli, check_expr, check_json, check_xml};
+use xapi_rs::fuzzing::{check_cli, check_expr, check_json, check_provision, check_xml};
 
 const XML_SEEDS: &[&str] = &[
     "<?xml version='1.0'?>\n<methodCall><methodName>session.login_with_password</methodName><params><param><value><string>root</string></value></param><param><value>pw</value></param></params></methodCall>",
@@ -29,6 +29,11 @@ const EXPR_SEEDS: &[&str] = &[
     r#"field "name_label" = "x""#,
     r#"not (field "number" = "3" and "y" <> field "name_label") or true"#,
     r#"(((false))) and field "a\"b" = "c\\""#,
+];
+
+const PROVISION_SEEDS: &[&str] = &[
+    r#"<provision><disk device="0" size="8589934592" sr="" bootable="true" type="system"/></provision>"#,
+    r#"<?xml version="1.0"?><provision><disk device="autodetect" size="1024" sr="u" bootable="false" type="user"></disk><disk device="1" size="1" sr="" bootable="true"/></provision>"#,
 ];
 
 const CLI_SEEDS: &[&str] = &[
@@ -149,6 +154,11 @@ fn fuzz_jsonrpc_bodies() {
 #[test]
 fn fuzz_where_expressions() {
     fuzz("expr", EXPR_SEEDS, check_expr);
+}
+
+#[test]
+fn fuzz_provision_disks() {
+    fuzz("provision", PROVISION_SEEDS, check_provision);
 }
 
 #[test]
