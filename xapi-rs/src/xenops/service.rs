@@ -335,13 +335,15 @@ impl<H: Hypervisor> Xenops<H> {
         d: &super::DiskSpec,
         timeout: Duration,
     ) -> Result<()> {
-        self.unplug_device(
-            domid,
-            &disk::backend_path(domid, d),
-            &disk::frontend_path(domid, d),
-            timeout,
-        )
-        .await?;
+        already_gone(
+            self.unplug_device(
+                domid,
+                &disk::backend_path(domid, d),
+                &disk::frontend_path(domid, d),
+                timeout,
+            )
+            .await,
+        )?;
         self.detach_loop(domid, d).await;
         Ok(())
     }
@@ -349,12 +351,14 @@ impl<H: Hypervisor> Xenops<H> {
     /// Removes a disk from a running domain without asking the guest (its
     /// frontend finds the device gone), then detaches its loop device.
     pub async fn unplug_disk_force(&self, domid: DomId, d: &super::DiskSpec) -> Result<()> {
-        self.remove_device(
-            domid,
-            &disk::backend_path(domid, d),
-            &disk::frontend_path(domid, d),
-        )
-        .await?;
+        already_gone(
+            self.remove_device(
+                domid,
+                &disk::backend_path(domid, d),
+                &disk::frontend_path(domid, d),
+            )
+            .await,
+        )?;
         self.detach_loop(domid, d).await;
         Ok(())
     }
@@ -362,12 +366,14 @@ impl<H: Hypervisor> Xenops<H> {
     /// Removes a network interface from a running domain without asking
     /// the guest; netback deletes its device.
     pub async fn unplug_nic_force(&self, domid: DomId, n: &super::NicSpec) -> Result<()> {
-        self.remove_device(
-            domid,
-            &vif::backend_path(domid, n),
-            &vif::frontend_path(domid, n),
+        already_gone(
+            self.remove_device(
+                domid,
+                &vif::backend_path(domid, n),
+                &vif::frontend_path(domid, n),
+            )
+            .await,
         )
-        .await
     }
 
     /// Removes a device's backend and frontend directories at once.
@@ -450,13 +456,15 @@ impl<H: Hypervisor> Xenops<H> {
         n: &super::NicSpec,
         timeout: Duration,
     ) -> Result<()> {
-        self.unplug_device(
-            domid,
-            &vif::backend_path(domid, n),
-            &vif::frontend_path(domid, n),
-            timeout,
+        already_gone(
+            self.unplug_device(
+                domid,
+                &vif::backend_path(domid, n),
+                &vif::frontend_path(domid, n),
+                timeout,
+            )
+            .await,
         )
-        .await
     }
 
     async fn exists(&self, path: &str) -> Result<bool> {
@@ -861,6 +869,18 @@ impl<H: Hypervisor> Xenops<H> {
     }
 }
 
+/// An unplug that finds the device's backend gone already (removed behind
+/// our back): the device is unplugged all the same.
+fn already_gone(res: Result<()>) -> Result<()> {
+    match res {
+        Err(XenopsError::NoSuchDevice { domid, device }) => {
+            tracing::info!(domid, %device, "device already gone: unplugged");
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 /// Fails early, with the path and the OS's reason, on a boot file that
 /// cannot be opened or is not a regular file.
 async fn check_boot_file(what: &'static str, path: &std::path::Path) -> Result<()> {
@@ -1238,11 +1258,14 @@ mod tests {
         assert!(!exists(xs, &be).await, "backend removed");
         assert!(!exists(xs, &disk::frontend_path(domid, &d)).await);
         assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
-        let gone = w.xo.unplug_disk(domid, &d, Duration::from_secs(1)).await;
-        assert!(
-            matches!(gone, Err(XenopsError::NoSuchDevice { .. })),
-            "{gone:?}"
-        );
+        // A disk whose backend is gone (removed behind our back) is
+        // unplugged already: its loop device goes, and no error.
+        w.xo.plug_disk(domid, &d).await.unwrap();
+        xs.rm(&be).await.unwrap();
+        w.xo.unplug_disk(domid, &d, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(backing.attached.lock().unwrap().is_empty(), "loop detached");
     }
 
     #[tokio::test]
