@@ -928,6 +928,43 @@ fn vm_power_cycle_through_xe_in_dom0_with_reboots() {
         Duration::from_secs(300),
     );
 
+    // Suspended, it cannot be shut down cleanly; by force its image goes
+    // and it is halted; it starts again from scratch.
+    assert_eq!(xe0(&st, &format!("vm-suspend uuid={uuid}")), "");
+    assert_eq!(xe0_param(&st, &uuid, "power-state"), "suspended");
+    let image = xe0_param(&st, &uuid, "suspend-VDI-uuid");
+    assert_eq!(image.len(), 36, "a suspend image: {image:?}");
+    let o = st
+        .exec(
+            1,
+            &format!("xe -u root -pw '{}' vm-shutdown uuid={uuid}", st.password),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).ends_with("expected: running\nactual: suspended\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(xe0(&st, &format!("vm-shutdown uuid={uuid} --force")), "");
+    assert_eq!(xe0_param(&st, &uuid, "power-state"), "halted");
+    assert!(
+        !xe0(&st, "vdi-list --minimal").contains(&image),
+        "the suspend image is gone"
+    );
+    assert_eq!(xl_state(&st, name), None, "no domain");
+    assert_eq!(xe0(&st, &format!("vm-start uuid={uuid}")), "");
+    running_as(&st, &uuid, name);
+    wait_console(
+        &st,
+        1,
+        name,
+        "lab-guest: init up",
+        4,
+        Duration::from_secs(300),
+    );
+
     // Clean shutdown: halted, no domain.
     assert_eq!(xe0(&st, &format!("vm-shutdown uuid={uuid}")), "");
     assert_eq!(xe0_param(&st, &uuid, "power-state"), "halted");
@@ -958,7 +995,7 @@ fn vm_power_cycle_through_xe_in_dom0_with_reboots() {
     assert!(!xe0(&st, "vm-list --minimal").contains(&uuid));
     assert_eq!(xl_state(&st, name), None);
     println!(
-        "xe power cycle (install, start, reboot, reboot --force, the guest's own reboot, shutdown, uninstall): {:.0} s",
+        "xe power cycle (install, start, reboot, reboot --force, the guest's own reboot, suspend, shutdown --force, start, shutdown, uninstall): {:.0} s",
         t0.elapsed().as_secs_f64()
     );
 }
