@@ -110,8 +110,8 @@ fn records_and_methods_match_the_definition() {
     assert!(v["result"].is_object(), "{v}");
     let v = rpc(
         &st,
-        "VM.suspend",
-        serde_json::json!([s, "OpaqueRef:NULL"]),
+        "VM.checkpoint",
+        serde_json::json!([s, "OpaqueRef:NULL", "c"]),
         RPC,
     );
     assert_eq!(v["error"]["message"], "NOT_IMPLEMENTED", "{v}");
